@@ -1,0 +1,41 @@
+"""One causal self-attention head, written out step by step (the teaching version).
+
+The model itself uses `transformer.MultiHeadAttention`, which computes all heads at once with one
+fused projection and `F.scaled_dot_product_attention`; a test proves the two compute the same thing.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) with the future masked out: row t says how much token t reads each token <= t.
+
+    The 1/sqrt(d) keeps the dot products at unit variance, so the softmax does not saturate
+    into a one-hot at initialisation.
+    """
+    T = q.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    future = torch.triu(torch.ones(T, T, dtype=torch.bool, device=q.device), diagonal=1)
+    return F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+
+
+class Head(nn.Module):
+    """A single head: each token emits a query ("what am I looking for?"), a key ("what do I contain?")
+    and a value ("what do I pass on?"); the output is the attention-weighted sum of values."""
+
+    def __init__(self, n_embd: int, head_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        weights = causal_attention_weights(self.query(x), self.key(x))
+        out = self.dropout(weights) @ self.value(x)
+        return (out, weights) if return_weights else out

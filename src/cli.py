@@ -1,0 +1,105 @@
+"""The command line shared by every training script: the same flags, presets and error handling.
+
+A script only states its defaults (a GPTConfig, a TrainConfig) and its presets; precedence is
+script defaults < `--preset` values < flags given explicitly.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import fields, replace
+
+from common import UserError, pick_device
+from model import GPTConfig
+from trainer import TrainConfig, train
+
+# flag -> (config it belongs to, field, type, help)
+MODEL_FLAGS = {
+    "block_size": (int, "context length in tokens"),
+    "n_layer": (int, "transformer blocks"),
+    "n_head": (int, "attention heads"),
+    "n_embd": (int, "embedding width"),
+    "dropout": (float, "dropout rate"),
+    "norm": (str, "layernorm | rmsnorm"),
+    "ffn": (str, "relu | swiglu | relu2"),
+    "pos": (str, "learned | rope"),
+}
+TRAIN_FLAGS = {
+    "max_steps": (int, "optimizer steps"),
+    "batch_size": (int, "sequences per micro-batch (per rank)"),
+    "grad_accum": (int, "micro-batches per optimizer step"),
+    "lr": (float, "peak learning rate"),
+    "schedule": (str, "constant | cosine"),
+    "warmup_steps": (int, "linear warmup steps"),
+    "min_lr": (float, "final learning rate of the cosine schedule"),
+    "weight_decay": (float, "AdamW weight decay"),
+    "grad_clip": (float, "clip the gradient norm to this (0 = off)"),
+    "eval_interval": (int, "evaluate every N steps"),
+    "eval_iters": (int, "batches per split in each evaluation"),
+    "patience": (int, "stop after N evaluations without improvement (0 = off)"),
+    "seed": (int, "random seed (init, data order, dropout)"),
+    "device": (str, "auto | cpu | cuda | cuda:N | mps"),
+    "dtype": (str, "auto | fp32 | bf16 | fp16"),
+    "tokenizer": (str, "char | gpt2 | bpe:<vocab_size>"),
+    "data": (str, "training text (default: data/input.txt, downloaded if missing)"),
+    "out_dir": (str, "run folder for checkpoints and logs"),
+    "sample_tokens": (int, "tokens of the sample printed at the end"),
+}
+
+
+def build_parser(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
+                 presets: dict) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="presets:\n" + "\n".join(f"  {name}: {' '.join(f'{k}={v}' for k, v in values.items())}"
+                                                                       for name, values in presets.items()))
+    parser.add_argument("--preset", choices=sorted(presets), help="a named set of defaults (flags still override)")
+    for flags, defaults in ((MODEL_FLAGS, model_defaults), (TRAIN_FLAGS, train_defaults)):
+        for name, (typ, text) in flags.items():
+            parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None,
+                                help=f"{text} (default: {getattr(defaults, name)})")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off)")
+    parser.add_argument("--resume", action="store_true", default=None,
+                        help="continue from <out-dir>/last exactly where it stopped")
+    return parser
+
+
+def parse_training_args(argv, description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
+                        presets: dict | None = None):
+    """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated."""
+    presets = presets or {}
+    args = vars(build_parser(description, model_defaults, train_defaults, presets).parse_args(argv))
+    chosen = dict(presets.get(args.pop("preset"), {}) if args.get("preset") else {})
+    chosen.update({k: v for k, v in args.items() if v is not None})
+    model_names = {f.name for f in fields(GPTConfig)}
+    try:
+        model_config = replace(model_defaults, **{k: v for k, v in chosen.items() if k in model_names})
+    except ValueError as err:
+        raise UserError(str(err).replace("n_embd", "--n-embd").replace("n_head", "--n-head")) from None
+    train_config = replace(train_defaults, **{k: v for k, v in chosen.items() if k not in model_names})
+    train_config.validate()
+    return model_config, train_config
+
+
+def print_sample(out_dir, tokens: int, device: str, prompt: str = "ROMEO:") -> None:
+    """Generate a sample from the run's best checkpoint (what the run is for, after all)."""
+    from checkpoint import load_model
+    from generate import generate_text
+    if tokens == 0:
+        return
+    model, _ = load_model(out_dir, device=pick_device(device))
+    print(f"\n--- sample from {out_dir} (temperature 0.8) ---")
+    print(generate_text(model, prompt, tokens, temperature=0.8, seed=0))
+
+
+def training_main(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig, presets: dict,
+                  argv=None, before_training=None) -> dict:
+    """Parse flags, train, print a sample from the best checkpoint (rank 0 only)."""
+    model_config, train_config = parse_training_args(argv, description, model_defaults, train_defaults, presets)
+    if before_training is not None:
+        before_training(model_config, train_config)
+    summary = train(model_config, train_config)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"best val loss {summary['best_val_loss']:.4f} ({summary['best_val_bpc']:.3f} bits/char) at step "
+              f"{summary['best_step']}; {summary['tokens_per_sec']:,.0f} tokens/s; {summary['elapsed_s']:.0f}s")
+        print_sample(train_config.out_dir, train_config.sample_tokens, train_config.device)
+    return summary

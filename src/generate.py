@@ -1,0 +1,146 @@
+"""Generate text from a trained checkpoint (vanilla, modern or BPE; local folder or Hub repo).
+
+    python src/generate.py --demo                       # five sampling settings; trains a small model first if none exists
+    python src/generate.py --checkpoint checkpoints/modern --prompt "JULIET:" --tokens 300 --temp 0.8
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from checkpoint import load_model  # noqa: E402
+from common import REPO_ROOT, UserError, pick_device, run_cli  # noqa: E402
+from model import check_sampling_args  # noqa: E402
+
+DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
+    ("temperature 0.5", 0.5, None, None),
+    ("temperature 0.8", 0.8, None, None),
+    ("temperature 1.0", 1.0, None, None),
+    ("temperature 1.0, top-k 50", 1.0, 50, None),
+    ("temperature 1.0, top-p 0.9", 1.0, None, 0.9),
+]
+SEARCH_ORDER = ("modern", "vanilla", "bpe")
+
+
+def encode_prompt(model, prompt: str) -> torch.Tensor:
+    if model.tokenizer is None:
+        raise UserError("this checkpoint has no tokenizer recorded; it cannot encode a prompt")
+    try:
+        ids = model.tokenizer.encode(prompt)
+    except ValueError as err:
+        raise UserError(f"bad prompt: {err}") from None
+    if not ids:
+        raise UserError("the prompt is empty; pass --prompt with at least one character")
+    return torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
+
+
+def generate_text(model, prompt: str, tokens: int, temperature: float = 0.8, top_k=None, top_p=None,
+                  seed: int | None = None, use_cache: bool = True, stream=None) -> str:
+    """Prompt + `tokens` generated tokens as text. stream(str) receives each new piece as it is made."""
+    idx = encode_prompt(model, prompt)
+    device = idx.device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    decoder = StreamDecoder(model.tokenizer, stream) if stream else None
+    out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, top_p=top_p, use_cache=use_cache,
+                         generator=generator, on_token=decoder)
+    if decoder:
+        decoder.flush()
+    return model.tokenizer.decode(out[0].tolist())
+
+
+class StreamDecoder:
+    """Decode a growing token list and emit only the new text (a BPE token can end mid-character,
+    so text is emitted once it decodes cleanly)."""
+
+    def __init__(self, tokenizer, write):
+        self.tokenizer, self.write, self.pending = tokenizer, write, []
+
+    def __call__(self, next_id: torch.Tensor) -> None:
+        self.pending.append(int(next_id[0, 0]))
+        text = self.tokenizer.decode(self.pending)
+        if "\ufffd" not in text:
+            self.write(text)
+            self.pending = []
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write(self.tokenizer.decode(self.pending))
+            self.pending = []
+
+
+def find_default_checkpoint() -> Path | None:
+    for run in SEARCH_ORDER:
+        folder = REPO_ROOT / "checkpoints" / run
+        if (folder / "best" / "config.json").exists() or (folder / "last" / "config.json").exists():
+            return folder
+    return None
+
+
+def train_demo_model() -> Path:
+    """A fresh clone has no checkpoint: train the small CPU preset modern model (a few minutes)."""
+    print("No checkpoint found: training the small --preset cpu modern model first "
+          "(a few minutes on a laptop CPU; later runs reuse it).", flush=True)
+    sys.path.insert(0, str(REPO_ROOT / "training"))
+    from train_modern import main as train_modern_main
+    train_modern_main(["--preset", "cpu", "--sample-tokens", "0"])
+    return REPO_ROOT / "checkpoints" / "modern"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Generate Shakespeare from a tinyllm checkpoint.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=None,
+                   help="run folder (its best/ or last/), checkpoint folder, or Hub repo id; default: the best local run")
+    p.add_argument("--prompt", default="ROMEO:", help="text to continue")
+    p.add_argument("--tokens", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temp", type=float, default=0.8, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top_k", "--top-k", type=int, default=None, help="sample from the k likeliest tokens")
+    p.add_argument("--top_p", "--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--no-cache", action="store_true", help="recompute the context every step (no KV cache)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        check_sampling_args(args.temp, args.top_k, args.top_p)
+    except ValueError as err:
+        raise UserError(str(err).replace("temperature", "--temp").replace("top_k", "--top_k").replace("top_p", "--top_p")) from None
+    if args.tokens < 0:
+        raise UserError(f"--tokens must be >= 0, got {args.tokens}")
+    device = pick_device(args.device)
+    checkpoint = args.checkpoint or find_default_checkpoint()
+    if checkpoint is None:
+        if not args.demo:
+            raise UserError("no checkpoint found in checkpoints/; train one (python -u training/train_modern.py "
+                            "--preset cpu) or pass --checkpoint")
+        checkpoint = train_demo_model()
+    model, record = load_model(checkpoint, device=device)
+    where = f"{checkpoint} ({record.get('architecture')}, {record.get('params', 0):,} params, step {record.get('step')}, " \
+            f"val loss {record.get('val_loss', float('nan')):.4f})"
+    if args.demo:
+        print(f"checkpoint: {where}\n")
+        for label, temp, top_k, top_p in DEMO_SETTINGS:
+            print(f"=== {label} ===")
+            text = generate_text(model, args.prompt, 300, temp, top_k, top_p, seed=args.seed,
+                                 use_cache=not args.no_cache)
+            print(text + "\n")
+        return
+    print(f"[{where}]", file=sys.stderr)
+    write = lambda s: print(s, end="", flush=True)  # noqa: E731
+    write(args.prompt)
+    generate_text(model, args.prompt, args.tokens, args.temp, args.top_k, args.top_p, seed=args.seed,
+                  use_cache=not args.no_cache, stream=write)
+    print()
+
+
+if __name__ == "__main__":
+    run_cli(main)

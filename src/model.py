@@ -1,0 +1,228 @@
+"""The GPT model family: one config, one model class, every variant a config change.
+
+Vanilla GPT (GPT-2 style) is the default config. Each modernisation is a switch:
+`norm` layernorm -> rmsnorm, `ffn` relu -> swiglu (or relu2), `pos` learned -> rope; `model_modern.ModernGPT`
+turns all of them on. Generation supports a KV cache for both position schemes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from modernize import KVCache, RotaryEmbedding
+from transformer import Block, make_norm
+
+CHOICES = {"norm": ("layernorm", "rmsnorm"), "ffn": ("relu", "swiglu", "relu2"), "pos": ("learned", "rope")}
+
+
+@dataclass
+class GPTConfig:
+    """Model hyperparameters; the defaults are the reference vanilla GPT (10,763,904 params at vocab 65)."""
+
+    vocab_size: int = 65
+    block_size: int = 256       # longest context seen in training
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.2
+    norm: str = "layernorm"     # layernorm | rmsnorm
+    ffn: str = "relu"           # relu | swiglu | relu2
+    pos: str = "learned"        # learned | rope
+    attn_proj_bias: bool = True  # GPT-2 has a bias on the attention output projection, LLaMA does not
+    rope_theta: float = 10000.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"RoPE needs an even head size; n_embd/n_head = {self.n_embd // self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick the next token from (B, vocab) logits. temperature 0 = greedy; top_k keeps the k likeliest
+    (clamped to the vocab); top_p keeps the smallest set whose probability reaches p (nucleus)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > top_p  # tokens wholly beyond the nucleus; the first always stays
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+class GPT(nn.Module):
+    """Token embedding (+ learned positions unless RoPE) -> n_layer blocks -> final norm -> lm_head.
+
+    The lm_head shares its weight with the token embedding ("weight tying"): reading a token in and
+    predicting it out use the same vectors, which saves vocab x n_embd parameters and helps small models.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
+        head_size = config.n_embd // config.n_head
+        self.rope = RotaryEmbedding(head_size, config.block_size, config.rope_theta) if config.pos == "rope" else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm_f = make_norm(config.norm, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        self.tokenizer = None  # set by checkpoint loading, so generation can decode
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        """Parameters counted once (the tied embedding/lm_head weight is one tensor)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def context_length(self) -> int:
+        """How many past tokens can influence the next prediction. Learned positions: block_size.
+        RoPE with a sliding window: each layer reaches block_size - 1 further back."""
+        c = self.config
+        return c.block_size if self.rope is None else c.n_layer * (c.block_size - 1) + 1
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches=None,
+                window: int | None = None, last_only: bool = False):
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
+
+        caches: one KVCache per layer (generation). window: attend to at most this many tokens back
+        (only matters when T > window; RoPE models only). last_only: logits for the last position only.
+        """
+        B, T = idx.shape
+        start = caches[0].length if caches else 0
+        x = self.tok_emb(idx)
+        rope = None
+        if self.pos_emb is not None:
+            if start + T > self.config.block_size:
+                raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size} "
+                                 "(learned position embeddings stop there)")
+            x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
+        else:
+            rope = self.rope.tables(start, T)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, caches[i] if caches else None, window)
+        x = self.norm_f(x)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    # ------------------------------------------------------------------------- generation
+
+    def _prefill(self, context: torch.Tensor, caches) -> torch.Tensor:
+        """Fill fresh caches with `context`: one causal pass over the first block_size tokens, then one
+        token at a time (exact, since the cache slides). Returns the logits after the last token."""
+        first = context[:, :self.config.block_size]
+        logits, _ = self(first, caches=caches, last_only=True)
+        for t in range(first.size(1), context.size(1)):
+            logits, _ = self(context[:, t:t + 1], caches=caches)
+        return logits[:, -1]
+
+    def _uncached_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The plain path: recompute everything that can influence the next token, no cache."""
+        context = tokens[:, -self.context_length():]
+        logits, _ = self(context, window=self.config.block_size, last_only=True)
+        return logits[:, -1]
+
+    @torch.inference_mode()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None, on_token=None) -> torch.Tensor:
+        """Append `max_new_tokens` sampled tokens to idx (B, T). Cached by default: the prompt is
+        prefilled once, then each step feeds only the newest token. on_token(ids (B, 1)) streams output."""
+        check_sampling_args(temperature, top_k, top_p)
+        was_training = self.training
+        self.eval()
+        B, T0 = idx.shape
+        out = torch.empty(B, T0 + max_new_tokens, dtype=idx.dtype, device=idx.device)
+        out[:, :T0] = idx
+        caches = None
+        if use_cache and max_new_tokens > 0:
+            caches = [KVCache(self.config.block_size) for _ in self.blocks]
+            logits = self._prefill(idx[:, -self.context_length():], caches)
+        for t in range(T0, T0 + max_new_tokens):
+            if not use_cache:
+                logits = self._uncached_logits(out[:, :t])
+            next_id = sample_next(logits, temperature, top_k, top_p, generator)
+            out[:, t:t + 1] = next_id
+            if on_token is not None:
+                on_token(next_id)
+            if use_cache and t + 1 < T0 + max_new_tokens:
+                if self.rope is None and caches[0].length >= self.config.block_size:
+                    # learned positions end at block_size: from here on, recompute the cropped window
+                    caches = [KVCache(self.config.block_size) for _ in self.blocks]
+                    logits = self._prefill(out[:, t + 1 - self.config.block_size:t + 1], caches)
+                else:
+                    logits = self(next_id, caches=caches)[0][:, -1]
+        self.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------------- saving / loading
+
+    def save_pretrained(self, folder, tokenizer=None, record: dict | None = None) -> None:
+        """Write `folder/model.safetensors` + `folder/config.json` (the Hugging Face Hub layout)."""
+        from checkpoint import save_model_folder
+        save_model_folder(folder, self, tokenizer or self.tokenizer, record or {})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device: str | torch.device = "cpu", **hub_kwargs):
+        """Load from a local checkpoint folder (run/, run/best, run/last) or a Hub repo id."""
+        from checkpoint import load_model
+        model, _record = load_model(name_or_path, device=device, expect=cls, **hub_kwargs)
+        return model

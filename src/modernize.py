@@ -1,0 +1,126 @@
+"""The modern components LLaMA and Qwen use instead of GPT-2's: RMSNorm, SwiGLU, RoPE, and a KV cache.
+
+Each one is a drop-in swap selected by a config switch (`norm`, `ffn`, `pos`) in `model.GPTConfig`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight.
+
+    LayerNorm subtracts the mean and adds a bias; RMSNorm only rescales. The re-centring turned out
+    not to matter for transformers, and dropping it saves a reduction and the bias parameters.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_float = x.float()  # the reduction in fp32 even under autocast
+        normed = x_float * torch.rsqrt(x_float.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def swiglu_hidden_size(n_embd: int, multiple_of: int = 64) -> int:
+    """2/3 * 4d, rounded up to a multiple of 64: three matrices of this size cost the same as the two
+    4d matrices of a plain FFN, so the swap is fair at equal parameters (1024 for d = 384)."""
+    hidden = int(2 * 4 * n_embd / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)): a learned, smooth gate multiplies the features, instead of ReLU's
+    hard zeroing. No biases (as in LLaMA)."""
+
+    def __init__(self, n_embd: int, dropout: float = 0.0):
+        super().__init__()
+        hidden = swiglu_hidden_size(n_embd)
+        self.gate = nn.Linear(n_embd, hidden, bias=False)
+        self.up = nn.Linear(n_embd, hidden, bias=False)
+        self.down = nn.Linear(hidden, n_embd, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE: rotate each (even, odd) pair of q and k dimensions by an angle position * frequency.
+
+    A rotation by angle a*m of q and b*m of k leaves their dot product depending on (a - b) only, so
+    attention scores see relative distance, and no position table is learned. Pair i turns at
+    theta^(-2i/d): the first pairs spin fast (local detail), the last ones slowly (long range).
+    Values are not rotated: position should change *where* a token looks, not *what* it passes on.
+    """
+
+    def __init__(self, head_dim: int, max_positions: int, theta: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head size, got {head_dim}")
+        # float64 on the CPU for accurate angles at large positions; only the cos/sin tables move devices
+        self.inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        self._build(max_positions)
+
+    def _build(self, n_positions: int, device=None) -> None:
+        angles = torch.outer(torch.arange(n_positions, dtype=torch.float64), self.inv_freq)
+        self.register_buffer("cos", angles.cos().float().to(device), persistent=False)
+        self.register_buffer("sin", angles.sin().float().to(device), persistent=False)
+
+    def tables(self, start: int, length: int):
+        """cos/sin for absolute positions start .. start+length-1 (the table grows if decoding runs long)."""
+        if start + length > self.cos.size(0):
+            self._build(max(2 * self.cos.size(0), start + length), self.cos.device)
+        return self.cos[start:start + length], self.sin[start:start + length]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[..., 0::2], x[..., 1::2]) of x (B, H, T, D) by the given angles (T, D/2)."""
+    x_even, x_odd = x.float()[..., 0::2], x.float()[..., 1::2]
+    rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class KVCache:
+    """Keys and values of the tokens already seen, for one layer, preallocated once per generation.
+
+    Decoding then costs one token's projections per step instead of re-running the whole window.
+    Writes go to slot (position % capacity): once `capacity` (= block_size) tokens are stored, the
+    oldest is overwritten, so the cache slides. With RoPE this equals recomputing the cropped window,
+    because scores depend only on relative distance and softmax does not care about slot order.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.k = self.v = None
+        self.length = 0  # tokens seen so far = absolute position of the next token
+
+    def update(self, k: torch.Tensor, v: torch.Tensor):
+        """Store new keys/values (B, H, T, D); return (keys, values, attn_mask, is_causal) to attend over."""
+        B, H, T, D = k.shape
+        if self.k is None:
+            self.k = k.new_zeros(B, H, self.capacity, D)
+            self.v = v.new_zeros(B, H, self.capacity, D)
+        start = self.length
+        if T == 1:  # decoding: one new token sees every stored one, no mask needed
+            slot = start % self.capacity
+            self.k[:, :, slot] = k[:, :, 0]
+            self.v[:, :, slot] = v[:, :, 0]
+            self.length += 1
+            n = min(self.length, self.capacity)
+            return self.k[:, :, :n], self.v[:, :, :n], None, False
+        if start + T > self.capacity:
+            raise ValueError(f"a {T}-token chunk at position {start} does not fit a cache of {self.capacity}")
+        self.k[:, :, start:start + T] = k
+        self.v[:, :, start:start + T] = v
+        self.length += T
+        if start == 0:  # prefill: plain causal attention over the prompt itself
+            return k, v, None, True
+        rows = torch.arange(start, start + T, device=k.device)[:, None]
+        mask = torch.arange(start + T, device=k.device)[None, :] <= rows
+        return self.k[:, :, :start + T], self.v[:, :, :start + T], mask, False

@@ -1,0 +1,95 @@
+"""The transformer block: multi-head causal self-attention, the feed-forward network, pre-norm residuals.
+
+Which norm, FFN and position scheme a block uses is decided by the config switches in `model.GPTConfig`,
+so vanilla GPT and the modern LLaMA-style model are the same code with different settings.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from modernize import KVCache, RMSNorm, SwiGLU, apply_rotary
+
+
+def sliding_window_mask(length: int, window: int, device=None) -> torch.Tensor:
+    """Causal mask where token i sees tokens i-window+1 .. i (True = may attend)."""
+    i = torch.arange(length, device=device)[:, None]
+    j = torch.arange(length, device=device)[None, :]
+    return (j <= i) & (j > i - window)
+
+
+class MultiHeadAttention(nn.Module):
+    """All heads at once: one fused q/k/v projection, then `F.scaled_dot_product_attention`
+    (FlashAttention on CUDA), instead of a Python loop over `attention.Head`s."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, proj_bias: bool):
+        super().__init__()
+        assert n_embd % n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head, self.head_size = n_head, n_embd // n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # rows: all queries, all keys, all values
+        self.proj = nn.Linear(n_embd, n_embd, bias=proj_bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def project(self, x: torch.Tensor, rope=None):
+        """q, k, v as (B, n_head, T, head_size), with q and k rotated when RoPE tables are given."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        return q, k, v
+
+    def forward(self, x, rope=None, cache: KVCache | None = None, window: int | None = None):
+        B, T, C = x.shape
+        q, k, v = self.project(x, rope)
+        mask, causal = None, True
+        if cache is not None:
+            k, v, mask, causal = cache.update(k, v)
+        elif window is not None and T > window:
+            mask, causal = sliding_window_mask(T, window, x.device), False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class FeedForward(nn.Module):
+    """Linear(d, 4d) -> activation -> Linear(4d, d): the per-token computation between attentions.
+    `relu` is GPT's original; `relu2` (ReLU squared, used by nanochat/modded-nanogpt) has the same size."""
+
+    def __init__(self, n_embd: int, dropout: float, activation: str = "relu"):
+        super().__init__()
+        self.up = nn.Linear(n_embd, 4 * n_embd)
+        self.down = nn.Linear(4 * n_embd, n_embd)
+        self.activation = activation
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.up(x))
+        if self.activation == "relu2":
+            h = h.square()
+        return self.dropout(self.down(h))
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    return RMSNorm(dim, eps=1e-6) if kind == "rmsnorm" else nn.LayerNorm(dim, eps=1e-5)
+
+
+def make_ffn(kind: str, dim: int, dropout: float) -> nn.Module:
+    return SwiGLU(dim, dropout) if kind == "swiglu" else FeedForward(dim, dropout, activation=kind)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x)). Normalising the input of each
+    branch (not the residual stream itself) keeps a clean identity path, so deep stacks train stably."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.norm1 = make_norm(config.norm, config.n_embd)
+        self.attn = MultiHeadAttention(config.n_embd, config.n_head, config.dropout, config.attn_proj_bias)
+        self.norm2 = make_norm(config.norm, config.n_embd)
+        self.ffn = make_ffn(config.ffn, config.n_embd, config.dropout)
+
+    def forward(self, x, rope=None, cache=None, window=None):
+        x = x + self.attn(self.norm1(x), rope, cache, window)
+        return x + self.ffn(self.norm2(x))

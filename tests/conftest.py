@@ -1,0 +1,63 @@
+"""Shared fixtures: src/ on the path, a small corpus, tiny configs, and a helper to run scripts."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+DATA = ROOT / "data" / "input.txt"
+
+from model import GPTConfig  # noqa: E402
+from trainer import TrainConfig  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shakespeare() -> str:
+    assert DATA.exists(), "data/input.txt is missing: .ci/run copies it from ../shared/data"
+    return DATA.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def small_text(tmp_path, shakespeare) -> Path:
+    """The first 30,000 characters of Tiny Shakespeare as its own data file."""
+    path = tmp_path / "small.txt"
+    path.write_text(shakespeare[:30_000], encoding="utf-8")
+    return path
+
+
+def tiny_model_config(**overrides) -> GPTConfig:
+    base = dict(vocab_size=65, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+    return GPTConfig(**{**base, **overrides})
+
+
+def tiny_train_config(out_dir, data, **overrides) -> TrainConfig:
+    base = dict(max_steps=20, batch_size=8, eval_interval=10, eval_iters=2, lr=1e-3, seed=0, device="cpu",
+                out_dir=str(out_dir), data=str(data), sample_tokens=0)
+    return TrainConfig(**{**base, **overrides})
+
+
+TINY_FLAGS = ["--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
+              "--eval-iters", "2", "--device", "cpu", "--sample-tokens", "0"]
+
+
+def run_script(*args, timeout=300, env=None, cwd=ROOT) -> subprocess.CompletedProcess:
+    """Run a repo script the way a user would (python path/to/script.py ...)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Non-zero exit, no traceback, and a one-line message naming the problem."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    for needle in needles:
+        assert needle.lower() in error_lines[0].lower(), error_lines[0]

@@ -1,0 +1,127 @@
+"""The scripts as a user runs them: bad input gives one clear line, a non-zero exit, no traceback,
+and nothing is overwritten."""
+import json
+
+import pytest
+
+from conftest import ROOT, TINY_FLAGS, assert_user_error, run_script
+
+TRAIN = ROOT / "training" / "train.py"
+TRAIN_MODERN = ROOT / "training" / "train_modern.py"
+GENERATE = ROOT / "src" / "generate.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny modern run trained through the real script: checkpoint folder for the generate tests."""
+    out = tmp_path_factory.mktemp("runs") / "modern"
+    data = tmp_path_factory.mktemp("data") / "small.txt"
+    data.write_text((ROOT / "data" / "input.txt").read_text()[:30_000])
+    result = run_script(TRAIN_MODERN, *TINY_FLAGS, "--max-steps", "20", "--eval-interval", "10",
+                        "--data", data, "--out-dir", out, "--sample-tokens", "50")
+    assert result.returncode == 0, result.stderr
+    assert "sample from" in result.stdout
+    return out, data
+
+
+def test_training_script_writes_the_checkpoint_layout(tiny_run):
+    out, _ = tiny_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["architecture"] == "modern" and summary["steps"] == 20
+    assert (out / "best" / "model.safetensors").exists() and (out / "last" / "train_state.pt").exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--max-steps", "-1"], "--max-steps"),
+    (["--n-embd", "30", "--n-head", "4"], "divisible"),
+    (["--lr", "-1"], "--lr"),
+    (["--dtype", "fp16"], "fp16"),
+    (["--device", "cuda"], "cuda"),
+])
+def test_bad_training_flags(tmp_path, small_text, flags, needle):
+    result = run_script(TRAIN, *TINY_FLAGS, "--data", small_text, "--out-dir", tmp_path / "run", *flags)
+    assert_user_error(result, needle)
+    assert not (tmp_path / "run" / "last").exists()
+
+
+def test_bad_data_files(tmp_path):
+    (tmp_path / "short.txt").write_text("too short")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("to be or not to be, café\n".encode("latin-1") * 50)
+    for name, needle in [("missing.txt", "not found"), ("short.txt", "too short"), ("empty.txt", "too short"),
+                         ("latin1.txt", "utf-8")]:
+        result = run_script(TRAIN, *TINY_FLAGS, "--data", tmp_path / name, "--out-dir", tmp_path / "run")
+        assert_user_error(result, needle)
+
+
+def test_resume_without_checkpoint_and_with_another_config(tmp_path, tiny_run):
+    out, data = tiny_run
+    result = run_script(TRAIN, *TINY_FLAGS, "--data", data, "--out-dir", tmp_path / "none", "--resume")
+    assert_user_error(result, "no checkpoint")
+    before = (out / "last" / "model.safetensors").read_bytes()
+    result = run_script(TRAIN_MODERN, *TINY_FLAGS, "--n-embd", "64", "--data", data, "--out-dir", out, "--resume")
+    assert_user_error(result, "does not match")
+    result = run_script(TRAIN_MODERN, *TINY_FLAGS, "--block-size", "32", "--data", data, "--out-dir", out, "--resume")
+    assert_user_error(result, "block_size")
+    assert (out / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_unwritable_out_dir(tmp_path, small_text):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_script(TRAIN, *TINY_FLAGS, "--data", small_text, "--out-dir", blocker / "run")
+    assert_user_error(result, "cannot write")
+
+
+def test_generate_streams_text_from_a_checkpoint(tiny_run):
+    out, _ = tiny_run
+    result = run_script(GENERATE, "--checkpoint", out, "--prompt", "ROMEO:", "--tokens", "40", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ROMEO:") and len(result.stdout.rstrip("\n")) == len("ROMEO:") + 40
+    again = run_script(GENERATE, "--checkpoint", out, "--prompt", "ROMEO:", "--tokens", "40", "--seed", "1", "--no-cache")
+    assert again.stdout == result.stdout
+
+
+def test_generate_demo_with_a_checkpoint(tiny_run):
+    out, _ = tiny_run
+    result = run_script(GENERATE, "--demo", "--checkpoint", out, "--seed", "0")
+    assert result.returncode == 0, result.stderr
+    for label in ("temperature 0.5", "temperature 1.0, top-k 50", "temperature 1.0, top-p 0.9"):
+        assert f"=== {label} ===" in result.stdout
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--prompt", "ROMEO@#"], "not in the vocabulary"),
+    (["--temp", "-1"], "--temp"),
+    (["--top_k", "0"], "--top_k"),
+    (["--top_p", "0"], "--top_p"),
+    (["--top_p", "1.5"], "--top_p"),
+    (["--tokens", "-5"], "--tokens"),
+])
+def test_generate_rejects_bad_arguments(tiny_run, flags, needle):
+    out, _ = tiny_run
+    assert_user_error(run_script(GENERATE, "--checkpoint", out, *flags), needle)
+
+
+def test_generate_with_missing_or_corrupt_checkpoints(tmp_path, tiny_run):
+    out, _ = tiny_run
+    assert_user_error(run_script(GENERATE, "--checkpoint", tmp_path / "nothing-here"), "not found")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((out / "best" / "config.json").read_text())
+    data = (out / "best" / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert_user_error(run_script(GENERATE, "--checkpoint", broken), "truncated")
+    (broken / "config.json").write_text("{not json")
+    assert_user_error(run_script(GENERATE, "--checkpoint", broken), "corrupt")
+    other = json.loads((out / "best" / "config.json").read_text())
+    other["model"]["n_embd"] = 64
+    (broken / "config.json").write_text(json.dumps(other))
+    (broken / "model.safetensors").write_bytes(data)
+    assert_user_error(run_script(GENERATE, "--checkpoint", broken), "do not match")
+
+
+def test_help_shows_defaults():
+    result = run_script(TRAIN, "--help")
+    assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout

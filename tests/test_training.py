@@ -1,0 +1,125 @@
+"""The shared training loop: learning, checkpoints, exact resume, NaN stop, accumulation, schedules."""
+import json
+import math
+
+import pytest
+import torch
+
+from checkpoint import load_model, load_train_state
+from common import UserError
+from conftest import tiny_model_config, tiny_train_config
+from model import GPT
+from trainer import TrainConfig, lr_at, train
+
+
+def test_tiny_model_learns_far_below_uniform_loss(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text("to be or not to be, that is the question. " * 12)  # a few hundred characters
+    summary = train(tiny_model_config(block_size=8), tiny_train_config(tmp_path / "run", text, max_steps=150,
+                                                                        eval_interval=50, batch_size=8), log=lambda *_: None)
+    vocab = summary["vocab_size"]
+    assert summary["best_val_loss"] < 0.5 * math.log(vocab), summary["best_val_loss"]
+
+
+def test_checkpoint_layout_summary_and_round_trip(tmp_path, small_text):
+    out = tmp_path / "run"
+    summary = train(tiny_model_config(pos="rope"), tiny_train_config(out, small_text), log=lambda *_: None)
+    for path in ("best/model.safetensors", "best/config.json", "last/model.safetensors", "last/config.json",
+                 "last/train_state.pt", "history.json", "summary.json"):
+        assert (out / path).exists(), path
+    for key in ("params", "steps", "best_val_loss", "best_step", "final_train_loss", "elapsed_s", "device", "dtype",
+                "tokens_per_sec"):
+        assert key in summary
+    assert summary["steps"] == 20 and summary["tokens_per_sec"] > 0
+    model, record = load_model(out / "last")
+    assert record["step"] == 20 and record["tokenizer"]["type"] == "char"
+    assert model.tokenizer.decode(model.tokenizer.encode("ROMEO:")) == "ROMEO:"
+    # reloading the saved weights gives the same function
+    model2, _ = load_model(out / "last")
+    idx = torch.randint(0, model.config.vocab_size, (2, 16))
+    assert torch.equal(model(idx)[0], model2(idx)[0])
+    assert model2.lm_head.weight is model2.tok_emb.weight
+    history = json.loads((out / "history.json").read_text())
+    assert [e["step"] for e in history["evals"]] == [0, 10, 20] and len(history["train_loss"]) == 20
+
+
+def test_resume_is_exact(tmp_path, small_text):
+    quiet = lambda *_: None  # noqa: E731
+    straight = train(tiny_model_config(dropout=0.1), tiny_train_config(tmp_path / "a", small_text), log=quiet)
+    train(tiny_model_config(dropout=0.1), tiny_train_config(tmp_path / "b", small_text, max_steps=10), log=quiet)
+    resumed = train(tiny_model_config(dropout=0.1), tiny_train_config(tmp_path / "b", small_text, resume=True), log=quiet)
+    a = json.loads((tmp_path / "a" / "history.json").read_text())
+    b = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert a["train_loss"] == b["train_loss"]
+    assert [e["val_loss"] for e in a["evals"]] == [e["val_loss"] for e in b["evals"]]
+    assert straight["final_train_loss"] == resumed["final_train_loss"]
+
+
+def test_best_checkpoint_is_never_overwritten_by_a_worse_last(tmp_path, small_text):
+    # a learning rate that first helps, then blows the model up, keeps best/ at the good step
+    summary = train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=30, eval_interval=10),
+                    log=lambda *_: None)
+    best_record = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert best_record["step"] == summary["best_step"]
+    assert best_record["val_loss"] == summary["best_val_loss"]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, small_text):
+    out = tmp_path / "run"
+    train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10), log=lambda *_: None)
+    before = (out / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(UserError, match=r"diverged: loss is (nan|inf) at step \d+.*step 10\) is intact"):
+        train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=40, lr=1e12, resume=True),
+              log=lambda *_: None)
+    assert (out / "last" / "model.safetensors").read_bytes() == before
+    load_model(out / "last")
+
+
+def test_gradient_accumulation_gives_the_same_gradients_as_one_big_batch():
+    torch.manual_seed(0)
+    model = GPT(tiny_model_config())
+    x, y = torch.randint(0, 65, (16, 16)), torch.randint(0, 65, (16, 16))
+    model(x, y)[1].backward()
+    big = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for i in range(4):
+        (model(x[4 * i:4 * i + 4], y[4 * i:4 * i + 4])[1] / 4).backward()
+    for g_big, p in zip(big, model.parameters()):
+        assert torch.allclose(g_big, p.grad, atol=1e-5)
+
+
+def test_grad_accum_run_matches_one_big_batch_run(tmp_path, small_text):
+    quiet = lambda *_: None  # noqa: E731
+    big = train(tiny_model_config(), tiny_train_config(tmp_path / "a", small_text, batch_size=16, max_steps=5,
+                                                       eval_interval=5), log=quiet)
+    acc = train(tiny_model_config(), tiny_train_config(tmp_path / "b", small_text, batch_size=4, grad_accum=4,
+                                                       max_steps=5, eval_interval=5), log=quiet)
+    assert abs(big["final_train_loss"] - acc["final_train_loss"]) < 1e-5
+    a = json.loads((tmp_path / "a" / "history.json").read_text())["train_loss"]
+    b = json.loads((tmp_path / "b" / "history.json").read_text())["train_loss"]
+    assert max(abs(u - v) for u, v in zip(a, b)) < 1e-5
+
+
+def test_bits_per_char_of_a_char_run_is_loss_over_ln2(tmp_path, small_text):
+    train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=10), log=lambda *_: None)
+    for e in json.loads((tmp_path / "run" / "history.json").read_text())["evals"]:
+        assert e["val_bpc"] == e["val_loss"] / math.log(2)
+
+
+def test_lr_schedule_warmup_and_cosine():
+    tc = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, schedule="cosine", max_steps=110)
+    assert lr_at(0, tc) == pytest.approx(1e-4) and lr_at(9, tc) == pytest.approx(1e-3)
+    assert lr_at(60, tc) == pytest.approx(5.5e-4) and lr_at(110, tc) == pytest.approx(1e-4)
+    assert lr_at(50, TrainConfig(lr=3e-4)) == 3e-4
+
+
+def test_patience_stops_early(tmp_path, small_text):
+    summary = train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=400, eval_interval=2,
+                                                           lr=3.0, patience=2), log=lambda *_: None)
+    assert summary["stopped_early"] and summary["steps"] < 400
+
+
+def test_train_state_loads_with_weights_only(tmp_path, small_text):
+    train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=10), log=lambda *_: None)
+    state = load_train_state(tmp_path / "run" / "last")
+    assert state["step"] == 10 and "optimizer" in state

@@ -1,0 +1,26 @@
+"""Train the vanilla GPT (the reference: 10.8M params, LayerNorm, ReLU FFN, learned positions).
+
+    python -u training/train.py                 # reference config, 5000 steps (GPU recommended)
+    python -u training/train.py --preset cpu    # ~5 minutes on a laptop CPU
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from cli import training_main  # noqa: E402
+from common import run_cli  # noqa: E402
+from model import GPTConfig  # noqa: E402
+from presets import CPU_PRESET  # noqa: E402
+from trainer import TrainConfig  # noqa: E402
+
+MODEL = GPTConfig()
+TRAINING = TrainConfig(out_dir="checkpoints/vanilla")
+
+
+def main(argv=None):
+    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, {"cpu": CPU_PRESET}, argv)
+
+
+if __name__ == "__main__":
+    run_cli(main)
