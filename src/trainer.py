@@ -327,10 +327,14 @@ class Run:
         return self.tc.patience > 0 and self.bad_evals >= self.tc.patience
 
     def _log_eval(self, e: dict, tokens_per_sec: float, bar) -> None:
-        msg = (f"step {e['step']:>5} | train {e['train_loss']:.4f} | val {e['val_loss']:.4f} | "
-               f"val bpc {e['val_bpc']:.3f} | lr {e['lr']:.2e} | {tokens_per_sec:,.0f} tok/s | {e['elapsed_s']:.0f}s")
+        done = self.step - self.first_step
+        seconds = time.perf_counter() - self.t_start
+        eta = seconds / done * (self.tc.max_steps - self.step) if done else float("nan")
+        msg = (f"step {e['step']:>5}/{self.tc.max_steps} | train {e['train_loss']:.4f} | val {e['val_loss']:.4f} | "
+               f"val bpc {e['val_bpc']:.3f} | lr {e['lr']:.2e} | {tokens_per_sec:,.0f} tok/s | "
+               f"{e['elapsed_s']:.0f}s elapsed, ETA {eta:.0f}s")
         if self.d.master:
-            (bar.write if bar is not None else self.log)(msg)
+            (bar.write if not bar.disable else self.log)(msg)
 
     # -- the loop
 
@@ -345,8 +349,10 @@ class Run:
                      f"{tc.grad_accum} accum | {len(self.train_data):,}/{len(self.val_data):,} train/val tokens")
         tokens_per_step = eff * self.model.config.block_size
         timed_steps, timed_seconds, stopped_early = 0, 0.0, False
-        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not d.master, dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30, file=sys.stderr, unit="step")
+        # a live bar on a terminal; in a log file (nohup, CI, Colab cells) the eval lines carry the ETA instead
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (d.master and sys.stderr.isatty()),
+                   dynamic_ncols=True, file=sys.stderr, unit="step")
+        self.first_step = self.step
         if self.step == 0 and not self.history["evals"]:
             evaluation = self._evaluate()  # the untrained loss, ~ln(vocab): the start of every curve
             self._log_eval(evaluation, 0.0, bar)

@@ -1,0 +1,48 @@
+"""Train ModernGPT on GPT-2 BPE tokens (tiktoken, 50,257-token vocabulary; 29.9M params at the reference size).
+
+    python -u training/train_bpe.py                  # reference: micro-batch 16 x 4 accumulation, lr 1e-4, clip 1.0, 3000 steps
+    python -u training/train_bpe.py --preset cpu     # a few minutes on a laptop CPU
+    python -u training/train_bpe.py --tokenizer bpe:1024   # our own small BPE vocabulary (src/bpe.py)
+
+Losses with different tokenizers are not comparable (a BPE token carries ~3 characters); the bits per
+character logged next to the loss are.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from cli import training_main  # noqa: E402
+from common import run_cli  # noqa: E402
+from model_modern import modern_config  # noqa: E402
+from tokenizer import CharTokenizer, build_tokenizer, load_text  # noqa: E402
+from trainer import TrainConfig  # noqa: E402
+
+MODEL = modern_config(dropout=0.3)
+TRAINING = TrainConfig(tokenizer="gpt2", batch_size=16, grad_accum=4, lr=1e-4, grad_clip=1.0, max_steps=3000,
+                       eval_interval=500, eval_iters=100, out_dir="checkpoints/bpe")
+PRESETS = {"cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.1, batch_size=16, grad_accum=2,
+                       lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=30, max_steps=300, eval_interval=100,
+                       eval_iters=10)}
+EXAMPLE = "ROMEO:\nTo be, or not to be"
+
+
+def compare_tokenizers(model_config, train_config) -> None:
+    """Print how the char and the chosen subword tokenizer cut the same line."""
+    text = load_text(train_config.data)
+    char, bpe = CharTokenizer.from_text(text), build_tokenizer(train_config.tokenizer, text)
+    char_ids, bpe_ids = char.encode(EXAMPLE), bpe.encode(EXAMPLE)
+    print(f"tokenizer comparison for {EXAMPLE!r}:")
+    print(f"  char ({char.vocab_size} symbols): {len(char_ids)} tokens {char_ids}")
+    print(f"  {bpe.name} ({bpe.vocab_size:,} symbols): {len(bpe_ids)} tokens {bpe_ids}")
+    print(f"  pieces: {[bpe.decode([i]) for i in bpe_ids]}")
+    print(f"  compression: {len(char_ids) / len(bpe_ids):.2f} characters per token")
+
+
+def main(argv=None):
+    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, PRESETS, argv,
+                         before_training=compare_tokenizers)
+
+
+if __name__ == "__main__":
+    run_cli(main)
