@@ -107,6 +107,7 @@ def resolve_folder(name_or_path, **hub_kwargs) -> Path:
     path = Path(name_or_path)
     if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
+    recover(path.parent)  # a crash between the renames of a swap leaves only .<name>.old
     if path.is_dir():
         recover(path)
         if (path / CONFIG).exists():

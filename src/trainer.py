@@ -318,13 +318,22 @@ class Run:
                 self.bad_evals += 1
             state = self._train_state()  # collective under DDP: every rank takes part
             if self.d.master:
-                record = self._record(evaluation)
-                if improved:
-                    save_checkpoint(self.out_dir / "best", self.model, self.tokenizer, record)
-                save_checkpoint(self.out_dir / "last", self.model, self.tokenizer, record, state)
-                atomic_write_json(self.out_dir / "history.json", self.history)
+                self._save(evaluation, improved, state)
             self.saved_step = self.step
         return self.tc.patience > 0 and self.bad_evals >= self.tc.patience
+
+    def _save(self, evaluation: dict, improved: bool, state: dict) -> None:
+        record = self._record(evaluation)
+        try:
+            if improved:
+                save_checkpoint(self.out_dir / "best", self.model, self.tokenizer, record)
+            save_checkpoint(self.out_dir / "last", self.model, self.tokenizer, record, state)
+            atomic_write_json(self.out_dir / "history.json", self.history)
+        except OSError as err:
+            kept = f"step {self.saved_step}" if self.saved_step else "none yet"
+            raise UserError(f"could not save the checkpoint at step {self.step} in {self.out_dir} "
+                            f"({err.strerror or err}); the previous checkpoint ({kept}) is intact; free disk "
+                            "space or choose another --out-dir, then --resume") from None
 
     def _log_eval(self, e: dict, tokens_per_sec: float, bar) -> None:
         done = self.step - self.first_step
@@ -417,4 +426,8 @@ class Run:
 
 def train(model_config: GPTConfig, tc: TrainConfig, log=print) -> dict:
     """Train a model; returns the summary (also written to <out_dir>/summary.json)."""
-    return Run(model_config, tc, log).run()
+    try:
+        return Run(model_config, tc, log).run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

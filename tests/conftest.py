@@ -42,7 +42,7 @@ def tiny_train_config(out_dir, data, **overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
-TINY_FLAGS = ["--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
+TINY_FLAGS = ["--dropout", "0", "--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
               "--eval-iters", "2", "--device", "cpu", "--sample-tokens", "0"]
 
 

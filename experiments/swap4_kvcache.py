@@ -1,0 +1,120 @@
+"""Swap 4: generation with and without the KV cache, measured properly.
+
+For 64, 256, 512 and 1024 new tokens at batch 1 and 8: one warm-up run, device synchronisation, the
+median of --repeats timed runs, tokens/s and the speedup; greedy outputs of both modes must be identical.
+Uses checkpoints/modern when it exists (else random weights at the reference config, said in the output).
+
+    python -u experiments/swap4_kvcache.py
+"""
+import argparse
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import torch  # noqa: E402
+
+from checkpoint import load_model  # noqa: E402
+from common import REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli, synchronize  # noqa: E402
+from model_modern import ModernGPT  # noqa: E402
+from trainer import describe_hardware  # noqa: E402
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "modern"),
+                   help="model to time (random reference weights if it does not exist)")
+    p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 512, 1024], help="new tokens per run")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per setting (median reported)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    p.add_argument("--images-dir", default=str(REPO_ROOT / "images"))
+    return p
+
+
+def get_model(path: str, device):
+    if (Path(path) / "best" / "config.json").exists() or (Path(path) / "config.json").exists():
+        model, record = load_model(path, device=device)
+        return model, f"{path} (step {record.get('step')}, {record.get('params'):,} params)"
+    torch.manual_seed(0)
+    model = ModernGPT(vocab_size=65, dropout=0.0).to(device).eval()
+    return model, f"random weights at the reference config ({model.num_params():,} params): no checkpoint at {path}"
+
+
+def time_generation(model, prompt, new_tokens: int, use_cache: bool, repeats: int, device):
+    model.generate(prompt, min(new_tokens, 16), temperature=0.0, use_cache=use_cache)  # warm-up
+    samples, out = [], None
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        out = model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+        synchronize(device)
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples), out
+
+
+def plot(rows, title, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for batch in sorted({r["batch"] for r in rows}):
+        sub = [r for r in rows if r["batch"] == batch]
+        lengths = [r["new_tokens"] for r in sub]
+        ax.plot(lengths, [r["cached_tok_s"] for r in sub], marker="o", label=f"cached, batch {batch}")
+        ax.plot(lengths, [r["uncached_tok_s"] for r in sub], marker="x", linestyle="--", label=f"uncached, batch {batch}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("new tokens generated")
+    ax.set_ylabel("tokens / second")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.repeats < 1 or min(args.lengths) < 1 or min(args.batches) < 1:
+        raise UserError("--repeats, --lengths and --batches must be positive")
+    device = pick_device(args.device)
+    model, source = get_model(args.checkpoint, device)
+    print(f"model: {source}\ndevice: {device} ({describe_hardware(device)})")
+    rows = []
+    for batch in args.batches:
+        prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        if model.tokenizer is not None:
+            prompt = torch.tensor([model.tokenizer.encode("ROMEO:")] * batch, device=device)
+        for n in args.lengths:
+            t_cached, out_cached = time_generation(model, prompt, n, True, args.repeats, device)
+            t_plain, out_plain = time_generation(model, prompt, n, False, args.repeats, device)
+            row = {"batch": batch, "new_tokens": n, "cached_tok_s": batch * n / t_cached,
+                   "uncached_tok_s": batch * n / t_plain, "speedup": t_plain / t_cached,
+                   "greedy_identical": bool(torch.equal(out_cached, out_plain))}
+            rows.append(row)
+            print(f"batch {batch:>2} | {n:>5} tokens | cached {row['cached_tok_s']:>9,.0f} tok/s | uncached "
+                  f"{row['uncached_tok_s']:>9,.0f} tok/s | speedup {row['speedup']:5.2f}x | greedy identical "
+                  f"{row['greedy_identical']}", flush=True)
+    record = {"experiment": "swap4_kvcache", "model": source, "device": str(device), "hardware": describe_hardware(device),
+              "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
+              "repeats": args.repeats, "context_length_uncached": model.context_length(),
+              "block_size": model.config.block_size, "rows": rows}
+    atomic_write_json(Path(args.results_dir) / "swap4_kvcache.json", record)
+    plot(rows, f"KV cache: greedy generation speed ({record['hardware']}, {record['date']})",
+         Path(args.images_dir) / "swap4_kvcache.png")
+    if not all(r["greedy_identical"] for r in rows):
+        raise UserError("cached and uncached greedy outputs differ: the KV cache is broken")
+    print(f"wrote {Path(args.results_dir) / 'swap4_kvcache.json'} and {Path(args.images_dir) / 'swap4_kvcache.png'}")
+    return record
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,162 @@
+"""A/B experiments: train several config variants ("arms") over several seeds through the one training loop.
+
+Every arm of a seed sees the same batches in the same order (the data generator depends only on the
+seed), so differences between arms come from the component swapped, and the spread over seeds says how
+much of a difference is noise. Results go to results/<name>.json and a plot to images/<name>.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from common import REPO_ROOT, UserError, atomic_write_json, pick_device
+from model import GPTConfig
+from trainer import TrainConfig, describe_hardware, train
+
+# The original project's swap settings: 2000 steps, eval every 500 on 200 batches, batch 64, lr 3e-4, dropout 0.2.
+REFERENCE = dict(max_steps=2000, eval_interval=500, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)
+# Three seeds of two arms in a few minutes on a 2-core CPU.
+CPU = dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=16, dropout=0.0, max_steps=400,
+           eval_interval=100, eval_iters=20, lr=1e-3)
+PRESETS = {"reference": REFERENCE, "cpu": CPU}
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="reference", help="model/training size")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: 1 for reference, 3 for cpu)")
+    p.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument("--eval-interval", type=int, default=None, help="override the preset's eval interval")
+    p.add_argument("--eval-iters", type=int, default=None, help="override the preset's eval batches")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="where the JSON goes")
+    p.add_argument("--images-dir", default=str(REPO_ROOT / "images"), help="where the plot goes")
+    p.add_argument("--runs-dir", default=str(REPO_ROOT / "checkpoints" / "swaps"), help="checkpoints of every arm")
+    return p
+
+
+def configs_from_args(args) -> tuple[GPTConfig, TrainConfig, int]:
+    preset = dict(PRESETS[args.preset])
+    for name in ("max_steps", "eval_interval", "eval_iters"):
+        if getattr(args, name) is not None:
+            preset[name] = getattr(args, name)
+    seeds = args.seeds if args.seeds is not None else (1 if args.preset == "reference" else 3)
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    model_fields = set(GPTConfig.__dataclass_fields__)
+    model = GPTConfig(**{k: v for k, v in preset.items() if k in model_fields})
+    tc = TrainConfig(**{k: v for k, v in preset.items() if k not in model_fields}, device=args.device,
+                     data=args.data, sample_tokens=0)
+    tc.validate()
+    return model, tc, seeds
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir) -> dict:
+    """Train every arm for every seed; returns the per-arm curves, params and tokens/s."""
+    out = {label: {"overrides": overrides, "curves": [], "tokens_per_sec": [], "params": None, "best_val": []}
+           for label, overrides in arms.items()}
+    for seed in range(seeds):
+        for label, overrides in arms.items():
+            run_dir = Path(runs_dir) / name / label / f"seed{seed}"
+            print(f"--- {name}: {label}, seed {seed} ---", flush=True)
+            summary = train(replace(model, **overrides), replace(tc, seed=seed, out_dir=str(run_dir)),
+                            log=lambda *_: None)
+            evals = json.loads((run_dir / "history.json").read_text())["evals"]
+            out[label]["curves"].append([(e["step"], e["val_loss"]) for e in evals])
+            out[label]["tokens_per_sec"].append(summary["tokens_per_sec"])
+            out[label]["best_val"].append(summary["best_val_loss"])
+            out[label]["params"] = summary["params"]
+            print(f"    best val {summary['best_val_loss']:.4f}, {summary['tokens_per_sec']:,.0f} tok/s", flush=True)
+    return out
+
+
+def summarise(arms: dict) -> list[dict]:
+    """Per eval step: mean and std of each arm's val loss, and each variant's paired difference to the first arm."""
+    labels = list(arms)
+    base = labels[0]
+    steps = [s for s, _ in arms[base]["curves"][0]]
+    rows = []
+    for i, step in enumerate(steps):
+        row = {"step": step}
+        for label in labels:
+            row[label] = mean_std([curve[i][1] for curve in arms[label]["curves"]])
+            if label != base:
+                diffs = [v[i][1] - b[i][1] for v, b in zip(arms[label]["curves"], arms[base]["curves"])]
+                row[f"{label} - {base}"] = mean_std(diffs)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    keys = [k for k in rows[0] if k != "step"]
+    lines = ["| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for row in rows:
+        lines.append(f"| {row['step']} | " + " | ".join(f"{m:+.4f} ± {s:.4f}" if " - " in k else f"{m:.4f} ± {s:.4f}"
+                                                       for k, (m, s) in ((k, row[k]) for k in keys)) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(arms: dict, title: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, arm in arms.items():
+        steps = [s for s, _ in arm["curves"][0]][1:]  # skip step 0 (the untrained ~ln V) to keep the scale readable
+        values = torch.tensor([[v for _, v in curve][1:] for curve in arm["curves"]])
+        mean = values.mean(0)
+        ax.plot(steps, mean, marker="o", label=f"{label} ({arm['params']:,} params)")
+        if len(values) > 1:
+            ax.fill_between(steps, values.min(0).values, values.max(0).values, alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (nats/char)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds: int, arms: dict, extra: dict) -> dict:
+    device = pick_device(args.device)
+    return {"experiment": name, "preset": args.preset, "seeds": seeds, "hardware": describe_hardware(device),
+            "device": str(device), "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
+            "model_config": model.to_dict(), "train_config": {k: v for k, v in vars(tc).items() if k != "data"},
+            "arms": {label: {"overrides": a["overrides"], "params": a["params"], "tokens_per_sec": mean_std(a["tokens_per_sec"]),
+                             "best_val": mean_std(a["best_val"]), "curves": a["curves"]} for label, a in arms.items()},
+            "table": summarise(arms), **extra}
+
+
+def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=None) -> dict:
+    """The whole experiment: parse flags, train the arms, print the table, write JSON and plot."""
+    args = build_parser(title).parse_args(argv)
+    model, tc, seeds = configs_from_args(args)
+    started = time.perf_counter()
+    results = run_arms(name, arms, model, tc, seeds, args.runs_dir)
+    extra = extra_fn(args, model, tc, seeds, results) if extra_fn else {}
+    record = experiment_record(name, args, model, tc, seeds, results, extra)
+    record["elapsed_s"] = round(time.perf_counter() - started, 1)
+    print(f"\n{title} — val loss, mean ± std over {seeds} seed(s), preset {args.preset}")
+    print(format_table(record["table"]))
+    for label, arm in record["arms"].items():
+        tps = arm["tokens_per_sec"]
+        print(f"{label}: {arm['params']:,} params, {tps[0]:,.0f} ± {tps[1]:,.0f} training tokens/s")
+    atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
+    plot_curves(results, f"{title} ({args.preset} preset, {seeds} seed(s), {record['hardware']}, {record['date']})",
+                Path(args.images_dir) / f"{name}.png")
+    print(f"wrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'}")
+    return record

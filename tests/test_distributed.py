@@ -1,0 +1,35 @@
+"""DistributedDataParallel on the CPU (gloo): 2 ranks x batch 4 must train exactly like 1 rank x batch 8."""
+import json
+
+from conftest import ROOT, TINY_FLAGS, run_script
+
+TRAIN = ROOT / "training" / "train.py"
+FLAGS = [*TINY_FLAGS, "--max-steps", "10", "--eval-interval", "5", "--seed", "5"]
+
+
+def torchrun(nproc, *args):
+    return run_script("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN, *args,
+                      timeout=180)
+
+
+def test_two_ranks_match_one_rank_with_the_same_total_batch_and_resume_under_either(tmp_path, small_text):
+    one = run_script(TRAIN, *FLAGS, "--batch-size", "8", "--data", small_text, "--out-dir", tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = torchrun(2, *FLAGS, "--batch-size", "4", "--data", small_text, "--out-dir", tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    assert "effective batch 8 = 4 x 2 ranks x 1 accum" in two.stdout
+    assert two.stdout.count("best val loss") == 1  # only rank 0 logs
+    a = json.loads((tmp_path / "one" / "history.json").read_text())
+    b = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert len(a["train_loss"]) == len(b["train_loss"]) == 10
+    assert max(abs(x - y) for x, y in zip(a["train_loss"], b["train_loss"])) < 1e-5
+    assert max(abs(x["val_loss"] - y["val_loss"]) for x, y in zip(a["evals"], b["evals"])) < 1e-5
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best", "history.json", "last", "summary.json"]
+    # the 2-rank checkpoint resumes under 1 rank, and under 2 ranks again
+    more = ["--max-steps", "15", "--eval-interval", "5"]
+    r1 = run_script(TRAIN, *FLAGS, *more, "--batch-size", "4", "--data", small_text, "--out-dir", tmp_path / "two", "--resume")
+    assert r1.returncode == 0, r1.stderr
+    r2 = torchrun(2, *FLAGS, "--max-steps", "20", "--eval-interval", "5", "--batch-size", "4", "--data", small_text,
+                  "--out-dir", tmp_path / "two", "--resume")
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["steps"] == 20

@@ -1,0 +1,155 @@
+"""Crash safety: kill -9 and resume, kill during a checkpoint write, full disk, OOM, unsafe pickles."""
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import checkpoint as ck
+from common import UserError
+from conftest import ROOT, TINY_FLAGS, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from trainer import Run, train
+
+TRAIN = ROOT / "training" / "train.py"
+RUN_FLAGS = [*TINY_FLAGS, "--max-steps", "300", "--eval-interval", "20", "--dropout", "0.1", "--seed", "3"]
+
+
+def history(out):
+    h = json.loads((out / "history.json").read_text())
+    return h["train_loss"], [(e["step"], e["train_loss"], e["val_loss"]) for e in h["evals"]]
+
+
+def test_kill_minus_9_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_path, small_text):
+    straight = run_script(TRAIN, *RUN_FLAGS, "--data", small_text, "--out-dir", tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "b"
+    kill_after = random.Random().choice(range(40, 260, 20))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *RUN_FLAGS, "--data", str(small_text), "--out-dir", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((out / "last" / "config.json").read_text())["step"] >= kill_after:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_script(TRAIN, *RUN_FLAGS, "--data", small_text, "--out-dir", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert history(tmp_path / "a") == history(out)
+    a, b = (json.loads((p / "summary.json").read_text()) for p in (tmp_path / "a", out))
+    assert a["final_train_loss"] == b["final_train_loss"] and a["best_val_loss"] == b["best_val_loss"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+CRASH_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
+import checkpoint, torch
+from conftest import tiny_model_config, tiny_train_config
+from trainer import train
+mode = {mode!r}
+calls = {{"n": 0}}
+if mode == "mid-write":
+    real = torch.save
+    def dying_save(obj, path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint: write half of it, then die
+            with open(path, "wb") as f:
+                f.write(b"half a checkpoint")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(obj, path, *a, **k)
+    checkpoint.torch.save = dying_save
+else:  # between the two renames of the folder swap
+    real = os.replace
+    def dying_replace(src, dst):
+        if str(dst).endswith(".last.old"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                real(src, dst)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst)
+    checkpoint.os.replace = dying_replace
+train(tiny_model_config(), tiny_train_config({out!r}, {data!r}, max_steps=30), log=lambda *a: None)
+"""
+
+
+@pytest.mark.parametrize("mode", ["mid-write", "between-renames"])
+def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, small_text, mode):
+    out = tmp_path / "run"
+    script = CRASH_SCRIPT.format(src=str(ROOT / "src"), tests=str(ROOT / "tests"), mode=mode, out=str(out),
+                                 data=str(small_text))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    model, record = ck.load_model(out / "last")  # recovers an interrupted swap, then loads
+    assert record["step"] in (10, 20)
+    assert ck.load_train_state(out / "last")["step"] == record["step"]
+    # the next run (a resume) cleans up every temp folder and finishes
+    train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=30, resume=True), log=lambda *a: None)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert json.loads((out / "last" / "config.json").read_text())["step"] == 30
+
+
+def test_full_disk_during_a_save_leaves_the_previous_checkpoint(tmp_path, small_text, monkeypatch):
+    out = tmp_path / "run"
+    train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10), log=lambda *a: None)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", full_disk)
+    with pytest.raises(UserError, match="No space left on device.*step 10"):
+        train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=20, resume=True), log=lambda *a: None)
+    monkeypatch.undo()
+    assert ck.load_model(out / "last")[1]["step"] == 10
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_cuda_out_of_memory_gives_advice(tmp_path, small_text, monkeypatch):
+    run = Run(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text), log=lambda *a: None)
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(run, "_train_step", oom)
+    with pytest.raises(UserError, match=r"out of memory.*--batch-size 4 --grad-accum 2"):
+        run.run()
+
+
+class Exploit:
+    """Unpickling this calls open(marker, 'w'): code execution."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, small_text):
+    out = tmp_path / "run"
+    train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10), log=lambda *a: None)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"step": Exploit(str(marker))})
+    torch.save({"x": 1}, tmp_path / "probe.pt")  # sanity: a benign file loads
+    (out / "last" / "train_state.pt").write_bytes(payload)
+    with pytest.raises(UserError, match="refusing"):
+        ck.load_train_state(out / "last")
+    result = run_script(TRAIN, *TINY_FLAGS, "--max-steps", "20", "--eval-interval", "10", "--data", small_text,
+                        "--out-dir", out, "--resume")
+    assert_user_error(result, "refusing")
+    # a pickle disguised as weights is not loadable either
+    (out / "best" / "model.safetensors").write_bytes(payload)
+    with pytest.raises(UserError, match="corrupt"):
+        ck.load_model(out / "best")
+    assert_user_error(run_script(ROOT / "src" / "generate.py", "--checkpoint", out / "best"), "corrupt")
+    assert not marker.exists()
