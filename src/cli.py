@@ -6,10 +6,12 @@ script defaults < `--preset` values < flags given explicitly.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import fields, replace
+from pathlib import Path
 
-from common import UserError, pick_device
+from common import REPO_ROOT, UserError, atomic_write_json, pick_device
 from model import GPTConfig
 from trainer import TrainConfig, train
 
@@ -91,9 +93,33 @@ def print_sample(out_dir, tokens: int, device: str, prompt: str = "ROMEO:") -> N
     print(generate_text(model, prompt, tokens, temperature=0.8, seed=0))
 
 
+SAMPLE = dict(prompt="ROMEO:", tokens=400, temperature=0.8, seed=0)
+
+
+def write_run_results(out_dir) -> Path:
+    """results/train_<run>.json: the run's summary, its evaluations and a seeded sample from its best
+    checkpoint, so the docs can quote a run without anyone typing its numbers."""
+    from checkpoint import load_model
+    from generate import generate_text
+    out_dir = Path(out_dir).resolve()
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+        history = json.loads((out_dir / "history.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{out_dir} has no readable summary.json/history.json ({err}); finish the run first") from None
+    model, _ = load_model(out_dir)
+    text = generate_text(model, SAMPLE["prompt"], SAMPLE["tokens"], SAMPLE["temperature"], seed=SAMPLE["seed"])
+    run_dir = str(out_dir.relative_to(REPO_ROOT)) if out_dir.is_relative_to(REPO_ROOT) else str(out_dir)
+    record = {**summary, "run_dir": run_dir, "evals": history["evals"], "sample": {**SAMPLE, "text": text}}
+    path = REPO_ROOT / "results" / f"train_{out_dir.name}.json"
+    atomic_write_json(path, record)
+    return path
+
+
 def training_main(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig, presets: dict,
-                  argv=None, before_training=None) -> dict:
-    """Parse flags, train, print a sample from the best checkpoint (rank 0 only)."""
+                  argv=None, before_training=None, record_results: bool = True) -> dict:
+    """Parse flags, train, print a sample from the best checkpoint (rank 0 only). Runs kept under
+    checkpoints/ also get results/train_<run>.json (record_results=False: not for throwaway runs)."""
     model_config, train_config = parse_training_args(argv, description, model_defaults, train_defaults, presets)
     if before_training is not None:
         before_training(model_config, train_config)
@@ -102,4 +128,6 @@ def training_main(description: str, model_defaults: GPTConfig, train_defaults: T
         print(f"best val loss {summary['best_val_loss']:.4f} ({summary['best_val_bpc']:.3f} bits/char) at step "
               f"{summary['best_step']}; {summary['tokens_per_sec']:,.0f} tokens/s; {summary['elapsed_s']:.0f}s")
         print_sample(train_config.out_dir, train_config.sample_tokens, train_config.device)
+        if record_results and Path(train_config.out_dir).resolve().is_relative_to(REPO_ROOT / "checkpoints"):
+            print(f"results: {write_run_results(train_config.out_dir)}")
     return summary

@@ -25,6 +25,7 @@ DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
     ("temperature 1.0, top-p 0.9", 1.0, None, 0.9),
 ]
 SEARCH_ORDER = ("modern", "vanilla", "bpe")
+CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
 def encode_prompt(model, prompt: str) -> torch.Tensor:
@@ -75,7 +76,7 @@ class StreamDecoder:
 
 def find_default_checkpoint() -> Path | None:
     for run in SEARCH_ORDER:
-        folder = REPO_ROOT / "checkpoints" / run
+        folder = CHECKPOINTS / run
         if (folder / "best" / "config.json").exists() or (folder / "last" / "config.json").exists():
             return folder
     return None
@@ -87,8 +88,9 @@ def train_demo_model() -> Path:
           "(a few minutes on a laptop CPU; later runs reuse it).", flush=True)
     sys.path.insert(0, str(REPO_ROOT / "training"))
     from train_modern import main as train_modern_main
-    train_modern_main(["--preset", "cpu", "--sample-tokens", "0"])
-    return REPO_ROOT / "checkpoints" / "modern"
+    out = CHECKPOINTS / "modern"
+    train_modern_main(["--preset", "cpu", "--sample-tokens", "0", "--out-dir", str(out)], record_results=False)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,8 +62,8 @@ def test_round_trip_of_arbitrary_unicode_including_split_characters(shakespeare)
 
 
 def test_bits_per_char_of_a_bpe_run_uses_the_real_character_count(tmp_path, small_text):
-    summary = train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=40, tokenizer="gpt2",
-                                                           eval_interval=20), log=lambda *_: None)
+    summary = train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=24, tokenizer="gpt2",
+                                                           eval_interval=12), log=lambda *_: None)
     text = small_text.read_text()
     tok = tk.TiktokenTokenizer("gpt2")
     ids = tok.encode(text)

@@ -125,3 +125,17 @@ def test_generate_with_missing_or_corrupt_checkpoints(tmp_path, tiny_run):
 def test_help_shows_defaults():
     result = run_script(TRAIN, "--help")
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout
+
+
+def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkeypatch, capsys):
+    import generate
+    import presets
+    monkeypatch.setattr(generate, "CHECKPOINTS", tmp_path / "checkpoints")
+    for key, value in dict(n_layer=1, n_embd=16, n_head=2, block_size=16, max_steps=6, eval_interval=3,
+                           eval_iters=1, batch_size=4, data=str(small_text)).items():
+        monkeypatch.setitem(presets.CPU_PRESET, key, value)
+    generate.main(["--demo", "--seed", "0", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "No checkpoint found: training" in out
+    assert out.count("=== temperature") == 5
+    assert (tmp_path / "checkpoints" / "modern" / "best" / "model.safetensors").exists()

@@ -39,9 +39,9 @@ def compare_tokenizers(model_config, train_config) -> None:
     print(f"  compression: {len(char_ids) / len(bpe_ids):.2f} characters per token")
 
 
-def main(argv=None):
+def main(argv=None, record_results=True):
     return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, PRESETS, argv,
-                         before_training=compare_tokenizers)
+                         before_training=compare_tokenizers, record_results=record_results)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ MODEL = modern_config(dropout=0.3)
 TRAINING = TrainConfig(out_dir="checkpoints/modern")
 
 
-def main(argv=None):
-    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, {"cpu": CPU_PRESET}, argv)
+def main(argv=None, record_results=True):
+    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, {"cpu": CPU_PRESET}, argv, record_results=record_results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,204 @@
+"""Render every results table in README.md and DEVLOG.md from results/*.json (no number is typed by hand).
+
+    python experiments/report.py                      # print the "all swaps compared" table
+    python experiments/report.py --write              # re-render the docs between their marker comments
+    python experiments/report.py --check              # exit 1 if the docs differ from the results files
+    python experiments/report.py --collect checkpoints/modern   # results/train_modern.json from a run folder
+
+A block in a doc looks like `<!-- report:NAME -->` ... `<!-- /report:NAME -->`; NAME is a function below.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from cli import write_run_results  # noqa: E402
+from common import REPO_ROOT, UserError, atomic_write_bytes, run_cli  # noqa: E402
+
+RESULTS = REPO_ROOT / "results"
+DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "DEVLOG.md"]
+SWAPS = [("swap1_rmsnorm", "rmsnorm"), ("swap2_swiglu", "swiglu"), ("swap2_swiglu", "relu2"), ("swap3_rope", "rope")]
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def missing(name: str, command: str) -> str:
+    return f"_No results yet: run `{command}` to produce `results/{name}.json`._"
+
+
+def fmt(mean_std) -> str:
+    return f"{mean_std[0]:.4f} ± {mean_std[1]:.4f}"
+
+
+# ----------------------------------------------------------------------------- blocks
+
+def runs() -> str:
+    rows = []
+    for name in ("train_vanilla", "train_modern", "train_bpe"):
+        r = load(name)
+        if r is None:
+            continue
+        tc, mc = r["train_config"], r["model_config"]
+        config = (f"{mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']}, batch {r['effective_batch']}, "
+                  f"{tc['max_steps']} steps, lr {tc['lr']:g} {tc['schedule']}, dropout {mc['dropout']}")
+        rows.append(f"| {r['architecture']} | {r['tokenizer']} | {r['params']:,} | {config} | {r['best_val_loss']:.4f} | "
+                    f"{r['best_val_bpc']:.3f} | {r['best_step']} | {r['tokens_per_sec']:,.0f} | {r['elapsed_s'] / 60:.1f} min | "
+                    f"{r['hardware']}, {r['dtype']}, {r['time'][:10]} |")
+    if not rows:
+        return missing("train_modern", "python -u training/train_modern.py --preset cpu")
+    head = ("| model | tokenizer | params | config | best val loss | val bits/char | best step | train tokens/s | "
+            "time | measured on |\n|---|---|---|---|---|---|---|---|---|---|")
+    return head + "\n" + "\n".join(rows)
+
+
+def swaps() -> str:
+    """The "all swaps compared" table: val loss per step per variant, mean ± std over seeds."""
+    records = {name: load(name) for name, _ in SWAPS}
+    present = [(name, arm) for name, arm in SWAPS if records[name]]
+    if not present:
+        return missing("swap1_rmsnorm", "python -u experiments/swap1_rmsnorm.py --preset cpu")
+    base = records[present[0][0]]
+    steps = [row["step"] for row in base["table"]]
+    lines = ["| step | vanilla | " + " | ".join(arm for _, arm in present) + " |", "|---" * (len(present) + 2) + "|"]
+    for i, step in enumerate(steps):
+        cells = [fmt(base["table"][i]["vanilla"])]
+        for name, arm in present:
+            table = records[name]["table"]
+            cells.append(f"{fmt(table[i][arm])} ({table[i][f'{arm} - vanilla'][0]:+.4f})" if i < len(table) else "–")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| variant | params | training tokens/s | best val loss | seeds | preset | measured on |")
+    lines.append("|---|---|---|---|---|---|---|")
+    arms = [(present[0][0], "vanilla")] + present
+    for name, arm in arms:
+        r, a = records[name], records[name]["arms"][arm]
+        lines.append(f"| {arm} ({name}) | {a['params']:,} | {a['tokens_per_sec'][0]:,.0f} ± {a['tokens_per_sec'][1]:,.0f} | "
+                     f"{fmt(a['best_val'])} | {r['seeds']} | {r['preset']} | {r['hardware']}, {r['date']} |")
+    return "\n".join(lines)
+
+
+def modern_table() -> str:
+    """The README's "what makes it modern" table: each swap's measured effect on val loss at the last step."""
+    lines = ["| component | GPT-2 (vanilla) | LLaMA / Qwen (modern) | our measurement: val loss change at the last step |",
+             "|---|---|---|---|"]
+    what = {"rmsnorm": ("LayerNorm", "RMSNorm", "swap1_rmsnorm"), "swiglu": ("ReLU FFN", "SwiGLU FFN", "swap2_swiglu"),
+            "rope": ("learned position table", "RoPE (rotary)", "swap3_rope")}
+    for arm, (old, new, name) in what.items():
+        r = load(name)
+        if r:
+            last = r["table"][-1]
+            d = last[f"{arm} - vanilla"]
+            cell = f"{d[0]:+.4f} ± {d[1]:.4f} ({r['seeds']} seeds, {r['preset']} preset, step {last['step']})"
+        else:
+            cell = "not measured yet"
+        lines.append(f"| {new} instead of {old} | {old} | {new} | {cell} |")
+    kv = load("swap4_kvcache")
+    if kv:
+        best = max((row for row in kv["rows"] if row["batch"] == 1), key=lambda row: row["new_tokens"])
+        lines.append(f"| kvcache | recompute the context each token | KV cache | generation {best['speedup']:.1f}× faster "
+                     f"({best['new_tokens']} tokens, batch {best['batch']}, {kv['hardware']}) |")
+    return "\n".join(lines)
+
+
+def extras() -> str:
+    lines = []
+    s1, s3 = load("swap1_rmsnorm"), load("swap3_rope")
+    if s1 and "norm_timing_ms" in s1:
+        t = s1["norm_timing_ms"]
+        lines.append(f"- Norm alone, forward + backward on a {t['shape'][0]}×{t['shape'][1]} activation (median of "
+                     f"{t['repeats']}, {s1['hardware']}): LayerNorm {t['layernorm']:.3f} ms, RMSNorm {t['rmsnorm']:.3f} ms.")
+    if s3 and "length_generalisation" in s3:
+        g = s3["length_generalisation"]
+        lines.append(f"- RoPE past its training length (block_size {g['block_size']}, {s3['seeds']} seeds, {s3['preset']} "
+                     f"preset): val loss {fmt(g['at_block_size'])} at block_size; at 2× block_size "
+                     f"{fmt(g['2x_sliding_window'])} with sliding-window attention and {fmt(g['2x_full_attention'])} "
+                     "with full attention.")
+    return "\n".join(lines) or missing("swap3_rope", "python -u experiments/swap3_rope.py --preset cpu")
+
+
+def kvcache() -> str:
+    kv = load("swap4_kvcache")
+    if kv is None:
+        return missing("swap4_kvcache", "python -u experiments/swap4_kvcache.py")
+    lines = [f"Model: {kv['model']}; {kv['hardware']}, {kv['date']}, median of {kv['repeats']} runs after a warm-up.", "",
+             "| batch | new tokens | cached tok/s | uncached tok/s | speedup | greedy output identical |",
+             "|---|---|---|---|---|---|"]
+    for r in kv["rows"]:
+        lines.append(f"| {r['batch']} | {r['new_tokens']} | {r['cached_tok_s']:,.0f} | {r['uncached_tok_s']:,.0f} | "
+                     f"{r['speedup']:.2f}× | {'yes' if r['greedy_identical'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def sample() -> str:
+    r = load("train_modern")
+    if r is None or "sample" not in r:
+        return missing("train_modern", "python -u training/train_modern.py --preset cpu")
+    s = r["sample"]
+    return (f"From `{r['run_dir']}` (best val loss {r['best_val_loss']:.4f}), prompt {s['prompt']!r}, temperature "
+            f"{s['temperature']}, seed {s['seed']}:\n\n```\n{s['text']}\n```")
+
+
+def figures() -> str:
+    captions = {
+        "swap1_rmsnorm.png": "LayerNorm vs RMSNorm, val loss (band: min–max over seeds) — `experiments/swap1_rmsnorm.py`",
+        "swap2_swiglu.png": "ReLU vs SwiGLU vs ReLU² — `experiments/swap2_swiglu.py`",
+        "swap3_rope.png": "learned positions vs RoPE — `experiments/swap3_rope.py`",
+        "swap4_kvcache.png": "generation speed with and without the KV cache — `experiments/swap4_kvcache.py`",
+    }
+    lines = [f"- [`images/{name}`](images/{name}): {text}" for name, text in captions.items()
+             if (REPO_ROOT / "images" / name).exists()]
+    return "\n".join(lines) or "_No figures yet._"
+
+
+BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "extras": extras, "kvcache": kvcache,
+          "sample": sample, "figures": figures}
+MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
+
+
+def render(text: str) -> str:
+    def fill(match):
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise UserError(f"unknown report block {name!r}")
+        return match.group(1) + BLOCKS[name]() + "\n" + match.group(4)
+    return MARKER.sub(fill, text)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Render the docs' tables from results/*.json.")
+    p.add_argument("--write", action="store_true", help="re-render README.md and DEVLOG.md in place")
+    p.add_argument("--check", action="store_true", help="exit 1 if a doc differs from its rendering")
+    p.add_argument("--collect", metavar="RUN_DIR", help="write results/train_<run>.json from a finished run folder")
+    args = p.parse_args(argv)
+    if args.collect:
+        print(f"wrote {write_run_results(args.collect)}")
+        return
+    if not (args.write or args.check):
+        print(swaps())
+        return
+    stale = []
+    for doc in DOCS:
+        if not doc.exists():
+            continue
+        text = doc.read_text()
+        rendered = render(text)
+        if rendered != text:
+            stale.append(doc.name)
+            if args.write:
+                atomic_write_bytes(doc, rendered.encode())
+    if args.check and stale:
+        print(f"out of date with results/: {', '.join(stale)}; run python experiments/report.py --write")
+        sys.exit(1)
+    print("rendered" if args.write else "docs match results/")
+
+
+if __name__ == "__main__":
+    run_cli(main)
