@@ -31,6 +31,19 @@ def split_chunks(text: str, pattern: str = GPT2_PATTERN) -> Counter:
     return Counter(m.encode("utf-8") for m in regex.findall(pattern, text))
 
 
+def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every non-overlapping occurrence of `pair` in ids, left to right, by new_id."""
+    merged, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            merged.append(new_id)
+            i += 2
+        else:
+            merged.append(ids[i])
+            i += 1
+    return merged
+
+
 def train_merges(text: str, vocab_size: int, pattern: str = GPT2_PATTERN, log=None) -> list[tuple[int, int]]:
     """Learn vocab_size - 256 merges; returns them in order as (left id, right id)."""
     if vocab_size < 256:
@@ -68,14 +81,7 @@ def train_merges(text: str, vocab_size: int, pattern: str = GPT2_PATTERN, log=No
             for p in zip(ids, ids[1:]):  # take the chunk's old pairs out...
                 pair_counts[p] -= freq
                 changed.add(p)
-            merged, i = [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-                    merged.append(new_id)
-                    i += 2
-                else:
-                    merged.append(ids[i])
-                    i += 1
+            merged = merge_pair(ids, pair, new_id)
             words[w] = merged
             for p in zip(merged, merged[1:]):  # ...and its new pairs in
                 pair_counts[p] += freq
@@ -108,15 +114,7 @@ def reference_encode(text: str, merges: list[tuple[int, int]], pattern: str = GP
             best = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
             if best not in rank:
                 break
-            new_id, merged, i = 256 + rank[best], [], 0
-            while i < len(ids):
-                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == best:
-                    merged.append(new_id)
-                    i += 2
-                else:
-                    merged.append(ids[i])
-                    i += 1
-            ids = merged
+            ids = merge_pair(ids, best, 256 + rank[best])
         out.extend(ids)
     return out
 

@@ -72,7 +72,7 @@ def test_bits_per_char_of_a_bpe_run_uses_the_real_character_count(tmp_path, smal
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     for e in history["evals"]:
         assert e["val_bpc"] == pytest.approx(e["val_loss"] / chars_per_token / math.log(2), rel=1e-12)
-    assert history["evals"][-1]["val_loss"] < history["evals"][0]["val_loss"] - 1.0  # it learns
+    assert history["evals"][-1]["val_loss"] < history["evals"][0]["val_loss"] - 0.5  # it learns
     assert summary["vocab_size"] == 50257
 
 

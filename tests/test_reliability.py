@@ -1,5 +1,6 @@
 """Crash safety: kill -9 and resume, kill during a checkpoint write, full disk, OOM, unsafe pickles."""
 import json
+import math
 import os
 import pickle
 import random
@@ -153,3 +154,14 @@ def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, small_text):
         ck.load_model(out / "best")
     assert_user_error(run_script(ROOT / "src" / "generate.py", "--checkpoint", out / "best"), "corrupt")
     assert not marker.exists()
+
+
+def test_grad_scaler_skipped_steps_are_not_nan_stops(tmp_path, small_text):
+    """fp16 training on CUDA: an overflowing loss scale makes the GradScaler skip steps (inf gradients)
+    while the loss itself stays finite; the run must go on, not stop as diverged. Emulated on the CPU
+    with an enabled scaler whose initial scale overflows the gradients."""
+    run = Run(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=12), log=lambda *a: None)
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
+    summary = run.run()
+    assert summary["steps"] == 12 and math.isfinite(summary["final_train_loss"])
+    assert run.scaler.get_scale() < 2.0 ** 127  # steps were skipped and the scale backed off

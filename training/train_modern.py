@@ -20,7 +20,8 @@ TRAINING = TrainConfig(out_dir="checkpoints/modern")
 
 
 def main(argv=None, record_results=True):
-    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, {"cpu": CPU_PRESET}, argv, record_results=record_results)
+    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, {"cpu": CPU_PRESET}, argv,
+                         record_results=record_results)
 
 
 if __name__ == "__main__":
