@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import tokenizer as tk
 from bpe import BPETokenizer, reference_encode, train_merges
