@@ -146,20 +146,133 @@ def sample() -> str:
             f"{s['temperature']}, seed {s['seed']}:\n\n```\n{s['text']}\n```")
 
 
+def tokenizers() -> str:
+    r = load("tokenizers")
+    if r is None:
+        return missing("tokenizers", "python -u experiments/tokenizers.py --preset cpu")
+    tc, mc = r["train_config"], r["model_config"]
+    lines = [f"ModernGPT {mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']} tokens, {tc['max_steps']} steps × batch "
+             f"{tc['batch_size']} (the same token budget for every tokenizer), lr {tc['lr']:g} {tc['schedule']}; "
+             f"{r['seeds']} seed(s), {r['preset']} preset, {r['hardware']}, {r['date']}.", "",
+             "| tokenizer | vocab | params (of which embedding) | chars per token | train tokens/s | train chars/s | "
+             "text seen | best val bits/char |", "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['tokenizer']} | {row['vocab_size']:,} | {row['params']:,} ({row['embedding_params']:,}) | "
+                     f"{row['chars_per_token']:.2f} | {row['tokens_per_sec']:,.0f} | {row['chars_per_sec']:,.0f} | "
+                     f"{row['train_chars_seen'] / 1e6:.1f}M chars | {fmt3(row['best_val_bpc'])} |")
+    return "\n".join(lines)
+
+
+def fmt3(mean_std) -> str:
+    return f"{mean_std[0]:.3f}" + (f" ± {mean_std[1]:.3f}" if mean_std[1] else "")
+
+
+BENCH_TARGETS = {"train_tokens_per_sec": 7000, "cached_tokens_per_sec": 1200, "cached_speedup": 5}
+
+
+def benchmark_record() -> dict | None:
+    return load("benchmark") or load("benchmark_quick")
+
+
+def benchmark() -> str:
+    r = benchmark_record()
+    if r is None:
+        return missing("benchmark", "python training/benchmark.py")
+    c = r["ceilings"]
+    lines = [f"`python training/benchmark.py{' --quick' if r['quick'] else ''}` on {r['hardware']}, torch {r['torch']}, "
+             f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run: "
+             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",
+             "| model | dtype | train tokens/s (batch " + str(r["config"]["train_batch"]) + ") | ms/step | MFU | "
+             "tokens/s at the matmul ceiling |", "|---|---|---|---|---|---|"]
+    for m in r["models"]:
+        for t in m["training"]:
+            lines.append(f"| {m['name']} | {t['dtype']}{' compiled' if t['compiled'] else ''} | {t['tokens_per_sec']:,.0f} | "
+                         f"{t['ms_per_step']:,.0f} | {t['mfu']:.0%} | {t['ceiling_tokens_per_sec']:,.0f} |")
+    lines += ["", "| model | batch | new tokens | mode | first token (ms) | ms/token | tokens/s | cached speedup | "
+              "share of the bandwidth ceiling |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in r["models"]:
+        for g in m["generation"]:
+            lines.append(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {'cached' if g['cached'] else 'uncached'} | "
+                         f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | "
+                         f"{str(g['speedup']) + '×' if g['cached'] else ''} | "
+                         f"{format(g['fraction_of_bandwidth_ceiling'], '.0%') if g['cached'] else ''} |")
+    lines += ["", *benchmark_targets(r)]
+    return "\n".join(lines)
+
+
+def benchmark_targets(r: dict) -> list[str]:
+    """Issue #6's targets for the modern model next to the measurement and the machine's own ceiling."""
+    m = next((m for m in r["models"] if m["name"] == "modern"), None)
+    if m is None:
+        return []
+    train = m["training"][0]  # the default dtype comes first
+    cached = next(g for g in m["generation"] if g["cached"] and g["batch"] == 1)
+    checks = [("training tokens/s, batch 8, default dtype", BENCH_TARGETS["train_tokens_per_sec"], train["tokens_per_sec"],
+               f"{train['ceiling_tokens_per_sec']:,.0f} (fp32 matmul ceiling)"),
+              (f"cached generation tokens/s, batch 1, {cached['new_tokens']} tokens", BENCH_TARGETS["cached_tokens_per_sec"],
+               cached["tokens_per_sec"], f"{cached['bandwidth_ceiling_steps_per_sec']:,.0f} (weights read once per token "
+               f"at the measured copy bandwidth)"),
+              ("cached / uncached speedup, batch 1", BENCH_TARGETS["cached_speedup"], cached["speedup"], "")]
+    lines = ["| target (modern, reference size) | wanted | measured | this machine's ceiling | met |", "|---|---|---|---|---|"]
+    for what, wanted, got, ceiling in checks:
+        lines.append(f"| {what} | ≥ {wanted:,} | {got:,.1f} | {ceiling} | {'yes' if got >= wanted else 'no'} |")
+    return lines
+
+
+def inside() -> str:
+    attention, embeddings, rope = load("attention"), load("embeddings"), load("rope")
+    if not (attention and embeddings and rope):
+        return missing("attention", "python experiments/visualize.py all")
+    lines = []
+    for name, data in attention["data"].items():
+        heads = sorted(data["heads"], key=lambda h: h["mean_distance"])
+        near, far = heads[0], heads[-1]
+        lines.append(f"- `{name}`: the most local head is layer {near['layer']} head {near['head']} (looks back "
+                     f"{near['mean_distance']:.1f} tokens on average, entropy {near['entropy']:.2f} nats); the longest-range "
+                     f"is layer {far['layer']} head {far['head']} ({far['mean_distance']:.1f} tokens, entropy {far['entropy']:.2f}).")
+    for name, data in embeddings["data"].items():
+        lines.append(f"- `{name}` embeddings: the first two principal components hold "
+                     f"{sum(data['explained_variance']):.0%} of the variance; for {data['case_pair_nearest']:.0%} of letters "
+                     "the nearest embedding is the same letter in the other case.")
+    periods = rope["data"]["period_in_positions"]
+    lines.append(f"- RoPE in `{rope['data']['run']}` (head size {rope['data']['head_dim']}): the fastest pair turns once every "
+                 f"{periods[0]:.1f} positions, the slowest once every {periods[-1]:,.0f}.")
+    return "\n".join(lines)
+
+
+FIGURE_CAPTIONS = {
+    "losses.png": "train and validation loss of every run in checkpoints/, and val bits/char — `experiments/visualize.py losses`",
+    "swap1_rmsnorm.png": "LayerNorm vs RMSNorm, val loss (band: min–max over seeds) — `experiments/swap1_rmsnorm.py`",
+    "swap2_swiglu.png": "ReLU vs SwiGLU vs ReLU² — `experiments/swap2_swiglu.py`",
+    "swap3_rope.png": "learned positions vs RoPE — `experiments/swap3_rope.py`",
+    "swap4_kvcache.png": "generation speed with and without the KV cache — `experiments/swap4_kvcache.py`",
+    "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/tokenizers.py`",
+    "benchmark.png": "training and generation speed against the machine's measured ceilings — `training/benchmark.py`",
+    "benchmark_quick.png": "the same, from `training/benchmark.py --quick`",
+    "attention_vanilla.png": "every head of the vanilla model on a line of Romeo and Juliet — `experiments/visualize.py attention`",
+    "attention_modern.png": "every head of the modern model on the same line — `experiments/visualize.py attention`",
+    "attention_heads.png": "mean distance looked back vs entropy, per head: local and long-range heads — `experiments/visualize.py attention`",
+    "rope.png": "RoPE's rotation per dimension pair, and the trained model's q·k score vs distance — `experiments/visualize.py rope`",
+    "embeddings.png": "the 65 character embeddings projected by PCA — `experiments/visualize.py embeddings`",
+}
+
+
 def figures() -> str:
-    captions = {
-        "swap1_rmsnorm.png": "LayerNorm vs RMSNorm, val loss (band: min–max over seeds) — `experiments/swap1_rmsnorm.py`",
-        "swap2_swiglu.png": "ReLU vs SwiGLU vs ReLU² — `experiments/swap2_swiglu.py`",
-        "swap3_rope.png": "learned positions vs RoPE — `experiments/swap3_rope.py`",
-        "swap4_kvcache.png": "generation speed with and without the KV cache — `experiments/swap4_kvcache.py`",
-    }
-    lines = [f"- [`images/{name}`](images/{name}): {text}" for name, text in captions.items()
+    lines = [f"- [`images/{name}`](images/{name}): {text}" for name, text in FIGURE_CAPTIONS.items()
+             if (REPO_ROOT / "images" / name).exists()]
+    return "\n".join(lines) or "_No figures yet._"
+
+
+def gallery() -> str:
+    """The README's pictures: a few figures inline, each with its caption."""
+    shown = ["losses.png", "swap3_rope.png", "tokenizers.png", "attention_modern.png"]
+    lines = [f"![{name}](images/{name})\n\n_{FIGURE_CAPTIONS[name]}_\n" for name in shown
              if (REPO_ROOT / "images" / name).exists()]
     return "\n".join(lines) or "_No figures yet._"
 
 
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "extras": extras, "kvcache": kvcache,
-          "sample": sample, "figures": figures}
+          "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 

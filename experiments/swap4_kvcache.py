@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from common import REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli, synchronize  # noqa: E402
 from model_modern import ModernGPT  # noqa: E402
+from plots import pyplot, save_figure  # noqa: E402
 from trainer import describe_hardware  # noqa: E402
 
 
@@ -59,9 +60,7 @@ def time_generation(model, prompt, new_tokens: int, use_cache: bool, repeats: in
 
 
 def plot(rows, title, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for batch in sorted({r["batch"] for r in rows}):
         sub = [r for r in rows if r["batch"] == batch]
@@ -75,10 +74,7 @@ def plot(rows, title, path):
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

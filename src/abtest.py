@@ -18,20 +18,22 @@ import torch
 
 from common import REPO_ROOT, UserError, atomic_write_json, pick_device
 from model import GPTConfig
+from plots import pyplot, save_figure
 from trainer import TrainConfig, describe_hardware, train
 
 # The original project's swap settings: 2000 steps, eval every 500 on 200 batches, batch 64, lr 3e-4, dropout 0.2.
 REFERENCE = dict(max_steps=2000, eval_interval=500, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)
-# Three seeds of two arms in a few minutes on a 2-core CPU.
-CPU = dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=16, dropout=0.0, max_steps=400,
-           eval_interval=100, eval_iters=20, lr=1e-3)
+# Three seeds of two arms in about ten minutes on a 2-core CPU (3 layers x 128, ~2M training tokens per arm).
+CPU = dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=1000,
+           eval_interval=250, eval_iters=20, lr=1e-3)
 PRESETS = {"reference": REFERENCE, "cpu": CPU}
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
+def build_parser(description: str, presets: dict = PRESETS, cpu_seeds: int = 3) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="reference", help="model/training size")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: 1 for reference, 3 for cpu)")
+    p.add_argument("--preset", choices=sorted(presets), default="reference", help="model/training size")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"seeds per arm (default: 1 for reference, {cpu_seeds} for cpu)")
     p.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--eval-interval", type=int, default=None, help="override the preset's eval interval")
     p.add_argument("--eval-iters", type=int, default=None, help="override the preset's eval batches")
@@ -43,16 +45,18 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def configs_from_args(args) -> tuple[GPTConfig, TrainConfig, int]:
-    preset = dict(PRESETS[args.preset])
+def configs_from_args(args, presets: dict = PRESETS, cpu_seeds: int = 3,
+                      base: GPTConfig | None = None) -> tuple[GPTConfig, TrainConfig, int]:
+    """The experiment's model and training configs: `base` (default: the vanilla GPT) with the preset applied."""
+    preset = dict(presets[args.preset])
     for name in ("max_steps", "eval_interval", "eval_iters"):
         if getattr(args, name) is not None:
             preset[name] = getattr(args, name)
-    seeds = args.seeds if args.seeds is not None else (1 if args.preset == "reference" else 3)
+    seeds = args.seeds if args.seeds is not None else (1 if args.preset == "reference" else cpu_seeds)
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     model_fields = set(GPTConfig.__dataclass_fields__)
-    model = GPTConfig(**{k: v for k, v in preset.items() if k in model_fields})
+    model = replace(base or GPTConfig(), **{k: v for k, v in preset.items() if k in model_fields})
     tc = TrainConfig(**{k: v for k, v in preset.items() if k not in model_fields}, device=args.device,
                      data=args.data, sample_tokens=0)
     tc.validate()
@@ -65,19 +69,27 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir) -> dict:
     """Train every arm for every seed; returns the per-arm curves, params and tokens/s."""
-    out = {label: {"overrides": overrides, "curves": [], "tokens_per_sec": [], "params": None, "best_val": []}
-           for label, overrides in arms.items()}
+    out = {label: {"overrides": overrides, "curves": [], "bpc_curves": [], "tokens_per_sec": [], "params": None,
+                   "best_val": [], "best_bpc": [], "elapsed_s": []} for label, overrides in arms.items()}
+    model_fields = set(GPTConfig.__dataclass_fields__)
     for seed in range(seeds):
         for label, overrides in arms.items():
             run_dir = Path(runs_dir) / name / label / f"seed{seed}"
             print(f"--- {name}: {label}, seed {seed} ---", flush=True)
-            summary = train(replace(model, **overrides), replace(tc, seed=seed, out_dir=str(run_dir)),
-                            log=lambda *_: None)
+            arm_model = replace(model, **{k: v for k, v in overrides.items() if k in model_fields})
+            arm_train = replace(tc, **{k: v for k, v in overrides.items() if k not in model_fields},
+                                seed=seed, out_dir=str(run_dir))
+            summary = train(arm_model, arm_train, log=lambda *_: None)
             evals = json.loads((run_dir / "history.json").read_text())["evals"]
-            out[label]["curves"].append([(e["step"], e["val_loss"]) for e in evals])
-            out[label]["tokens_per_sec"].append(summary["tokens_per_sec"])
-            out[label]["best_val"].append(summary["best_val_loss"])
-            out[label]["params"] = summary["params"]
+            arm = out[label]
+            arm["curves"].append([(e["step"], e["val_loss"]) for e in evals])
+            arm["bpc_curves"].append([(e["step"], e["val_bpc"]) for e in evals])
+            arm["tokens_per_sec"].append(summary["tokens_per_sec"])
+            arm["best_val"].append(summary["best_val_loss"])
+            arm["best_bpc"].append(summary["best_val_bpc"])
+            arm["elapsed_s"].append(summary["elapsed_s"])
+            arm["params"] = summary["params"]
+            arm["vocab_size"], arm["chars_per_token"] = summary["vocab_size"], summary["chars_per_val_token"]
             print(f"    best val {summary['best_val_loss']:.4f}, {summary['tokens_per_sec']:,.0f} tok/s", flush=True)
     return out
 
@@ -108,27 +120,23 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(arms: dict, title: str, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_curves(arms: dict, title: str, path: Path, key: str = "curves",
+                ylabel: str = "validation loss (nats/char)") -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, arm in arms.items():
-        steps = [s for s, _ in arm["curves"][0]][1:]  # skip step 0 (the untrained ~ln V) to keep the scale readable
-        values = torch.tensor([[v for _, v in curve][1:] for curve in arm["curves"]])
+        steps = [s for s, _ in arm[key][0]][1:]  # skip step 0 (the untrained ~ln V) to keep the scale readable
+        values = torch.tensor([[v for _, v in curve][1:] for curve in arm[key]])
         mean = values.mean(0)
         ax.plot(steps, mean, marker="o", label=f"{label} ({arm['params']:,} params)")
         if len(values) > 1:
             ax.fill_between(steps, values.min(0).values, values.max(0).values, alpha=0.2)
     ax.set_xlabel("step")
-    ax.set_ylabel("validation loss (nats/char)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds: int, arms: dict, extra: dict) -> dict:

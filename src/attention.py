@@ -39,3 +39,31 @@ class Head(nn.Module):
         weights = causal_attention_weights(self.query(x), self.key(x))
         out = self.dropout(weights) @ self.value(x)
         return (out, weights) if return_weights else out
+
+
+@torch.no_grad()
+def record_attention(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
+    """The attention weights of every layer for `idx` (B, T <= block_size): a list of (B, n_head, T, T).
+
+    The model's own fast path (`F.scaled_dot_product_attention`) never materialises the weights, and
+    stays untouched: a forward hook on each attention module takes the input it was given, projects q and
+    k with the module's own weights (rotated when the model uses RoPE) and recomputes the softmax above.
+    """
+    maps, hooks = [], []
+
+    def hook(module, args, _output):
+        x, rope = args[0], args[1] if len(args) > 1 else None
+        q, k, _v = module.project(x, rope)
+        maps.append(causal_attention_weights(q.float(), k.float()))
+
+    for block in model.blocks:
+        hooks.append(block.attn.register_forward_hook(hook))
+    try:
+        was_training = model.training
+        model.eval()
+        model(idx)
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    return maps

@@ -96,7 +96,7 @@ def print_sample(out_dir, tokens: int, device: str, prompt: str = "ROMEO:") -> N
 SAMPLE = dict(prompt="ROMEO:", tokens=400, temperature=0.8, seed=0)
 
 
-def write_run_results(out_dir) -> Path:
+def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
     """results/train_<run>.json: the run's summary, its evaluations and a seeded sample from its best
     checkpoint, so the docs can quote a run without anyone typing its numbers."""
     from checkpoint import load_model
@@ -111,7 +111,7 @@ def write_run_results(out_dir) -> Path:
     text = generate_text(model, SAMPLE["prompt"], SAMPLE["tokens"], SAMPLE["temperature"], seed=SAMPLE["seed"])
     run_dir = str(out_dir.relative_to(REPO_ROOT)) if out_dir.is_relative_to(REPO_ROOT) else str(out_dir)
     record = {**summary, "run_dir": run_dir, "evals": history["evals"], "sample": {**SAMPLE, "text": text}}
-    path = REPO_ROOT / "results" / f"train_{out_dir.name}.json"
+    path = Path(results_dir) / f"train_{out_dir.name}.json"
     atomic_write_json(path, record)
     return path
 

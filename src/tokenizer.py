@@ -143,16 +143,26 @@ def tokenizer_from_dict(spec: dict):
     raise UserError(f"unknown tokenizer type {kind!r} in checkpoint")
 
 
+def bpe_vocab_size(name: str) -> int | None:
+    """The N of `bpe:N` (None for other names); a clear error for a malformed one."""
+    if not name.startswith("bpe:"):
+        return None
+    try:
+        vocab_size = int(name.split(":", 1)[1])
+    except ValueError:
+        raise UserError(f"--tokenizer {name!r}: the vocabulary size after 'bpe:' must be an integer") from None
+    if vocab_size < 256:
+        raise UserError(f"--tokenizer {name!r}: a byte-level BPE needs at least 256 tokens (one per byte)")
+    return vocab_size
+
+
 def build_tokenizer(name: str, text: str):
     """`--tokenizer char|gpt2|bpe:<vocab_size>` -> a tokenizer (trained on `text` where needed)."""
     if name == "char":
         return CharTokenizer.from_text(text)
-    if name.startswith("bpe:"):
+    vocab_size = bpe_vocab_size(name)
+    if vocab_size is not None:
         from bpe import train_bpe_tokenizer
-        try:
-            vocab_size = int(name.split(":", 1)[1])
-        except ValueError:
-            raise UserError(f"--tokenizer {name!r}: the vocabulary size after 'bpe:' must be an integer") from None
         return train_bpe_tokenizer(text, vocab_size)
     return TiktokenTokenizer(name)
 

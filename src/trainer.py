@@ -420,6 +420,7 @@ class Run:
                 "hardware": describe_hardware(self.device), "tokens_per_sec": round(tokens_per_sec, 1),
                 "world_size": self.d.world, "effective_batch": self.tc.batch_size * self.d.world * self.tc.grad_accum,
                 "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,
+                "chars_per_val_token": round(self.chars_per_val_token, 4),
                 "model_config": self.model.config.to_dict(), "train_config": asdict(self.tc),
                 "torch": torch.__version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -39,3 +39,37 @@ def test_grad_scaler_only_for_fp16(tmp_path, small_text):
     from trainer import Run
     run = Run(tiny_model_config(), tiny_train_config(tmp_path / "r", small_text), log=lambda *_: None)
     assert run.dtype == "fp32" and not run.scaler.is_enabled()
+
+
+def test_benchmark_flops_count_matches_a_hand_count():
+    """6 FLOPs per matmul weight per trained token, plus attention's 12 * layers * width * context."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "training"))
+    import benchmark
+    c = tiny_model_config()
+    model = GPT(c)
+    per_layer = 3 * c.n_embd * c.n_embd + c.n_embd * c.n_embd + 2 * 4 * c.n_embd * c.n_embd
+    expected = 6 * (c.n_layer * per_layer + c.vocab_size * c.n_embd) + 12 * c.n_layer * c.n_embd * c.block_size
+    assert benchmark.flops_per_token(model) == expected
+
+
+def compiler_available() -> bool:
+    import shutil
+    return any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
+    torch.manual_seed(0)
+    model = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1))
+    idx = torch.randint(0, 65, (2, 16))
+    loss = model(idx, idx)[1]
+    loss.backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled_loss = torch.compile(model)(idx, idx)[1]
+    compiled_loss.backward()
+    assert torch.allclose(loss, compiled_loss, atol=1e-5)
+    for eager, p in zip(eager_grads, model.parameters()):
+        assert torch.allclose(eager, p.grad, atol=1e-5)

@@ -1,0 +1,134 @@
+"""Everything in one run, built to survive a Colab disconnect: vanilla -> modern -> BPE -> benchmarks -> figures.
+
+    python -u colab/train_colab.py                        # all phases at the reference sizes (a T4 or better)
+    python -u colab/train_colab.py --phases modern bpe    # only some
+    python -u colab/train_colab.py --preset cpu           # the whole thing in minutes, locally
+
+In Colab, Google Drive is mounted and checkpoints/, results/ and images/ live in MyDrive/tinyllm
+(--out-dir to change; outside Colab the repo's own folders). Run it again after a disconnect: finished
+phases are skipped (their summary.json / results file exists) and an interrupted one resumes from its
+last checkpoint. Each phase is the same script a local user runs, called in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "training"))
+sys.path.insert(0, str(REPO / "experiments"))
+
+import torch  # noqa: E402
+
+from cli import write_run_results  # noqa: E402
+from common import REPO_ROOT, pick_device, resolve_dtype, run_cli  # noqa: E402
+
+DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
+TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> script module
+PHASES = [*TRAINING_PHASES, "benchmarks", "figures"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES, help="what to run, in this order")
+    p.add_argument("--preset", choices=["cpu"], default=None, help="small sizes for a CPU (default: reference sizes)")
+    p.add_argument("--out-dir", default=None,
+                   help="where checkpoints/, results/, images/ go (default: Drive in Colab, else the repo)")
+    p.add_argument("--train-args", default="", help="extra flags for every training phase, e.g. '--max-steps 500'")
+    p.add_argument("--benchmark-args", default="", help="extra flags for training/benchmark.py")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    return p
+
+
+def in_colab() -> bool:
+    return importlib.util.find_spec("google.colab") is not None
+
+
+def storage_root(requested: str | None) -> Path:
+    """Drive in Colab (so a disconnect loses nothing), the repo elsewhere, or what --out-dir says."""
+    if requested:
+        return Path(requested).resolve()
+    if in_colab():
+        from google.colab import drive
+        drive.mount("/content/drive")
+        return DRIVE_DIR
+    return REPO_ROOT
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        return f"GPU {p.name}, {p.total_memory / 2**30:.1f} GiB"
+    return "Apple GPU (MPS)" if device.type == "mps" else "CPU (no GPU found)"
+
+
+def phase_state(run_dir: Path) -> str:
+    """done (a finished run wrote summary.json), interrupted (a last/ checkpoint without one), or new."""
+    if (run_dir / "summary.json").exists():
+        return "done"
+    return "interrupted" if (run_dir / "last" / "config.json").exists() else "new"
+
+
+def run_training_phase(phase: str, root: Path, args) -> None:
+    run_dir = root / "checkpoints" / phase
+    state = phase_state(run_dir)
+    if state == "done":
+        print(f"[{phase}] done already ({run_dir / 'summary.json'}); skipping", flush=True)
+        return
+    argv = ["--out-dir", str(run_dir), "--device", args.device, *shlex.split(args.train_args)]
+    argv += ["--preset", args.preset] if args.preset else []
+    argv += ["--resume"] if state == "interrupted" else []
+    print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}: training/"
+          f"{TRAINING_PHASES[phase]}.py {' '.join(argv)}", flush=True)
+    script = importlib.import_module(TRAINING_PHASES[phase])
+    script.main(argv, record_results=False)
+    print(f"[{phase}] results: {write_run_results(run_dir, root / 'results')}", flush=True)
+
+
+def run_benchmarks(root: Path, args) -> None:
+    results = root / "results" / ("benchmark_quick.json" if args.preset else "benchmark.json")
+    if results.exists():
+        print(f"[benchmarks] done already ({results}); skipping", flush=True)
+        return
+    import benchmark
+    argv = ["--checkpoints", str(root / "checkpoints"), "--results-dir", str(root / "results"), "--images-dir",
+            str(root / "images"), "--device", args.device, *(["--quick"] if args.preset else []),
+            *shlex.split(args.benchmark_args)]
+    print(f"[benchmarks] training/benchmark.py {' '.join(argv)}", flush=True)
+    benchmark.main(argv)
+
+
+def run_figures(root: Path, args) -> None:
+    """The figures that read checkpoints (cheap, so always redone)."""
+    import visualize
+    argv = ["all", "--checkpoints", str(root / "checkpoints"), "--results-dir", str(root / "results"),
+            "--images-dir", str(root / "images"), "--device", args.device]
+    print(f"[figures] experiments/visualize.py {' '.join(argv)}", flush=True)
+    visualize.main(argv)
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    root = storage_root(args.out_dir)
+    device = pick_device(args.device)
+    print(f"device: {describe_device(device)}; training dtype: {resolve_dtype('auto', device)}; "
+          f"storage: {root}{' (Google Drive)' if root == DRIVE_DIR else ''}", flush=True)
+    if args.preset is None and device.type == "cpu":
+        print("no GPU: the reference sizes take hours here; --preset cpu runs everything in minutes", flush=True)
+    for phase in [p for p in PHASES if p in args.phases]:
+        if phase in TRAINING_PHASES:
+            run_training_phase(phase, root, args)
+        elif phase == "benchmarks":
+            run_benchmarks(root, args)
+        else:
+            run_figures(root, args)
+    print(f"all phases done; results in {root / 'results'}, plots in {root / 'images'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

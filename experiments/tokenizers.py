@@ -1,0 +1,89 @@
+"""Which tokenizer suits 1 MB of Shakespeare? ModernGPT trained with char, our own BPE at 512/1024/4096 tokens,
+and GPT-2's 50,257-token BPE, at the same model size and the same token budget, compared in bits per character.
+
+    python -u experiments/tokenizers.py --preset cpu          # ~15 minutes on a 2-core CPU
+    python -u experiments/tokenizers.py                       # reference model size (a GPU)
+
+Why bits per character: a loss in nats per *token* is not comparable across tokenizers (a GPT-2 token carries
+~3-4 characters, a char token one). Total nats over the val text / its characters / ln 2 is. Same token budget
+means every arm does the same number of steps on the same batch shape, so the transformer does the same work;
+a bigger vocabulary then sees more text per step but pays for a larger embedding table and output layer.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from abtest import build_parser, configs_from_args, experiment_record, mean_std, plot_curves, run_arms  # noqa: E402
+from common import REPO_ROOT, atomic_write_json, run_cli  # noqa: E402
+from model_modern import modern_config  # noqa: E402
+from tokenizer import TiktokenTokenizer, bpe_vocab_size  # noqa: E402
+
+NAME = "tokenizers"
+TITLE = "Tokenizers: char vs our BPE (512, 1024, 4096) vs GPT-2 BPE"
+ARMS = ["char", "bpe:512", "bpe:1024", "bpe:4096", "gpt2"]
+PRESETS = {
+    # the modern reference model (6 x 384, block 256) with the swap experiments' training settings
+    "reference": dict(max_steps=2000, eval_interval=250, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2),
+    # the CPU preset's model; the GPT-2 arm is the slow one (its 50,257-way output layer is most of the compute)
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=32, max_steps=600,
+                eval_interval=150, eval_iters=20, lr=1e-3, schedule="cosine", min_lr=1e-4, warmup_steps=50),
+}
+
+
+def comparison_rows(record: dict) -> list[dict]:
+    """One row per tokenizer: what it costs (params, speed) and what it buys (bits per character)."""
+    rows = []
+    for label, arm in record["arms"].items():
+        tokens_per_sec = arm["tokens_per_sec"][0]
+        rows.append({"tokenizer": label, "vocab_size": arm["vocab_size"], "params": arm["params"],
+                     "embedding_params": arm["vocab_size"] * record["model_config"]["n_embd"],
+                     "chars_per_token": arm["chars_per_token"], "tokens_per_sec": tokens_per_sec,
+                     "chars_per_sec": tokens_per_sec * arm["chars_per_token"],
+                     "train_chars_seen": arm["train_tokens"] * arm["chars_per_token"],
+                     "best_val_bpc": arm["best_bpc"], "best_val_loss": arm["best_val"]})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    lines = ["| tokenizer | vocab | params (embedding) | chars/token | train tokens/s | chars/s | text seen | "
+             "best val bits/char | best val loss (nats/token) |", "|---" * 9 + "|"]
+    for r in rows:
+        lines.append(f"| {r['tokenizer']} | {r['vocab_size']:,} | {r['params']:,} ({r['embedding_params']:,}) | "
+                     f"{r['chars_per_token']:.2f} | {r['tokens_per_sec']:,.0f} | {r['chars_per_sec']:,.0f} | "
+                     f"≈{r['train_chars_seen'] / 1e6:.1f}M chars | {r['best_val_bpc'][0]:.3f} ± {r['best_val_bpc'][1]:.3f} | "
+                     f"{r['best_val_loss'][0]:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = build_parser(TITLE, PRESETS, cpu_seeds=1)
+    parser.add_argument("--tokenizers", nargs="+", default=list(ARMS), metavar="NAME",
+                        help="the arms to train: char | gpt2 | bpe:<vocab_size>")
+    parser.set_defaults(runs_dir=str(REPO_ROOT / "checkpoints" / "tokenizers"))
+    args = parser.parse_args(argv)
+    model, tc, seeds = configs_from_args(args, PRESETS, cpu_seeds=1, base=modern_config())
+    for name in args.tokenizers:  # a typo fails now, not after the first arms have trained
+        if name != "char" and bpe_vocab_size(name) is None:
+            TiktokenTokenizer(name)
+    arms = {name: {"tokenizer": name} for name in args.tokenizers}
+    results = run_arms(NAME, arms, model, tc, seeds, args.runs_dir)
+    record = experiment_record(NAME, args, model, tc, seeds, results, {})
+    train_tokens = tc.max_steps * tc.batch_size * tc.grad_accum * model.block_size
+    for label, arm in record["arms"].items():
+        arm.update(vocab_size=results[label]["vocab_size"], bpc_curves=results[label]["bpc_curves"],
+                   best_bpc=mean_std(results[label]["best_bpc"]), chars_per_token=results[label]["chars_per_token"],
+                   elapsed_s=mean_std(results[label]["elapsed_s"]), train_tokens=train_tokens)
+    del record["table"]  # val loss per step is in nats per *token*: not comparable across arms, see bpc_curves
+    record["rows"] = comparison_rows(record)
+    print(f"\n{TITLE} — {seeds} seed(s), preset {args.preset}, {train_tokens:,} training tokens per arm")
+    print(format_rows(record["rows"]))
+    atomic_write_json(Path(args.results_dir) / f"{NAME}.json", record)
+    plot_curves(results, f"{TITLE}\n({args.preset} preset, {seeds} seed(s), {record['hardware']}, {record['date']})",
+                Path(args.images_dir) / f"{NAME}.png", key="bpc_curves", ylabel="validation bits per character")
+    print(f"wrote {Path(args.results_dir) / f'{NAME}.json'} and {Path(args.images_dir) / f'{NAME}.png'}")
+    return record
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,298 @@
+"""Seeing inside the trained models: attention maps, RoPE rotations, character embeddings, loss curves.
+
+    python experiments/visualize.py all                   # every figure, from checkpoints/vanilla and /modern
+    python experiments/visualize.py attention --prompt "JULIET:\nO Romeo, Romeo!"
+    python experiments/visualize.py rope | embeddings | losses
+
+Each figure goes to images/<name>.png and the numbers behind it to results/<name>.json. Any checkpoint
+works (char or BPE): --runs names folders under --checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from attention import record_attention  # noqa: E402
+from checkpoint import load_model  # noqa: E402
+from common import REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli  # noqa: E402
+from plots import pyplot, save_figure  # noqa: E402
+
+PROMPT = "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east"
+FIGURES = ["attention", "rope", "embeddings", "losses"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("figure", choices=[*FIGURES, "all"], help="which figure to draw")
+    p.add_argument("--runs", nargs="+", default=["vanilla", "modern"], help="run folders under --checkpoints")
+    p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"))
+    p.add_argument("--prompt", default=PROMPT, help="text whose attention is drawn (cut to the context length)")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    p.add_argument("--images-dir", default=str(REPO_ROOT / "images"))
+    return p
+
+
+def stamp() -> str:
+    return datetime.now(timezone.utc).date().isoformat()
+
+
+def load_runs(args) -> dict:
+    """name -> (model, record) for every run folder that holds a checkpoint."""
+    runs = {}
+    for name in args.runs:
+        folder = Path(args.checkpoints) / name
+        if (folder / "best" / "config.json").exists() or (folder / "config.json").exists():
+            runs[name] = load_model(folder, device=pick_device(args.device))
+    if not runs:
+        raise UserError(f"no checkpoint in {', '.join(str(Path(args.checkpoints) / n) for n in args.runs)}; "
+                        "train one first, e.g. python -u training/train_modern.py --preset cpu")
+    return runs
+
+
+def encode(model, text: str) -> list[int]:
+    try:
+        ids = model.tokenizer.encode(text)
+    except (KeyError, ValueError) as err:
+        raise UserError(f"--prompt: {err}") from None
+    if len(ids) < 2:
+        raise UserError("--prompt needs at least two tokens")
+    return ids
+
+
+def token_labels(model, ids: list[int]) -> list[str]:
+    return [repr(model.tokenizer.decode([i]))[1:-1].replace("\\n", "⏎") or "·" for i in ids]
+
+
+# ----------------------------------------------------------------------------- attention
+
+def head_statistics(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per head (H,): mean distance looked back (tokens) and mean entropy of a row (nats), over positions.
+    A low distance with low entropy is a local head (previous character, this word); a high distance
+    is a long-range head (the speaker's name, the start of the line)."""
+    T = weights.size(-1)
+    distance = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).clamp(min=0).float()
+    mean_distance = (weights * distance).sum(-1).mean(-1)
+    entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1).mean(-1)
+    return mean_distance, entropy
+
+
+def draw_attention(args, runs: dict) -> dict:
+    plt, out = pyplot(), {}
+    for name, (model, _record) in runs.items():
+        ids = encode(model, args.prompt)[:model.config.block_size]
+        maps = record_attention(model, torch.tensor([ids], device=next(model.parameters()).device))
+        labels = token_labels(model, ids)
+        L, H = len(maps), maps[0].size(1)
+        fig, axes = plt.subplots(L, H, figsize=(2.3 * H, 2.3 * L), squeeze=False)
+        stats = []
+        for layer, w in enumerate(maps):
+            w = w[0].cpu()
+            distance, entropy = head_statistics(w)
+            for head in range(H):
+                ax = axes[layer][head]
+                ax.imshow(w[head], cmap="viridis", vmin=0, vmax=min(1.0, float(w[head].max())))
+                ax.set_title(f"L{layer} H{head}: {distance[head]:.1f} back", fontsize=7)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                stats.append({"layer": layer, "head": head, "mean_distance": round(float(distance[head]), 3),
+                              "entropy": round(float(entropy[head]), 3)})
+        for ax in axes[-1]:  # tokens along the bottom row (keys), every other one to stay legible
+            ax.set_xticks(range(0, len(labels), 2), labels[::2], fontsize=4, rotation=90)
+        for row in axes:
+            row[0].set_yticks(range(0, len(labels), 2), labels[::2], fontsize=4)
+        fig.suptitle(f"attention of checkpoints/{name} ({model.num_params():,} params, {stamp()})\nrows = query "
+                     "token, columns = key token; panel title = mean distance looked back", fontsize=9)
+        save_figure(fig, Path(args.images_dir) / f"attention_{name}.png")
+        out[name] = {"prompt": args.prompt, "tokens": labels, "heads": stats}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, data in out.items():
+        ax.scatter([h["mean_distance"] for h in data["heads"]], [h["entropy"] for h in data["heads"]],
+                   label=name, s=[20 + 10 * h["layer"] for h in data["heads"]], alpha=0.7)
+    ax.set_xlabel("mean distance looked back (tokens)")
+    ax.set_ylabel("mean attention entropy (nats)")
+    ax.set_title(f"every head of every layer (marker size = layer): local vs long-range heads ({stamp()})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, Path(args.images_dir) / "attention_heads.png")
+    return out
+
+
+# ----------------------------------------------------------------------------- RoPE
+
+@torch.no_grad()
+def score_by_distance(model, ids: torch.Tensor) -> list[list[float]]:
+    """Per layer: the mean pre-softmax score q_i . k_j / sqrt(d) for each distance i - j, over heads and
+    positions of a real text. In a RoPE model this profile is all the position information attention has."""
+    captured = []
+
+    def hook(module, args, _output):
+        q, k, _v = module.project(args[0], args[1] if len(args) > 1 else None)
+        captured.append((q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.size(-1)))[0].mean(0))
+
+    hooks = [block.attn.register_forward_hook(hook) for block in model.blocks]
+    try:
+        model(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    T = ids.size(1)
+    return [[float(torch.diagonal(s, offset=-d).mean()) for d in range(T)] for s in captured]
+
+
+def draw_rope(args, runs: dict) -> dict:
+    plt = pyplot()
+    rope_runs = {n: mr for n, mr in runs.items() if mr[0].rope is not None}
+    if not rope_runs:
+        raise UserError(f"none of {', '.join(runs)} uses RoPE; pass --runs with a modern checkpoint")
+    name, (model, _record) = next(iter(rope_runs.items()))
+    inv_freq = model.rope.inv_freq.float()
+    positions = torch.arange(model.config.block_size)
+    angles = torch.outer(positions.double(), inv_freq.double())
+    device = next(model.parameters()).device
+    text_ids = encode(model, args.prompt * 4)[:model.config.block_size]
+    profile = score_by_distance(model, torch.tensor([text_ids], device=device))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    image = left.imshow(torch.cos(angles).T, aspect="auto", cmap="coolwarm", vmin=-1, vmax=1)
+    left.set_xlabel("position m")
+    left.set_ylabel("dimension pair i (fast → slow)")
+    left.set_title(f"cos(m·θ_i), θ_i = {model.config.rope_theta:g}^(-2i/{2 * len(inv_freq)}): early pairs turn "
+                   "fast (local), late pairs slowly (long range)", fontsize=8)
+    fig.colorbar(image, ax=left)
+    for layer, scores in enumerate(profile):
+        right.plot(range(len(scores)), scores, label=f"layer {layer}")
+    right.set_xlabel("relative distance i − j (tokens)")
+    right.set_ylabel("mean q·k / √d")
+    right.set_title(f"checkpoints/{name}: attention score vs distance on real text ({stamp()})", fontsize=8)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    save_figure(fig, Path(args.images_dir) / "rope.png")
+    return {"run": name, "theta": model.config.rope_theta, "head_dim": 2 * len(inv_freq),
+            "radians_per_position": [float(f) for f in inv_freq],
+            "period_in_positions": [float(2 * math.pi / f) for f in inv_freq], "score_by_distance": profile}
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+def character_class(ch: str) -> str:
+    if ch.isspace():
+        return "whitespace"
+    if ch.lower() in "aeiou":
+        return "vowel (upper)" if ch.isupper() else "vowel"
+    if ch.isalpha():
+        return "consonant (upper)" if ch.isupper() else "consonant"
+    return "digit / punctuation"
+
+
+def pca_2d(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projection on the two directions of largest variance (SVD of the centred matrix), and the
+    fraction of the variance each explains."""
+    centred = matrix - matrix.mean(0)
+    _u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T, (s[:2] ** 2) / (s ** 2).sum()
+
+
+def case_pairs_nearest(chars: list[str], matrix: np.ndarray) -> float:
+    """Share of letters whose nearest other embedding (cosine) is the same letter in the other case."""
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    index = {c: i for i, c in enumerate(chars)}
+    letters = [c for c in chars if c.isalpha() and c.swapcase() in index]
+    hits = sum(chars[int(sim[index[c]].argmax())] == c.swapcase() for c in letters)
+    return hits / len(letters) if letters else float("nan")
+
+
+def draw_embeddings(args, runs: dict) -> dict:
+    plt, out = pyplot(), {}
+    char_runs = {n: mr for n, mr in runs.items() if mr[0].tokenizer.kind == "char"}
+    if not char_runs:
+        raise UserError("the embedding figure labels characters: pass --runs with a char-tokenizer checkpoint")
+    fig, axes = plt.subplots(1, len(char_runs), figsize=(6.5 * len(char_runs), 6), squeeze=False)
+    for ax, (name, (model, _record)) in zip(axes[0], char_runs.items()):
+        chars = [model.tokenizer.decode([i]) for i in range(model.config.vocab_size)]
+        matrix = model.tok_emb.weight.detach().float().cpu().numpy()
+        xy, explained = pca_2d(matrix)
+        classes = [character_class(c) for c in chars]
+        for cls in sorted(set(classes)):
+            pts = np.array([p for p, k in zip(xy, classes) if k == cls])
+            ax.scatter(pts[:, 0], pts[:, 1], label=cls, s=18)
+        for (x, y), c in zip(xy, chars):
+            ax.annotate(repr(c)[1:-1] if c.isspace() else c, (x, y), fontsize=8, xytext=(2, 2), textcoords="offset points")
+        same_case = case_pairs_nearest(chars, matrix)
+        ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)")
+        ax.set_title(f"checkpoints/{name}: {len(chars)} character embeddings, PCA\n"
+                     f"nearest neighbour is the other case for {same_case:.0%} of letters ({stamp()})", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        out[name] = {"explained_variance": [float(e) for e in explained], "case_pair_nearest": same_case,
+                     "points": {c: [float(x), float(y)] for c, (x, y) in zip(chars, xy)}}
+    save_figure(fig, Path(args.images_dir) / "embeddings.png")
+    return out
+
+
+# ----------------------------------------------------------------------------- loss curves
+
+def draw_losses(args, _runs=None) -> dict:
+    """Every top-level run in checkpoints/: char runs' train/val loss, and every run's val bits/char."""
+    plt, out = pyplot(), {}
+    for history_path in sorted(Path(args.checkpoints).glob("*/history.json")):
+        run = history_path.parent
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        evals = json.loads(history_path.read_text())["evals"]
+        out[run.name] = {"tokenizer": summary.get("tokenizer", "char"), "params": summary.get("params"),
+                         "evals": [{k: e[k] for k in ("step", "train_loss", "val_loss", "val_bpc")} for e in evals]}
+    if not out:
+        raise UserError(f"no run with a history.json in {args.checkpoints}; train one first")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, run in out.items():
+        steps = [e["step"] for e in run["evals"]][1:]
+        if run["tokenizer"] == "char":
+            line, = left.plot(steps, [e["val_loss"] for e in run["evals"]][1:], marker="o", label=f"{name} val")
+            left.plot(steps, [e["train_loss"] for e in run["evals"]][1:], linestyle="--", color=line.get_color(),
+                      label=f"{name} train")
+        right.plot(steps, [e["val_bpc"] for e in run["evals"]][1:], marker="o", label=f"{name} ({run['tokenizer']})")
+    left.set_xlabel("step")
+    left.set_ylabel("loss (nats/char)")
+    left.set_title("char-level runs: train (dashed) and validation loss", fontsize=9)
+    right.set_xlabel("step")
+    right.set_ylabel("validation bits per character")
+    right.set_title(f"every run in {Path(args.checkpoints).name}/, on the tokenizer-independent axis ({stamp()})",
+                    fontsize=9)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, Path(args.images_dir) / "losses.png")
+    return out
+
+
+DRAW = {"attention": draw_attention, "rope": draw_rope, "embeddings": draw_embeddings, "losses": draw_losses}
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    names = FIGURES if args.figure == "all" else [args.figure]
+    runs = load_runs(args) if names != ["losses"] else {}
+    written = {}
+    for name in names:
+        data = DRAW[name](args, runs)
+        record = {"figure": name, "date": stamp(), "checkpoints": args.checkpoints, "data": data}
+        atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
+        written[name] = record
+        print(f"{name}: figure(s) in {args.images_dir}, numbers in {Path(args.results_dir) / f'{name}.json'}")
+    return written
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,50 @@
+"""training/benchmark.py at a tiny size: every figure is present and consistent with the machine's ceilings."""
+import json
+
+import pytest
+
+from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from model_modern import modern_config
+from trainer import train
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, shakespeare):
+    root = tmp_path_factory.mktemp("bench")
+    data = root / "small.txt"
+    data.write_text(shakespeare[:30_000])
+    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    train(modern_config(**sizes), tiny_train_config(root / "checkpoints" / "modern", data, max_steps=4, eval_interval=2),
+          log=lambda *_: None)
+    return root
+
+
+def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path):
+    result = run_script(ROOT / "training" / "benchmark.py", "--size", "checkpoint", "--checkpoints",
+                        checkpoints / "checkpoints", "--models", "modern", "--dtypes", "fp32", "bf16", "--batches", "1", "2",
+                        "--gen-tokens", "6", "--batched-gen-tokens", "4", "--repeats", "2", "--train-batch", "2",
+                        "--sample-tokens", "5", "--device", "cpu", "--data", checkpoints / "small.txt",
+                        "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "r" / "benchmark.json").read_text())
+    ceilings = record["ceilings"]
+    assert ceilings["matmul_gflops_fp32"] > 0 and ceilings["matmul_gflops_bf16"] > 0 and ceilings["copy_gbps"] > 0
+    (model,) = record["models"]
+    assert [t["dtype"] for t in model["training"]] == ["fp32", "bf16"]
+    for t in model["training"]:
+        assert t["tokens_per_sec"] > 0 and 0 < t["mfu"]
+        assert t["model_gflops"] / t["mfu"] == pytest.approx(ceilings[f"matmul_gflops_{t['dtype']}"], rel=0.02)
+    rows = model["generation"]
+    assert [(g["batch"], g["new_tokens"], g["cached"]) for g in rows] == [(1, 6, True), (1, 6, False), (2, 4, True), (2, 4, False)]
+    for cached, uncached in zip(rows[::2], rows[1::2]):
+        assert cached["speedup"] == pytest.approx(cached["tokens_per_sec"] / uncached["tokens_per_sec"], rel=0.01)
+    # three temperatures per prompt (a prompt with characters outside this small vocabulary is skipped)
+    prompts = [s["prompt"] for s in model["samples"]]
+    assert prompts[:6] == ["ROMEO:"] * 3 + ["To be"] * 3 and all(s["text"].startswith(s["prompt"]) for s in model["samples"])
+    assert (tmp_path / "i" / "benchmark.png").stat().st_size > 10_000
+    assert "| modern | fp32 |" in result.stdout
+
+
+def test_benchmark_refuses_an_unknown_dtype(tmp_path):
+    result = run_script(ROOT / "training" / "benchmark.py", "--dtypes", "fp8", "--results-dir", tmp_path)
+    assert_user_error(result, "fp8")

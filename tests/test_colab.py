@@ -1,0 +1,47 @@
+"""The all-in-one Colab script at a tiny size: every phase runs, and after a kill it skips and resumes."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import ROOT
+
+TRAIN_ARGS = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 --eval-iters 2 --eval-interval 5 "
+              "--max-steps 150 --sample-tokens 0 --dtype fp32")
+
+
+def colab(tmp_path, small_text, *phases):
+    bench = f"--size checkpoint --repeats 1 --gen-tokens 4 --sample-tokens 5 --train-batch 2 --data {small_text}"
+    return [sys.executable, str(ROOT / "colab" / "train_colab.py"), "--preset", "cpu", "--out-dir", str(tmp_path / "drive"),
+            "--device", "cpu", "--train-args", f"{TRAIN_ARGS} --data {small_text}", "--benchmark-args", bench,
+            "--phases", *phases]
+
+
+def test_all_phases_run_and_a_killed_run_resumes(tmp_path, small_text):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(colab(tmp_path, small_text, "vanilla"), env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    drive = tmp_path / "drive"
+    # start the modern phase and kill it once it has written a checkpoint, as a Colab disconnect would
+    proc = subprocess.Popen(colab(tmp_path, small_text, "modern"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (drive / "checkpoints" / "modern" / "last" / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (drive / "checkpoints" / "modern" / "summary.json").exists(), "the run finished before the kill"
+    killed_at = json.loads((drive / "checkpoints" / "modern" / "last" / "config.json").read_text())["step"]
+
+    again = subprocess.run(colab(tmp_path, small_text, "vanilla", "modern", "bpe", "benchmarks", "figures"), env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    out = again.stdout
+    assert "[vanilla] done already" in out and "[modern] resuming" in out and "[bpe] starting" in out
+    assert f"resumed from {drive / 'checkpoints' / 'modern' / 'last'} at step {killed_at}" in out
+    for name in ("train_vanilla", "train_modern", "train_bpe", "benchmark_quick", "losses", "attention"):
+        assert (drive / "results" / f"{name}.json").exists(), name
+    assert json.loads((drive / "results" / "train_modern.json").read_text())["steps"] == 150
+    assert (drive / "images" / "losses.png").exists() and (drive / "images" / "benchmark_quick.png").exists()
+    assert "device: CPU (no GPU found); training dtype: fp32" in out

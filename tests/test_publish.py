@@ -1,0 +1,92 @@
+"""Publishing: the Hub folder, the filled model card (whose usage snippet must work as written), and
+from_pretrained round trips."""
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from model import GPT
+from model_modern import ModernGPT, modern_config
+from trainer import train
+
+
+def tiny_modern_config():
+    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    return modern_config(**sizes)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shakespeare):
+    folder = tmp_path_factory.mktemp("publish")
+    data = folder / "small.txt"
+    data.write_text(shakespeare[:30_000])
+    train(tiny_modern_config(), tiny_train_config(folder / "run", data, max_steps=6, eval_interval=3), log=lambda *_: None)
+    return folder / "run"
+
+
+def test_from_pretrained_gives_identical_logits_and_keeps_tied_weights(tmp_path):
+    torch.manual_seed(0)
+    for cls, config in ((GPT, tiny_model_config()), (ModernGPT, tiny_modern_config())):
+        model = cls(config).eval()
+        model.save_pretrained(tmp_path / cls.__name__)
+        loaded = cls.from_pretrained(tmp_path / cls.__name__)
+        assert loaded.lm_head.weight is loaded.tok_emb.weight
+        x = torch.randint(0, config.vocab_size, (2, 12))
+        assert torch.equal(model(x)[0], loaded(x)[0])
+
+
+def test_from_pretrained_refuses_the_other_architecture(tmp_path):
+    GPT(tiny_model_config()).save_pretrained(tmp_path / "vanilla")
+    with pytest.raises(Exception, match="vanilla"):
+        ModernGPT.from_pretrained(tmp_path / "vanilla")
+
+
+def test_dry_run_builds_a_filled_card_whose_snippet_generates(tiny_run, tmp_path):
+    out = tmp_path / "export"
+    result = run_script(ROOT / "publish.py", "--checkpoint", tiny_run, "--repo-id", "someone/tiny", "--dry-run",
+                        "--out", out, env={"HF_TOKEN": ""})
+    assert result.returncode == 0, result.stderr
+    assert "nothing uploaded" in result.stdout
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md", "loss.png", "results.json"}
+    card = (out / "README.md").read_text()
+    assert not re.search(r"\{\{\w+\}\}", card), "unfilled placeholder"
+    assert card.startswith("---\nlicense: mit\n") and "pipeline_tag: text-generation" in card
+    record = json.loads((tiny_run / "best" / "config.json").read_text())
+    assert f"| validation loss | {record['val_loss']:.4f} nats/token |" in card
+    assert f"| validation bits per character | {record['val_bpc']:.3f} |" in card
+    assert f"| checkpoint step | {record['step']} |" in card and f"| parameters | {record['params']:,} |" in card
+    assert (out / "config.json").read_bytes() == (tiny_run / "best" / "config.json").read_bytes()
+    # the usage snippet exactly as the card shows it, with the repo id pointed at the built folder
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace("someone/tiny", str(out))
+    run = run_script("-c", snippet, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("ROMEO:") and len(run.stdout) > 150
+
+
+def test_upload_without_login_says_how_to_log_in(tiny_run, tmp_path):
+    result = run_script(ROOT / "publish.py", "--checkpoint", tiny_run, "--repo-id", "someone/tiny", "--out",
+                        tmp_path / "export", env={"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf")})
+    assert_user_error(result, "not logged in", "huggingface-cli login")
+
+
+def test_publish_needs_a_repo_id(tiny_run):
+    result = run_script(ROOT / "publish.py", "--checkpoint", tiny_run, "--dry-run", env={"HF_REPO_ID": ""})
+    assert_user_error(result, "--repo-id")
+
+
+def test_a_hub_repo_id_downloads_only_config_and_weights(tiny_run, tmp_path, monkeypatch):
+    """`from_pretrained("user/repo")` (and generate.py --checkpoint user/repo) go through snapshot_download,
+    asking for config.json and model.safetensors only: nothing executable is fetched."""
+    import huggingface_hub
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **kwargs):
+        calls.append((repo_id, sorted(allow_patterns)))
+        return str(tiny_run / "best")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = ModernGPT.from_pretrained("someone/tiny")
+    assert calls == [("someone/tiny", ["config.json", "model.safetensors"])]
+    assert model.tokenizer is not None and model.tokenizer.decode(model.tokenizer.encode("ROMEO:")) == "ROMEO:"

@@ -1,0 +1,90 @@
+"""Reading attention out of the model without touching its fast path, and the visualisation script."""
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from attention import record_attention
+from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from model import GPT
+from model_modern import ModernGPT, modern_config
+from trainer import train
+
+sys.path.insert(0, str(ROOT / "experiments"))
+import visualize  # noqa: E402
+
+
+def tiny_modern():
+    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    return modern_config(**sizes)
+
+
+@pytest.mark.parametrize("cls, config", [(GPT, tiny_model_config()), (ModernGPT, tiny_modern())])
+def test_recorded_weights_are_causal_distributions_that_reproduce_the_attention_output(cls, config):
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    idx = torch.randint(0, config.vocab_size, (2, config.block_size))
+    seen = []
+    hooks = [b.attn.register_forward_hook(lambda m, args, out: seen.append((m, args, out))) for b in model.blocks]
+    maps = record_attention(model, idx)
+    for h in hooks:
+        h.remove()
+    assert len(maps) == config.n_layer
+    for w, (module, args, output) in zip(maps, seen):
+        T = idx.size(1)
+        assert w.shape == (2, config.n_head, T, T)
+        assert torch.all(w.triu(diagonal=1) == 0), "a token attends to the future"
+        assert torch.allclose(w.sum(-1), torch.ones(2, config.n_head, T), atol=1e-6)
+        _q, _k, v = module.project(args[0], args[1])
+        rebuilt = module.proj((w @ v).transpose(1, 2).reshape(2, T, config.n_embd))
+        assert torch.allclose(rebuilt, output, atol=1e-5), "the weights do not give the model's own output"
+    assert not any(b.attn._forward_hooks for b in model.blocks), "hooks left behind"
+
+
+def test_head_statistics_on_known_patterns():
+    T = 5
+    diagonal = torch.eye(T)[None]
+    distance, entropy = visualize.head_statistics(diagonal)
+    assert distance.item() == 0 and entropy.abs().item() < 1e-9
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]
+    distance, entropy = visualize.head_statistics(uniform[None])
+    assert math.isclose(distance.item(), sum(i / 2 for i in range(T)) / T, rel_tol=1e-6)
+    assert math.isclose(entropy.item(), sum(math.log(i + 1) for i in range(T)) / T, rel_tol=1e-6)
+
+
+def test_pca_finds_the_direction_of_largest_variance():
+    rng = torch.Generator().manual_seed(0)
+    points = torch.randn(200, 5, generator=rng).numpy()
+    points[:, 3] *= 10  # most variance along axis 3
+    xy, explained = visualize.pca_2d(points)
+    assert xy.shape == (200, 2) and explained[0] > 0.8 and explained[0] + explained[1] <= 1
+    assert abs(abs(np.corrcoef(xy[:, 0], points[:, 3])[0, 1]) - 1) < 1e-3
+
+
+def test_visualize_draws_every_figure_from_tiny_checkpoints(tmp_path, small_text):
+    for name, config in (("vanilla", tiny_model_config()), ("modern", tiny_modern())):
+        train(config, tiny_train_config(tmp_path / "ckpt" / name, small_text, max_steps=4, eval_interval=2),
+              log=lambda *_: None)
+    result = run_script(ROOT / "experiments" / "visualize.py", "all", "--checkpoints", tmp_path / "ckpt",
+                        "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i")
+    assert result.returncode == 0, result.stderr
+    images = {p.name for p in (tmp_path / "i").iterdir()}
+    assert images == {"attention_vanilla.png", "attention_modern.png", "attention_heads.png", "rope.png",
+                      "embeddings.png", "losses.png"}
+    attention = json.loads((tmp_path / "r" / "attention.json").read_text())["data"]
+    cfg = tiny_model_config()
+    assert len(attention["modern"]["heads"]) == cfg.n_layer * cfg.n_head
+    assert all(0 <= h["mean_distance"] < cfg.block_size for h in attention["vanilla"]["heads"])
+    rope = json.loads((tmp_path / "r" / "rope.json").read_text())["data"]
+    assert rope["run"] == "modern" and len(rope["score_by_distance"]) == cfg.n_layer
+    assert rope["radians_per_position"][0] == 1.0 and rope["radians_per_position"] == sorted(rope["radians_per_position"], reverse=True)
+    losses = json.loads((tmp_path / "r" / "losses.json").read_text())["data"]
+    assert [e["step"] for e in losses["modern"]["evals"]] == [0, 2, 4]
+
+
+def test_visualize_explains_a_missing_checkpoint(tmp_path):
+    result = run_script(ROOT / "experiments" / "visualize.py", "attention", "--checkpoints", tmp_path)
+    assert_user_error(result, "no checkpoint", "train")

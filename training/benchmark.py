@@ -1,0 +1,335 @@
+"""Benchmark: how fast tinyllm trains and generates on this machine, and how close that is to the machine's limits.
+
+    python training/benchmark.py --quick      # about 3 minutes on a 2-core CPU
+    python training/benchmark.py              # the full run: more lengths, batch 8, bf16, samples
+
+Measured in one run, each with a warm-up, device synchronisation and the median of --repeats:
+  ceilings    matmul GFLOP/s (fp32, bf16) and memory copy GB/s of this machine
+  training    tokens/s of a full optimizer step (the real step of src/trainer.py), per model and dtype,
+              and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype
+  generation  time to first token, ms per token and tokens/s, cached and uncached, batch 1 and 8; for
+              cached decoding also the bytes of weights read per token / the measured copy bandwidth
+  samples     "ROMEO:", "To be", "KING HENRY:" at temperatures 0.5 / 0.8 / 1.0 from each checkpoint
+Speed is measured at the reference size (6 layers x 384, block 256) unless --size checkpoint: a dense
+model's speed does not depend on its weights, so random weights stand in when no checkpoint has that size.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import torch  # noqa: E402
+
+from checkpoint import load_model  # noqa: E402
+from common import DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli, synchronize  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+from model_modern import ModernGPT, modern_config  # noqa: E402
+from plots import pyplot, save_figure  # noqa: E402
+from tokenizer import CharTokenizer, load_text  # noqa: E402
+from trainer import Run, TrainConfig, describe_hardware  # noqa: E402
+
+PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
+TEMPERATURES = [0.5, 0.8, 1.0]
+MODELS = {"vanilla": GPTConfig, "modern": modern_config}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer settings: fp32 only, batch 1, 200 new tokens")
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["vanilla", "modern"])
+    p.add_argument("--size", choices=["reference", "checkpoint"], default="reference",
+                   help="time the reference config, or the checkpoint's own config")
+    p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"), help="folder with vanilla/ and modern/")
+    p.add_argument("--dtypes", nargs="+", default=None, help="training dtypes (default: fp32 and bf16; fp16 too on CUDA)")
+    p.add_argument("--train-batch", type=int, default=8, help="sequences per training step")
+    p.add_argument("--gen-tokens", type=int, default=None, help="new tokens per run at batch 1 (default: 500, quick 200)")
+    p.add_argument("--batched-gen-tokens", type=int, default=128,
+                   help="new tokens per run at batch > 1 (the uncached path costs batch x context per token)")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="generation batch sizes (default: 1 8, quick 1)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
+    p.add_argument("--sample-tokens", type=int, default=None, help="characters per sample (default: 200, quick 60)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    p.add_argument("--images-dir", default=str(REPO_ROOT / "images"))
+    return p
+
+
+def fill_defaults(args, device: torch.device) -> None:
+    if min(args.repeats, args.train_batch) < 1:
+        raise UserError("--repeats and --train-batch must be at least 1")
+    if args.dtypes is None:
+        args.dtypes = ["fp32"] if args.quick else ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    for dtype in args.dtypes:
+        if dtype not in DTYPES:
+            raise UserError(f"unknown dtype {dtype!r} in --dtypes; choose from {', '.join(DTYPES)}")
+    args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
+    args.batches = args.batches or ([1] if args.quick else [1, 8])
+    args.sample_tokens = args.sample_tokens if args.sample_tokens is not None else (60 if args.quick else 200)
+    if min(args.gen_tokens, args.batched_gen_tokens) < 2 or min(args.batches) < 1:
+        raise UserError("--gen-tokens and --batched-gen-tokens must be at least 2, --batches positive")
+
+
+def median_seconds(fn, repeats: int, device, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_memory_mb(device) -> float:
+    """CUDA: peak allocated by torch since the last reset. CPU/MPS: the process's peak resident size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_memory(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# ----------------------------------------------------------------------------- ceilings
+
+def matmul_gflops(dtype: torch.dtype, device, repeats: int, n: int = 1024) -> float:
+    """Dense n x n matmul: the best a model's matmuls can do on this device in this dtype."""
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    seconds = median_seconds(lambda: a @ b, repeats, device)
+    return 2 * n**3 / seconds / 1e9
+
+
+def copy_gbps(device, repeats: int, megabytes: int = 256) -> float:
+    """Bytes read + written per second by a large tensor copy: the memory bandwidth decoding is bound by."""
+    src = torch.ones(megabytes * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    seconds = median_seconds(lambda: dst.copy_(src), repeats, device)
+    return 2 * src.numel() * 4 / seconds / 1e9
+
+
+def measure_ceilings(device, repeats: int, dtypes: list[str]) -> dict:
+    ceilings = {f"matmul_gflops_{name}": round(matmul_gflops(DTYPES[name], device, repeats), 3)
+                for name in sorted(set(dtypes) | {"fp32"})}
+    ceilings["copy_gbps"] = round(copy_gbps(device, repeats), 3)
+    return ceilings
+
+
+# ----------------------------------------------------------------------------- training
+
+def flops_per_token(model: GPT) -> float:
+    """Forward + backward FLOPs per trained token: 6 per matmul weight (the output layer included, position
+    tables and the embedding lookup excluded) plus attention's scores and weighted sum, 12 * layers * width
+    * context (the PaLM appendix formula, counting the causal mask's skipped half as done)."""
+    c = model.config
+    matmul_weights = sum(p.numel() for name, p in model.named_parameters()
+                         if p.dim() == 2 and "emb" not in name) + c.vocab_size * c.n_embd
+    return 6 * matmul_weights + 12 * c.n_layer * c.n_embd * c.block_size
+
+
+def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: dict, compiled: bool) -> dict:
+    """Time the real training step (src/trainer.py Run._train_step: autocast, scaler, clipping, AdamW)."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        tc = TrainConfig(batch_size=args.train_batch, device=str(device), dtype=dtype, data=args.data,
+                         out_dir=out_dir, compile=compiled, max_steps=1)
+        run = Run(GPTConfig.from_dict(config.to_dict()), tc, log=lambda *_: None)
+        reset_peak_memory(device)
+        seconds = median_seconds(run._train_step, args.repeats, device, warmup=3 if compiled else 2)
+        tokens = args.train_batch * config.block_size
+        tokens_per_sec = tokens / seconds
+        ceiling = ceilings.get(f"matmul_gflops_{dtype}") or ceilings["matmul_gflops_fp32"]
+        achieved = tokens_per_sec * flops_per_token(run.model) / 1e9
+        return {"dtype": run.dtype, "compiled": compiled, "batch": args.train_batch, "tokens_per_sec": round(tokens_per_sec, 1),
+                "ms_per_step": round(seconds * 1e3, 1), "model_gflops": round(achieved, 3),
+                "mfu": round(achieved / ceiling, 4), "ceiling_tokens_per_sec": round(ceiling * 1e9 / flops_per_token(run.model), 1),
+                "peak_memory_mb": round(peak_memory_mb(device), 1)}
+
+
+# ----------------------------------------------------------------------------- generation
+
+def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, repeats: int, device,
+                     ceilings: dict) -> dict:
+    """Greedy decoding from a 1-token prompt: time to first token, then ms per token after it."""
+    prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
+    first, totals = [], []
+    for i in range(repeats + 1):  # the first run is the warm-up
+        stamps = []
+        synchronize(device)
+        t0 = time.perf_counter()
+        model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache,
+                       on_token=lambda _ids: stamps.append(time.perf_counter()))
+        synchronize(device)
+        if i:
+            first.append(stamps[0] - t0)
+            totals.append(time.perf_counter() - t0)
+    total, ttft = statistics.median(totals), statistics.median(first)
+    row = {"batch": batch, "new_tokens": new_tokens, "cached": use_cache, "ttft_ms": round(ttft * 1e3, 2),
+           "ms_per_token": round((total - ttft) / (new_tokens - 1) * 1e3, 3), "tokens_per_sec": round(batch * new_tokens / total, 1)}
+    if use_cache:
+        # every decoded token reads all the weights once (plus its cache): the memory-bound ceiling
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        per_second = ceilings["copy_gbps"] * 1e9 / weight_bytes
+        row["weights_mb"] = round(weight_bytes / 2**20, 1)
+        row["bandwidth_ceiling_steps_per_sec"] = round(per_second, 1)
+        row["fraction_of_bandwidth_ceiling"] = round(1e3 / row["ms_per_token"] / per_second, 3)
+    return row
+
+
+def samples(model: GPT, sample_tokens: int, device) -> list[dict]:
+    out = []
+    for prompt in PROMPTS:
+        for temperature in TEMPERATURES:
+            try:
+                ids = torch.tensor([model.tokenizer.encode(prompt)], device=device)
+            except (KeyError, ValueError):
+                continue  # a prompt character outside this checkpoint's vocabulary
+            generator = torch.Generator(device=device).manual_seed(1337)
+            text = model.tokenizer.decode(model.generate(ids, sample_tokens, temperature=temperature,
+                                                         generator=generator)[0].tolist())
+            out.append({"prompt": prompt, "temperature": temperature, "text": text})
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+
+def load_models(name: str, args, device) -> tuple[GPT, GPT, str]:
+    """(model for samples, model for speed, description). Both are the checkpoint when there is one
+    and --size checkpoint; otherwise speed uses random weights at the reference config."""
+    folder = Path(args.checkpoints) / name
+    checkpoint = None
+    if (folder / "best" / "config.json").exists():
+        checkpoint, record = load_model(folder, device=device)
+        checkpoint.eval()
+        source = f"{folder} (step {record.get('step')}, {checkpoint.num_params():,} params)"
+    if checkpoint is not None and args.size == "checkpoint":
+        return checkpoint, checkpoint, source
+    vocab = checkpoint.config.vocab_size if checkpoint is not None and checkpoint.tokenizer.kind == "char" else 65
+    config = MODELS[name]()
+    config.vocab_size, config.dropout = vocab, 0.0
+    torch.manual_seed(0)
+    reference = (ModernGPT if name == "modern" else GPT)(config).to(device).eval()
+    if checkpoint is None:
+        reference.tokenizer = CharTokenizer.from_text(load_text(args.data))
+        return reference, reference, (f"random weights at the reference config ({reference.num_params():,} params): "
+                                      f"no checkpoint in {folder}; samples are noise")
+    return checkpoint, reference, (f"samples from {source}; speed at the reference config "
+                                   f"({reference.num_params():,} params, random weights)")
+
+
+# ----------------------------------------------------------------------------- report
+
+def print_tables(record: dict) -> None:
+    c = record["ceilings"]
+    print("\nceilings: " + ", ".join(f"{k} {v:,}" for k, v in c.items()))
+    print("\n| model | dtype | compiled | train tokens/s | ms/step | model GFLOP/s | MFU | ceiling tokens/s | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m in record["models"]:
+        for t in m["training"]:
+            print(f"| {m['name']} | {t['dtype']} | {t['compiled']} | {t['tokens_per_sec']:,.0f} | {t['ms_per_step']:,.0f} | "
+                  f"{t['model_gflops']:,.1f} | {t['mfu']:.1%} | {t['ceiling_tokens_per_sec']:,.0f} | {t['peak_memory_mb']:,.0f} |")
+    print("\n| model | batch | tokens | mode | first token ms | ms/token | tokens/s | speedup | vs bandwidth ceiling |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m in record["models"]:
+        for g in m["generation"]:
+            share = f"{g['fraction_of_bandwidth_ceiling']:.0%}" if g["cached"] else ""
+            speedup = f"{g['speedup']:.1f}×" if g["cached"] else ""
+            print(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {'cached' if g['cached'] else 'uncached'} | "
+                  f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | {speedup} | {share} |")
+
+
+def plot(record: dict, path: Path) -> None:
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels, values, ceilings = [], [], []
+    for m in record["models"]:
+        for t in m["training"]:
+            labels.append(f"{m['name']}\n{t['dtype']}{' compiled' if t['compiled'] else ''}")
+            values.append(t["tokens_per_sec"])
+            ceilings.append(t["ceiling_tokens_per_sec"])
+    x = range(len(labels))
+    left.bar(x, ceilings, color="lightgray", label="matmul ceiling of this machine")
+    left.bar(x, values, width=0.5, label="measured")
+    left.set_xticks(list(x), labels, fontsize=8)
+    left.set_ylabel("training tokens / second")
+    left.set_title(f"training, batch {record['config']['train_batch']} x block {record['config']['block_size']}", fontsize=9)
+    left.legend(fontsize=8)
+    for m in record["models"]:
+        for cached in (True, False):
+            rows = [g for g in m["generation"] if g["cached"] == cached]
+            right.plot([g["batch"] for g in rows], [g["tokens_per_sec"] for g in rows], marker="o" if cached else "x",
+                       linestyle="-" if cached else "--", label=f"{m['name']} {'cached' if cached else 'uncached'}")
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xlabel("batch")
+    right.set_ylabel("generation tokens / second")
+    right.set_title(f"greedy generation: {record['config']['gen_tokens']} new tokens at batch 1, "
+                    f"{record['config']['batched_gen_tokens']} at larger batches", fontsize=9)
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize=8)
+    fig.suptitle(f"training/benchmark.py{' --quick' if record['quick'] else ''}: {record['hardware']}, {record['date']}",
+                 fontsize=10)
+    save_figure(fig, path)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    device = pick_device(args.device)
+    fill_defaults(args, device)
+    started = time.perf_counter()
+    print(f"device: {device} ({describe_hardware(device)}), torch {torch.__version__}", flush=True)
+    ceilings = measure_ceilings(device, args.repeats, args.dtypes)
+    print("ceilings: " + ", ".join(f"{k} {v:,}" for k, v in ceilings.items()), flush=True)
+    record = {"hardware": describe_hardware(device), "device": str(device), "torch": torch.__version__,
+              "date": datetime.now(timezone.utc).date().isoformat(), "quick": args.quick, "ceilings": ceilings,
+              "config": {"size": args.size, "train_batch": args.train_batch, "gen_tokens": args.gen_tokens,
+                         "batched_gen_tokens": args.batched_gen_tokens,
+                         "batches": args.batches, "repeats": args.repeats, "dtypes": args.dtypes}, "models": []}
+    for name in args.models:
+        sampler, timed, source = load_models(name, args, device)
+        print(f"\n{name}: {source}", flush=True)
+        record["config"]["block_size"] = timed.config.block_size
+        entry = {"name": name, "source": source, "params": timed.num_params(), "config": timed.config.to_dict(),
+                 "training": [], "generation": []}
+        for dtype in args.dtypes:
+            for compiled in (False, True) if args.compile else (False,):
+                entry["training"].append(training_throughput(timed.config, dtype, args, device, ceilings, compiled))
+                print(f"  training {entry['training'][-1]}", flush=True)
+        for batch in args.batches:
+            tokens = args.gen_tokens if batch == 1 else args.batched_gen_tokens
+            rows = [generation_speed(timed, batch, tokens, cached, args.repeats, device, ceilings)
+                    for cached in (True, False)]
+            rows[0]["speedup"] = round(rows[0]["tokens_per_sec"] / rows[1]["tokens_per_sec"], 2)
+            entry["generation"] += rows
+            print(f"  generation {rows}", flush=True)
+        entry["samples"] = samples(sampler, args.sample_tokens, device) if args.sample_tokens else []
+        record["models"].append(entry)
+    record["elapsed_s"] = round(time.perf_counter() - started, 1)
+    print_tables(record)
+    for m in record["models"]:
+        for s in m["samples"][:3]:
+            print(f"\n[{m['name']}, {s['prompt']!r}, temperature {s['temperature']}]\n{s['text']}")
+    name = "benchmark_quick" if args.quick else "benchmark"
+    atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
+    plot(record, Path(args.images_dir) / f"{name}.png")
+    print(f"\nwrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'} "
+          f"in {record['elapsed_s']:.0f} s")
+    return record
+
+
+if __name__ == "__main__":
+    run_cli(main)
