@@ -188,6 +188,8 @@ def benchmark() -> str:
         for t in m["training"]:
             lines.append(f"| {m['name']} | {t['dtype']}{' compiled' if t['compiled'] else ''} | {t['tokens_per_sec']:,.0f} | "
                          f"{t['ms_per_step']:,.0f} | {t['mfu']:.0%} | {t['ceiling_tokens_per_sec']:,.0f} |")
+    skipped = sorted({reason for m in r["models"] for reason in m.get("skipped", [])})
+    lines += [f"\nNot timed: {reason}." for reason in skipped]
     lines += ["", "| model | batch | new tokens | mode | first token (ms) | ms/token | tokens/s | cached speedup | "
               "share of the bandwidth ceiling |", "|---|---|---|---|---|---|---|---|---|"]
     for m in r["models"]:

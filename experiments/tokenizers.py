@@ -26,8 +26,8 @@ PRESETS = {
     # the modern reference model (6 x 384, block 256) with the swap experiments' training settings
     "reference": dict(max_steps=2000, eval_interval=250, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2),
     # the CPU preset's model; the GPT-2 arm is the slow one (its 50,257-way output layer is most of the compute)
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=32, max_steps=600,
-                eval_interval=150, eval_iters=20, lr=1e-3, schedule="cosine", min_lr=1e-4, warmup_steps=50),
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_steps=400,
+                eval_interval=100, eval_iters=20, lr=1e-3, schedule="cosine", min_lr=1e-4, warmup_steps=40),
 }
 
 
@@ -60,7 +60,7 @@ def main(argv=None):
     parser = build_parser(TITLE, PRESETS, cpu_seeds=1)
     parser.add_argument("--tokenizers", nargs="+", default=list(ARMS), metavar="NAME",
                         help="the arms to train: char | gpt2 | bpe:<vocab_size>")
-    parser.set_defaults(runs_dir=str(REPO_ROOT / "checkpoints" / "tokenizers"))
+    parser.set_defaults(runs_dir=str(REPO_ROOT / "checkpoints"))  # -> checkpoints/tokenizers/<arm>/seed<N>
     args = parser.parse_args(argv)
     model, tc, seeds = configs_from_args(args, PRESETS, cpu_seeds=1, base=modern_config())
     for name in args.tokenizers:  # a typo fails now, not after the first arms have trained

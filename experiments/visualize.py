@@ -256,13 +256,14 @@ def draw_losses(args, _runs=None) -> dict:
     if not out:
         raise UserError(f"no run with a history.json in {args.checkpoints}; train one first")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, run in out.items():
-        steps = [e["step"] for e in run["evals"]][1:]
+    for i, (name, run) in enumerate(out.items()):
+        steps, color = [e["step"] for e in run["evals"]][1:], f"C{i}"  # one colour per run in both panels
         if run["tokenizer"] == "char":
-            line, = left.plot(steps, [e["val_loss"] for e in run["evals"]][1:], marker="o", label=f"{name} val")
-            left.plot(steps, [e["train_loss"] for e in run["evals"]][1:], linestyle="--", color=line.get_color(),
+            left.plot(steps, [e["val_loss"] for e in run["evals"]][1:], marker="o", color=color, label=f"{name} val")
+            left.plot(steps, [e["train_loss"] for e in run["evals"]][1:], linestyle="--", color=color,
                       label=f"{name} train")
-        right.plot(steps, [e["val_bpc"] for e in run["evals"]][1:], marker="o", label=f"{name} ({run['tokenizer']})")
+        right.plot(steps, [e["val_bpc"] for e in run["evals"]][1:], marker="o", color=color,
+                   label=f"{name} ({run['tokenizer']})")
     left.set_xlabel("step")
     left.set_ylabel("loss (nats/char)")
     left.set_title("char-level runs: train (dashed) and validation loss", fontsize=9)

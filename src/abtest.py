@@ -74,7 +74,7 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
     model_fields = set(GPTConfig.__dataclass_fields__)
     for seed in range(seeds):
         for label, overrides in arms.items():
-            run_dir = Path(runs_dir) / name / label / f"seed{seed}"
+            run_dir = Path(runs_dir) / name / label.replace(":", "") / f"seed{seed}"  # no ':' in Windows paths
             print(f"--- {name}: {label}, seed {seed} ---", flush=True)
             arm_model = replace(model, **{k: v for k, v in overrides.items() if k in model_fields})
             arm_train = replace(tc, **{k: v for k, v in overrides.items() if k not in model_fields},

@@ -30,7 +30,10 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     ceilings = record["ceilings"]
     assert ceilings["matmul_gflops_fp32"] > 0 and ceilings["matmul_gflops_bf16"] > 0 and ceilings["copy_gbps"] > 0
     (model,) = record["models"]
-    assert [t["dtype"] for t in model["training"]] == ["fp32", "bf16"]
+    # bf16 is either timed or skipped with the measured reason (CPUs without bf16 matmul hardware)
+    trained = [t["dtype"] for t in model["training"]]
+    skipped = model.get("skipped", [])
+    assert trained[0] == "fp32" and (trained == ["fp32", "bf16"] or (len(skipped) == 1 and "bf16 matmuls run at" in skipped[0]))
     for t in model["training"]:
         assert t["tokens_per_sec"] > 0 and 0 < t["mfu"]
         assert t["model_gflops"] / t["mfu"] == pytest.approx(ceilings[f"matmul_gflops_{t['dtype']}"], rel=0.02)

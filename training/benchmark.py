@@ -142,6 +142,16 @@ def flops_per_token(model: GPT) -> float:
     return 6 * matmul_weights + 12 * c.n_layer * c.n_embd * c.block_size
 
 
+def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
+    """A dtype whose matmuls run at a tiny fraction of fp32's (bf16 on CPUs without AVX-512-BF16/AMX: the
+    products are emulated) would take minutes per step; say so with the measured numbers instead."""
+    fast, this = ceilings["matmul_gflops_fp32"], ceilings.get(f"matmul_gflops_{dtype}", 0)
+    if dtype != "fp32" and this < 0.1 * fast:
+        return (f"{dtype} matmuls run at {this:,.1f} GFLOP/s here vs {fast:,.1f} in fp32 "
+                f"({fast / max(this, 1e-9):,.0f}x slower): fp32 is the right default on this device")
+    return None
+
+
 def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: dict, compiled: bool) -> dict:
     """Time the real training step (src/trainer.py Run._train_step: autocast, scaler, clipping, AdamW)."""
     with tempfile.TemporaryDirectory() as out_dir:
@@ -306,6 +316,10 @@ def main(argv=None):
         entry = {"name": name, "source": source, "params": timed.num_params(), "config": timed.config.to_dict(),
                  "training": [], "generation": []}
         for dtype in args.dtypes:
+            if too_slow_to_train(dtype, ceilings):
+                entry["skipped"] = entry.get("skipped", []) + [too_slow_to_train(dtype, ceilings)]
+                print(f"  training in {dtype} skipped: {entry['skipped'][-1]}", flush=True)
+                continue
             for compiled in (False, True) if args.compile else (False,):
                 entry["training"].append(training_throughput(timed.config, dtype, args, device, ceilings, compiled))
                 print(f"  training {entry['training'][-1]}", flush=True)
