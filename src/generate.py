@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, UserError, pick_device, run_cli  # noqa: E402
+from common import DTYPES, REPO_ROOT, UserError, pick_device, run_cli  # noqa: E402
 from model import check_sampling_args  # noqa: E402
 
 DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
@@ -106,8 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every step (no KV cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="weights for generation: bf16 halves the bytes read per token, which speeds up batch-1 "
+                        "decoding of RoPE models on a CPU (training/benchmark.py measures it); fp16 on GPUs only")
     p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings")
     return p
+
+
+def cast_for_generation(model, dtype: str, device: torch.device):
+    """Decoding one token reads every weight once, so halving the bytes per weight speeds it up where
+    memory bandwidth is the limit (batch-1 decoding). Norms, RoPE and sampling still compute in fp32."""
+    if dtype == "fp16" and device.type == "cpu":
+        raise UserError("--dtype fp16 is not supported for generation on the CPU; use bf16 or fp32")
+    return model.to(DTYPES[dtype]) if dtype != "fp32" else model
 
 
 def main(argv=None) -> None:
@@ -126,6 +137,7 @@ def main(argv=None) -> None:
                             "--preset cpu) or pass --checkpoint")
         checkpoint = train_demo_model()
     model, record = load_model(checkpoint, device=device)
+    model = cast_for_generation(model, args.dtype, device)
     where = f"{checkpoint} ({record.get('architecture')}, {record.get('params', 0):,} params, step {record.get('step')}, " \
             f"val loss {record.get('val_loss', float('nan')):.4f})"
     if args.demo:

@@ -38,9 +38,11 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
         assert t["tokens_per_sec"] > 0 and 0 < t["mfu"]
         assert t["model_gflops"] / t["mfu"] == pytest.approx(ceilings[f"matmul_gflops_{t['dtype']}"], rel=0.02)
     rows = model["generation"]
-    assert [(g["batch"], g["new_tokens"], g["cached"]) for g in rows] == [(1, 6, True), (1, 6, False), (2, 4, True), (2, 4, False)]
-    for cached, uncached in zip(rows[::2], rows[1::2]):
+    assert [(g["batch"], g["new_tokens"], g["cached"], g["weights_dtype"]) for g in rows] == [
+        (1, 6, True, "fp32"), (1, 6, False, "fp32"), (1, 6, True, "bf16"), (2, 4, True, "fp32"), (2, 4, False, "fp32")]
+    for cached, uncached in ((rows[0], rows[1]), (rows[2], rows[1]), (rows[3], rows[4])):
         assert cached["speedup"] == pytest.approx(cached["tokens_per_sec"] / uncached["tokens_per_sec"], rel=0.01)
+    assert rows[2]["weights_mb"] == pytest.approx(rows[0]["weights_mb"] / 2, abs=0.1), "bf16 halves the bytes read"
     # three temperatures per prompt (a prompt with characters outside this small vocabulary is skipped)
     prompts = [s["prompt"] for s in model["samples"]]
     assert prompts[:6] == ["ROMEO:"] * 3 + ["To be"] * 3 and all(s["text"].startswith(s["prompt"]) for s in model["samples"])

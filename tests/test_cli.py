@@ -83,6 +83,24 @@ def test_generate_streams_text_from_a_checkpoint(tiny_run):
     assert again.stdout == result.stdout
 
 
+def test_bf16_weights_generate_almost_the_same_distribution(tiny_run):
+    """--dtype bf16 halves the bytes read per token; the next-token distribution must stay close to fp32's."""
+    import torch
+    from checkpoint import load_model
+    from generate import cast_for_generation
+    out, _ = tiny_run
+    model, _ = load_model(out)
+    idx = torch.tensor([model.tokenizer.encode("ROMEO:\nWhat say")])
+    full = torch.log_softmax(model(idx)[0].float(), -1)
+    low_model = cast_for_generation(model, "bf16", torch.device("cpu"))
+    assert next(low_model.parameters()).dtype == torch.bfloat16
+    assert low_model.lm_head.weight is low_model.tok_emb.weight
+    low = torch.log_softmax(low_model(idx)[0].float(), -1)
+    assert (full.exp() - low.exp()).abs().max() < 0.02
+    result = run_script(GENERATE, "--checkpoint", out, "--prompt", "ROMEO:", "--tokens", "20", "--dtype", "bf16")
+    assert result.returncode == 0 and result.stdout.startswith("ROMEO:"), result.stderr
+
+
 def test_generate_demo_with_a_checkpoint(tiny_run):
     out, _ = tiny_run
     result = run_script(GENERATE, "--demo", "--checkpoint", out, "--seed", "0")
@@ -98,6 +116,7 @@ def test_generate_demo_with_a_checkpoint(tiny_run):
     (["--top_p", "0"], "--top_p"),
     (["--top_p", "1.5"], "--top_p"),
     (["--tokens", "-5"], "--tokens"),
+    (["--dtype", "fp16", "--device", "cpu"], "fp16"),
 ])
 def test_generate_rejects_bad_arguments(tiny_run, flags, needle):
     out, _ = tiny_run

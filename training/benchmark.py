@@ -16,6 +16,7 @@ model's speed does not depend on its weights, so random weights stand in when no
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import statistics
 import sys
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import torch  # noqa: E402
 
 from checkpoint import load_model  # noqa: E402
+from generate import cast_for_generation  # noqa: E402
 from common import DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli, synchronize  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from model_modern import ModernGPT, modern_config  # noqa: E402
@@ -188,7 +190,9 @@ def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, r
             first.append(stamps[0] - t0)
             totals.append(time.perf_counter() - t0)
     total, ttft = statistics.median(totals), statistics.median(first)
+    dtype = next(model.parameters()).dtype
     row = {"batch": batch, "new_tokens": new_tokens, "cached": use_cache, "ttft_ms": round(ttft * 1e3, 2),
+           "weights_dtype": next(k for k, v in DTYPES.items() if v == dtype),
            "ms_per_token": round((total - ttft) / (new_tokens - 1) * 1e3, 3), "tokens_per_sec": round(batch * new_tokens / total, 1)}
     if use_cache:
         # every decoded token reads all the weights once (plus its cache): the memory-bound ceiling
@@ -243,6 +247,11 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str]:
 
 # ----------------------------------------------------------------------------- report
 
+def mode_label(row: dict) -> str:
+    mode = "cached" if row["cached"] else "uncached"
+    return mode if row.get("weights_dtype", "fp32") == "fp32" else f"{mode}, {row['weights_dtype']} weights"
+
+
 def print_tables(record: dict) -> None:
     c = record["ceilings"]
     print("\nceilings: " + ", ".join(f"{k} {v:,}" for k, v in c.items()))
@@ -258,7 +267,7 @@ def print_tables(record: dict) -> None:
         for g in m["generation"]:
             share = f"{g['fraction_of_bandwidth_ceiling']:.0%}" if g["cached"] else ""
             speedup = f"{g['speedup']:.1f}×" if g["cached"] else ""
-            print(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {'cached' if g['cached'] else 'uncached'} | "
+            print(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {mode_label(g)} | "
                   f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | {speedup} | {share} |")
 
 
@@ -280,7 +289,7 @@ def plot(record: dict, path: Path) -> None:
     left.legend(fontsize=8)
     for m in record["models"]:
         for cached in (True, False):
-            rows = [g for g in m["generation"] if g["cached"] == cached]
+            rows = [g for g in m["generation"] if g["cached"] == cached and g.get("weights_dtype", "fp32") == "fp32"]
             right.plot([g["batch"] for g in rows], [g["tokens_per_sec"] for g in rows], marker="o" if cached else "x",
                        linestyle="-" if cached else "--", label=f"{m['name']} {'cached' if cached else 'uncached'}")
     right.set_xscale("log", base=2)
@@ -328,6 +337,13 @@ def main(argv=None):
             rows = [generation_speed(timed, batch, tokens, cached, args.repeats, device, ceilings)
                     for cached in (True, False)]
             rows[0]["speedup"] = round(rows[0]["tokens_per_sec"] / rows[1]["tokens_per_sec"], 2)
+            # bf16 weights: half the bytes per decoded token. RoPE models only: learned-position models re-encode
+            # the cropped window past block_size, a matrix-matrix product, which is emulated (slow) in bf16 on most CPUs
+            if batch == 1 and "bf16" in args.dtypes and timed.rope is not None:
+                low = generation_speed(cast_for_generation(copy.deepcopy(timed), "bf16", device), batch, tokens,
+                                       True, args.repeats, device, ceilings)
+                low["speedup"] = round(low["tokens_per_sec"] / rows[1]["tokens_per_sec"], 2)
+                rows.append(low)
             entry["generation"] += rows
             print(f"  generation {rows}", flush=True)
         entry["samples"] = samples(sampler, args.sample_tokens, device) if args.sample_tokens else []
