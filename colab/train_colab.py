@@ -22,10 +22,10 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "training"))
 sys.path.insert(0, str(REPO / "experiments"))
 
-import torch  # noqa: E402
 
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, pick_device, resolve_dtype, run_cli  # noqa: E402
+from trainer import describe_hardware  # noqa: E402
 
 DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
 TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> script module
@@ -58,13 +58,6 @@ def storage_root(requested: str | None) -> Path:
         drive.mount("/content/drive")
         return DRIVE_DIR
     return REPO_ROOT
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        return f"GPU {p.name}, {p.total_memory / 2**30:.1f} GiB"
-    return "Apple GPU (MPS)" if device.type == "mps" else "CPU (no GPU found)"
 
 
 def phase_state(run_dir: Path) -> str:
@@ -116,7 +109,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     root = storage_root(args.out_dir)
     device = pick_device(args.device)
-    print(f"device: {describe_device(device)}; training dtype: {resolve_dtype('auto', device)}; "
+    print(f"device: {device} ({describe_hardware(device)}); training dtype: {resolve_dtype('auto', device)}; "
           f"storage: {root}{' (Google Drive)' if root == DRIVE_DIR else ''}", flush=True)
     if args.preset is None and device.type == "cpu":
         print("no GPU: the reference sizes take hours here; --preset cpu runs everything in minutes", flush=True)

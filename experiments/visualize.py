@@ -130,24 +130,11 @@ def draw_attention(args, runs: dict) -> dict:
 
 # ----------------------------------------------------------------------------- RoPE
 
-@torch.no_grad()
 def score_by_distance(model, ids: torch.Tensor) -> list[list[float]]:
     """Per layer: the mean pre-softmax score q_i . k_j / sqrt(d) for each distance i - j, over heads and
     positions of a real text. In a RoPE model this profile is all the position information attention has."""
-    captured = []
-
-    def hook(module, args, _output):
-        q, k, _v = module.project(args[0], args[1] if len(args) > 1 else None)
-        captured.append((q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.size(-1)))[0].mean(0))
-
-    hooks = [block.attn.register_forward_hook(hook) for block in model.blocks]
-    try:
-        model(ids)
-    finally:
-        for h in hooks:
-            h.remove()
-    T = ids.size(1)
-    return [[float(torch.diagonal(s, offset=-d).mean()) for d in range(T)] for s in captured]
+    per_layer = [s[0].mean(0) for s in record_attention(model, ids, scores=True)]
+    return [[float(torch.diagonal(s, offset=-d).mean()) for d in range(ids.size(1))] for s in per_layer]
 
 
 def draw_rope(args, runs: dict) -> dict:

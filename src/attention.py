@@ -12,6 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q k^T / sqrt(d): how well each query matches each key, before masking and softmax."""
+    return q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+
+
 def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) with the future masked out: row t says how much token t reads each token <= t.
 
@@ -19,7 +24,7 @@ def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     into a one-hot at initialisation.
     """
     T = q.size(-2)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    scores = attention_scores(q, k)
     future = torch.triu(torch.ones(T, T, dtype=torch.bool, device=q.device), diagonal=1)
     return F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
 
@@ -42,8 +47,9 @@ class Head(nn.Module):
 
 
 @torch.no_grad()
-def record_attention(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
+def record_attention(model: nn.Module, idx: torch.Tensor, scores: bool = False) -> list[torch.Tensor]:
     """The attention weights of every layer for `idx` (B, T <= block_size): a list of (B, n_head, T, T).
+    scores=True gives the raw scores q k^T / sqrt(d) instead (before the causal mask and the softmax).
 
     The model's own fast path (`F.scaled_dot_product_attention`) never materialises the weights, and
     stays untouched: a forward hook on each attention module takes the input it was given, projects q and
@@ -54,7 +60,7 @@ def record_attention(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
     def hook(module, args, _output):
         x, rope = args[0], args[1] if len(args) > 1 else None
         q, k, _v = module.project(x, rope)
-        maps.append(causal_attention_weights(q.float(), k.float()))
+        maps.append((attention_scores if scores else causal_attention_weights)(q.float(), k.float()))
 
     for block in model.blocks:
         hooks.append(block.attn.register_forward_hook(hook))
