@@ -180,7 +180,8 @@ def benchmark() -> str:
         return missing("benchmark", "python training/benchmark.py")
     c = r["ceilings"]
     lines = [f"`python training/benchmark.py{' --quick' if r['quick'] else ''}` on {r['hardware']}, torch {r['torch']}, "
-             f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run: "
+             f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
+             f"(the best of {r['config']['repeats']}): "
              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",
              "| model | dtype | train tokens/s (batch " + str(r["config"]["train_batch"]) + ") | ms/step | MFU | "
              "tokens/s at the matmul ceiling |", "|---|---|---|---|---|---|"]
@@ -191,17 +192,48 @@ def benchmark() -> str:
     skipped = sorted({reason for m in r["models"] for reason in m.get("skipped", [])})
     lines += [f"\nNot timed: {reason}." for reason in skipped]
     lines += ["", "| model | batch | new tokens | mode | first token (ms) | ms/token | tokens/s | cached speedup | "
-              "share of the bandwidth ceiling |", "|---|---|---|---|---|---|---|---|---|"]
+              "share of the bandwidth ceiling | share of the matvec ceiling |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in r["models"]:
         for g in m["generation"]:
-            mode = ("cached" if g["cached"] else "uncached") + (f", {g['weights_dtype']} weights"
-                                                                  if g.get("weights_dtype", "fp32") != "fp32" else "")
-            lines.append(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {mode} | "
+            kernel = format(g["fraction_of_matvec_ceiling"], ".0%") if "fraction_of_matvec_ceiling" in g else ""
+            lines.append(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {decode_mode(g)} | "
                          f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | "
                          f"{str(g['speedup']) + '×' if g['cached'] else ''} | "
-                         f"{format(g['fraction_of_bandwidth_ceiling'], '.0%') if g['cached'] else ''} |")
-    lines += ["", *benchmark_targets(r)]
+                         f"{format(g['fraction_of_bandwidth_ceiling'], '.0%') if g['cached'] else ''} | {kernel} |")
+    lines += ["", *benchmark_quality(r), "", *benchmark_components(r), "", *benchmark_targets(r)]
     return "\n".join(lines)
+
+
+def decode_mode(g: dict) -> str:
+    mode = "cached" if g["cached"] else "uncached"
+    if g.get("weights_dtype", "fp32") != "fp32":
+        mode += f", {g['weights_dtype']} weights"
+    return mode + (", compiled" if g.get("compiled") else "")
+
+
+def benchmark_quality(r: dict) -> list[str]:
+    """What 16- and 8-bit weights cost a trained checkpoint: val loss and greedy agreement with fp32."""
+    rows = [(m, q) for m in r["models"] for q in m.get("quality", [])]
+    if not rows:
+        return []
+    lines = ["| checkpoint | weights | MB | val loss (8 fixed batches) | greedy tokens identical to fp32 |",
+             "|---|---|---|---|---|"]
+    for m, q in rows:
+        lines.append(f"| {m['name']} | {q['weights']} | {q['weights_mb']:.2f} | {q['val_loss']:.4f} | "
+                     f"{q['greedy_tokens_identical']} of {q['greedy_tokens']} |")
+    return lines
+
+
+def benchmark_components(r: dict) -> list[str]:
+    """Before/after of the speed changes inside one attention layer (reference width)."""
+    if not r.get("components"):
+        return []
+    lines = ["| one attention layer, reference width | before | after | before → after | after / before |",
+             "|---|---|---|---|---|"]
+    for c in r["components"]:
+        lines.append(f"| {c['component']} | {c['before']} | {c['after']} | {c['before_value']:,.0f} → "
+                     f"{c['after_value']:,.0f} {c['unit']} | {c['speedup']}× |")
+    return lines
 
 
 def benchmark_targets(r: dict) -> list[str]:
@@ -211,14 +243,16 @@ def benchmark_targets(r: dict) -> list[str]:
         return []
     train = m["training"][0]  # the default dtype comes first
     cached = max((g for g in m["generation"] if g["cached"] and g["batch"] == 1), key=lambda g: g["tokens_per_sec"])
-    weights = cached.get("weights_dtype", "fp32")
+    mode = decode_mode(cached)
+    kernel = (f"; {cached['matvec_ceiling_tokens_per_sec']:,.0f} (its matrix-vector products alone)"
+              if "matvec_ceiling_tokens_per_sec" in cached else "")
     checks = [("training tokens/s, batch 8, default dtype", BENCH_TARGETS["train_tokens_per_sec"], train["tokens_per_sec"],
                f"{train['ceiling_tokens_per_sec']:,.0f} (fp32 matmul ceiling)"),
-              (f"cached generation tokens/s, batch 1, {cached['new_tokens']} tokens, {weights} weights",
+              (f"generation tokens/s, batch 1, {cached['new_tokens']} tokens ({mode})",
                BENCH_TARGETS["cached_tokens_per_sec"],
                cached["tokens_per_sec"], f"{cached['bandwidth_ceiling_steps_per_sec']:,.0f} (weights read once per token "
-               f"at the measured copy bandwidth)"),
-              (f"cached / uncached speedup, batch 1, {weights} weights", BENCH_TARGETS["cached_speedup"], cached["speedup"], "")]
+               f"at the measured copy bandwidth){kernel}"),
+              (f"cached / uncached speedup, batch 1 ({mode})", BENCH_TARGETS["cached_speedup"], cached["speedup"], "")]
     lines = ["| target (modern, reference size) | wanted | measured | this machine's ceiling | met |", "|---|---|---|---|---|"]
     for what, wanted, got, ceiling in checks:
         lines.append(f"| {what} | ≥ {wanted:,} | {got:,.1f} | {ceiling} | {'yes' if got >= wanted else 'no'} |")

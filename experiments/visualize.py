@@ -23,8 +23,9 @@ import torch  # noqa: E402
 
 from attention import record_attention  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli  # noqa: E402
+from common import REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative, run_cli  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
+from trainer import describe_hardware  # noqa: E402
 
 PROMPT = "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east"
 FIGURES = ["attention", "rope", "embeddings", "losses"]
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stamp() -> str:
-    return datetime.now(timezone.utc).date().isoformat()
+    """Where and when a figure was computed, for its title."""
+    return f"{describe_hardware(torch.device('cpu'))}, {datetime.now(timezone.utc).date().isoformat()}"
 
 
 def load_runs(args) -> dict:
@@ -121,7 +123,7 @@ def draw_attention(args, runs: dict) -> dict:
                    label=name, s=[20 + 10 * h["layer"] for h in data["heads"]], alpha=0.7)
     ax.set_xlabel("mean distance looked back (tokens)")
     ax.set_ylabel("mean attention entropy (nats)")
-    ax.set_title(f"every head of every layer (marker size = layer): local vs long-range heads ({stamp()})", fontsize=9)
+    ax.set_title(f"every head of every layer (marker size = layer): local vs long-range heads\n{stamp()}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, Path(args.images_dir) / "attention_heads.png")
@@ -160,7 +162,7 @@ def draw_rope(args, runs: dict) -> dict:
         right.plot(range(len(scores)), scores, label=f"layer {layer}")
     right.set_xlabel("relative distance i − j (tokens)")
     right.set_ylabel("mean q·k / √d")
-    right.set_title(f"checkpoints/{name}: attention score vs distance on real text ({stamp()})", fontsize=8)
+    right.set_title(f"checkpoints/{name}: attention score vs distance on real text\n{stamp()}", fontsize=8)
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
     save_figure(fig, Path(args.images_dir) / "rope.png")
@@ -256,7 +258,7 @@ def draw_losses(args, _runs=None) -> dict:
     left.set_title("char-level runs: train (dashed) and validation loss", fontsize=9)
     right.set_xlabel("step")
     right.set_ylabel("validation bits per character")
-    right.set_title(f"every run in {Path(args.checkpoints).name}/, on the tokenizer-independent axis ({stamp()})",
+    right.set_title(f"every run in {Path(args.checkpoints).name}/, on the tokenizer-independent axis\n{stamp()}",
                     fontsize=9)
     for ax in (left, right):
         ax.grid(alpha=0.3)
@@ -275,7 +277,9 @@ def main(argv=None) -> dict:
     written = {}
     for name in names:
         data = DRAW[name](args, runs)
-        record = {"figure": name, "date": stamp(), "checkpoints": args.checkpoints, "data": data}
+        record = {"figure": name, "date": datetime.now(timezone.utc).date().isoformat(),
+                  "hardware": describe_hardware(pick_device(args.device)), "checkpoints": repo_relative(args.checkpoints),
+                  "data": data}
         atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
         written[name] = record
         print(f"{name}: figure(s) in {args.images_dir}, numbers in {Path(args.results_dir) / f'{name}.json'}")

@@ -11,7 +11,7 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from common import REPO_ROOT, UserError, atomic_write_json, pick_device
+from common import REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative
 from model import GPTConfig
 from trainer import TrainConfig, train
 
@@ -109,8 +109,7 @@ def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
         raise UserError(f"{out_dir} has no readable summary.json/history.json ({err}); finish the run first") from None
     model, _ = load_model(out_dir)
     text = generate_text(model, SAMPLE["prompt"], SAMPLE["tokens"], SAMPLE["temperature"], seed=SAMPLE["seed"])
-    run_dir = str(out_dir.relative_to(REPO_ROOT)) if out_dir.is_relative_to(REPO_ROOT) else str(out_dir)
-    record = {**summary, "run_dir": run_dir, "evals": history["evals"], "sample": {**SAMPLE, "text": text}}
+    record = {**summary, "run_dir": repo_relative(out_dir), "evals": history["evals"], "sample": {**SAMPLE, "text": text}}
     path = Path(results_dir) / f"train_{out_dir.name}.json"
     atomic_write_json(path, record)
     return path

@@ -35,6 +35,12 @@ def run_cli(main) -> None:
 
 # ----------------------------------------------------------------------------- devices
 
+def repo_relative(path) -> str:
+    """A path as recorded in results files: relative to the repo when inside it, so records carry no home folders."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA > MPS > CPU, unless the user asks for one; asking for a missing one is an error."""
     requested = (requested or "auto").lower()

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checkpoint import load_model  # noqa: E402
 from common import DTYPES, REPO_ROOT, UserError, pick_device, run_cli  # noqa: E402
 from model import check_sampling_args  # noqa: E402
+from quantize import quantize_int8  # noqa: E402
 
 DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
     ("temperature 0.5", 0.5, None, None),
@@ -41,14 +44,14 @@ def encode_prompt(model, prompt: str) -> torch.Tensor:
 
 
 def generate_text(model, prompt: str, tokens: int, temperature: float = 0.8, top_k=None, top_p=None,
-                  seed: int | None = None, use_cache: bool = True, stream=None) -> str:
+                  seed: int | None = None, use_cache: bool = True, stream=None, compile: bool = False) -> str:
     """Prompt + `tokens` generated tokens as text. stream(str) receives each new piece as it is made."""
     idx = encode_prompt(model, prompt)
     device = idx.device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     decoder = StreamDecoder(model.tokenizer, stream) if stream else None
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, top_p=top_p, use_cache=use_cache,
-                         generator=generator, on_token=decoder)
+                         generator=generator, on_token=decoder, compile=compile)
     if decoder:
         decoder.flush()
     return model.tokenizer.decode(out[0].tolist())
@@ -106,19 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every step (no KV cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="weights for generation: bf16 halves the bytes read per token, which speeds up batch-1 "
-                        "decoding of RoPE models on a CPU (training/benchmark.py measures it); fp16 on GPUs only")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+                   help="weights for generation: bf16 halves the bytes read per token and int8 (weight-only, "
+                        "src/quantize.py) quarters them, which speeds up batch-1 decoding of RoPE models on a CPU "
+                        "(training/benchmark.py measures it); fp16 on GPUs only")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the cached decoding step (needs a C++ compiler on a CPU; the first call "
+                        "compiles for ~10-30 s, then each token is faster)")
     p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings")
     return p
 
 
 def cast_for_generation(model, dtype: str, device: torch.device):
-    """Decoding one token reads every weight once, so halving the bytes per weight speeds it up where
-    memory bandwidth is the limit (batch-1 decoding). Norms, RoPE and sampling still compute in fp32."""
+    """Decoding one token reads every weight once, so fewer bytes per weight speed it up where memory
+    bandwidth is the limit (batch-1 decoding). Norms, RoPE, attention over the cache and sampling still
+    compute in fp32."""
     if dtype == "fp16" and device.type == "cpu":
-        raise UserError("--dtype fp16 is not supported for generation on the CPU; use bf16 or fp32")
+        raise UserError("--dtype fp16 is not supported for generation on the CPU; use bf16, int8 or fp32")
+    if dtype == "int8":
+        return quantize_int8(model)
     return model.to(DTYPES[dtype]) if dtype != "fp32" else model
+
+
+def check_compile_possible(device: torch.device) -> None:
+    """torch.compile on a CPU writes and builds C++: without a compiler it fails deep inside; say so up front."""
+    if device.type == "cpu" and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+        raise UserError("--compile needs a C++ compiler on a CPU (install g++ or clang++), or run without --compile")
 
 
 def main(argv=None) -> None:
@@ -130,6 +146,8 @@ def main(argv=None) -> None:
     if args.tokens < 0:
         raise UserError(f"--tokens must be >= 0, got {args.tokens}")
     device = pick_device(args.device)
+    if args.compile:
+        check_compile_possible(device)
     checkpoint = args.checkpoint or find_default_checkpoint()
     if checkpoint is None:
         if not args.demo:
@@ -145,14 +163,14 @@ def main(argv=None) -> None:
         for label, temp, top_k, top_p in DEMO_SETTINGS:
             print(f"=== {label} ===")
             text = generate_text(model, args.prompt, 300, temp, top_k, top_p, seed=args.seed,
-                                 use_cache=not args.no_cache)
+                                 use_cache=not args.no_cache, compile=args.compile)
             print(text + "\n")
         return
     print(f"[{where}]", file=sys.stderr)
     write = lambda s: print(s, end="", flush=True)  # noqa: E731
     write(args.prompt)
     generate_text(model, args.prompt, args.tokens, args.temp, args.top_k, args.top_p, seed=args.seed,
-                  use_cache=not args.no_cache, stream=write)
+                  use_cache=not args.no_cache, stream=write, compile=args.compile)
     print()
 
 

@@ -78,6 +78,10 @@ class RotaryEmbedding(nn.Module):
             self._build(max(2 * self.cos.size(0), start + length), self.cos.device)
         return self.cos[start:start + length], self.sin[start:start + length]
 
+    def at(self, position: torch.Tensor):
+        """cos/sin for a 1-element tensor `position`: a lookup that compiles to one graph for every step."""
+        return self.cos.index_select(0, position), self.sin.index_select(0, position)
+
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[..., 0::2], x[..., 1::2]) of x (B, H, T, D) by the given angles (T, D/2)."""
@@ -95,8 +99,9 @@ class KVCache:
     because scores depend only on relative distance and softmax does not care about slot order.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, dtype: torch.dtype | None = None):
         self.capacity = capacity
+        self.dtype = dtype  # None: the dtype of the keys; generation on a CPU asks for fp32 (see GPT.new_caches)
         self.k = self.v = None
         self.length = 0  # tokens seen so far = absolute position of the next token
 
@@ -104,8 +109,9 @@ class KVCache:
         """Store new keys/values (B, H, T, D); return (keys, values, attn_mask, is_causal) to attend over."""
         B, H, T, D = k.shape
         if self.k is None:
-            self.k = k.new_zeros(B, H, self.capacity, D)
-            self.v = v.new_zeros(B, H, self.capacity, D)
+            self.k = k.new_zeros(B, H, self.capacity, D, dtype=self.dtype)
+            self.v = v.new_zeros(B, H, self.capacity, D, dtype=self.dtype)
+            self.slots = torch.arange(self.capacity, device=k.device)
         start = self.length
         if T == 1:  # decoding: one new token sees every stored one, no mask needed
             slot = start % self.capacity
@@ -124,3 +130,11 @@ class KVCache:
         rows = torch.arange(start, start + T, device=k.device)[:, None]
         mask = torch.arange(start + T, device=k.device)[None, :] <= rows
         return self.k[:, :, :start + T], self.v[:, :, :start + T], mask, False
+
+    def update_at(self, position: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """The same one-token write as `update`, with every shape fixed (for torch.compile): the position is
+        a 1-element tensor, and attention runs over the whole buffer with a mask of the filled slots.
+        The caller advances `length` (a Python int inside a compiled graph would recompile every step)."""
+        self.k.index_copy_(2, position % self.capacity, k.to(self.k.dtype))
+        self.v.index_copy_(2, position % self.capacity, v.to(self.v.dtype))
+        return self.k, self.v, (self.slots <= position)[None], False

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attention import attention_scores
 from modernize import KVCache, RMSNorm, SwiGLU, apply_rotary
 
 
@@ -40,17 +41,23 @@ class MultiHeadAttention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         return q, k, v
 
-    def forward(self, x, rope=None, cache: KVCache | None = None, window: int | None = None):
+    def forward(self, x, rope=None, cache: KVCache | None = None, window: int | None = None, position=None):
         B, T, C = x.shape
         q, k, v = self.project(x, rope)
         mask, causal = None, True
         if cache is not None:
-            k, v, mask, causal = cache.update(k, v)
+            k, v, mask, causal = cache.update(k, v) if position is None else cache.update_at(position, k, v)
+            q = q.to(k.dtype)  # the cache may keep a higher precision than the weights
+        if position is not None:
+            # one query, written out: SDPA's CPU kernel spends ~70 us per call setting up for a single
+            # query, while torch.compile fuses these three lines into the surrounding kernels
+            weights = attention_scores(q, k).masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            return self.proj((weights @ v).transpose(1, 2).reshape(B, T, C).to(x.dtype))
         elif window is not None and T > window:
             mask, causal = sliding_window_mask(T, window, x.device), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C).to(x.dtype)))
 
 
 class FeedForward(nn.Module):
@@ -90,6 +97,6 @@ class Block(nn.Module):
         self.norm2 = make_norm(config.norm, config.n_embd)
         self.ffn = make_ffn(config.ffn, config.n_embd, config.dropout)
 
-    def forward(self, x, rope=None, cache=None, window=None):
-        x = x + self.attn(self.norm1(x), rope, cache, window)
+    def forward(self, x, rope=None, cache=None, window=None, position=None):
+        x = x + self.attn(self.norm1(x), rope, cache, window, position)
         return x + self.ffn(self.norm2(x))

@@ -23,6 +23,7 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     result = run_script(ROOT / "training" / "benchmark.py", "--size", "checkpoint", "--checkpoints",
                         checkpoints / "checkpoints", "--models", "modern", "--dtypes", "fp32", "bf16", "--batches", "1", "2",
                         "--gen-tokens", "6", "--batched-gen-tokens", "4", "--repeats", "2", "--train-batch", "2",
+                        "--decode", "bf16", "int8",
                         "--sample-tokens", "5", "--device", "cpu", "--data", checkpoints / "small.txt",
                         "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i")
     assert result.returncode == 0, result.stderr
@@ -39,10 +40,22 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
         assert t["model_gflops"] / t["mfu"] == pytest.approx(ceilings[f"matmul_gflops_{t['dtype']}"], rel=0.02)
     rows = model["generation"]
     assert [(g["batch"], g["new_tokens"], g["cached"], g["weights_dtype"]) for g in rows] == [
-        (1, 6, True, "fp32"), (1, 6, False, "fp32"), (1, 6, True, "bf16"), (2, 4, True, "fp32"), (2, 4, False, "fp32")]
-    for cached, uncached in ((rows[0], rows[1]), (rows[2], rows[1]), (rows[3], rows[4])):
+        (1, 6, True, "fp32"), (1, 6, False, "fp32"), (1, 6, True, "bf16"), (1, 6, True, "int8"),
+        (2, 4, True, "fp32"), (2, 4, False, "fp32")]
+    for cached, uncached in ((rows[0], rows[1]), (rows[2], rows[1]), (rows[3], rows[1]), (rows[4], rows[5])):
         assert cached["speedup"] == pytest.approx(cached["tokens_per_sec"] / uncached["tokens_per_sec"], rel=0.01)
     assert rows[2]["weights_mb"] == pytest.approx(rows[0]["weights_mb"] / 2, abs=0.1), "bf16 halves the bytes read"
+    assert rows[3]["weights_mb"] < rows[2]["weights_mb"], "int8 reads fewer bytes than bf16"
+    for g in rows[:4]:
+        if g["cached"]:
+            assert g["fraction_of_matvec_ceiling"] == pytest.approx(
+                1e3 / g["ms_per_token"] / g["matvec_ceiling_tokens_per_sec"], rel=0.02)
+    # the trained checkpoint's val loss barely moves with 16- or 8-bit weights; fp32 agrees with itself
+    quality = {q["weights"]: q for q in model["quality"]}
+    assert quality["fp32"]["greedy_tokens_identical"] == quality["fp32"]["greedy_tokens"]
+    assert abs(quality["int8"]["val_loss"] - quality["fp32"]["val_loss"]) < 0.05
+    for c in record["components"]:
+        assert c["speedup"] == pytest.approx(c["after_value"] / c["before_value"], rel=0.02)
     # three temperatures per prompt (a prompt with characters outside this small vocabulary is skipped)
     prompts = [s["prompt"] for s in model["samples"]]
     assert prompts[:6] == ["ROMEO:"] * 3 + ["To be"] * 3 and all(s["text"].startswith(s["prompt"]) for s in model["samples"])

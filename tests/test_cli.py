@@ -83,8 +83,10 @@ def test_generate_streams_text_from_a_checkpoint(tiny_run):
     assert again.stdout == result.stdout
 
 
-def test_bf16_weights_generate_almost_the_same_distribution(tiny_run):
-    """--dtype bf16 halves the bytes read per token; the next-token distribution must stay close to fp32's."""
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_low_precision_weights_generate_almost_the_same_distribution(tiny_run, dtype):
+    """--dtype bf16 halves the bytes read per token, int8 quarters them; the next-token distribution of the
+    trained checkpoint must stay close to fp32's."""
     import torch
     from checkpoint import load_model
     from generate import cast_for_generation
@@ -92,12 +94,12 @@ def test_bf16_weights_generate_almost_the_same_distribution(tiny_run):
     model, _ = load_model(out)
     idx = torch.tensor([model.tokenizer.encode("ROMEO:\nWhat say")])
     full = torch.log_softmax(model(idx)[0].float(), -1)
-    low_model = cast_for_generation(model, "bf16", torch.device("cpu"))
+    low_model = cast_for_generation(model, dtype, torch.device("cpu"))
     assert next(low_model.parameters()).dtype == torch.bfloat16
     assert low_model.lm_head.weight is low_model.tok_emb.weight
     low = torch.log_softmax(low_model(idx)[0].float(), -1)
-    assert (full.exp() - low.exp()).abs().max() < 0.02
-    result = run_script(GENERATE, "--checkpoint", out, "--prompt", "ROMEO:", "--tokens", "20", "--dtype", "bf16")
+    assert 0 < (full.exp() - low.exp()).abs().max() < 0.02
+    result = run_script(GENERATE, "--checkpoint", out, "--prompt", "ROMEO:", "--tokens", "20", "--dtype", dtype)
     assert result.returncode == 0 and result.stdout.startswith("ROMEO:"), result.stderr
 
 

@@ -101,3 +101,21 @@ def test_sampling_filters():
 def test_generate_rejects_nonsense_sampling_arguments(kwargs):
     with pytest.raises(ValueError):
         make_model().generate(torch.zeros(1, 1, dtype=torch.long), 1, **kwargs)
+
+
+@pytest.mark.parametrize("pos", ["rope", "learned"])
+def test_fixed_shape_decoding_step_equals_the_eager_cached_step(pos):
+    """The step generate(compile=True) compiles: the whole cache with a mask of filled slots, a tensor
+    position, attention written out. Same logits as the eager step, also once the cache has wrapped."""
+    model = make_model(pos)
+    steps = 40 if pos == "rope" else 12  # learned positions end at block_size (16)
+    idx = torch.randint(0, 65, (2, 4 + steps))
+    eager, fixed = [KVCache(16) for _ in model.blocks], model.new_caches(idx.device)
+    model(idx[:, :4], caches=eager)
+    model(idx[:, :4], caches=fixed)
+    model.rope is not None and model.rope.tables(0, 4 + steps)
+    for t in range(4, 4 + steps):
+        want = model(idx[:, t:t + 1], caches=eager)[0][:, -1]
+        got = model._decode(idx[:, t:t + 1], fixed, model._decode_step)
+        assert torch.allclose(got, want, atol=1e-5), f"position {t}"
+    assert fixed[0].length == eager[0].length == 4 + steps

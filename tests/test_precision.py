@@ -73,3 +73,14 @@ def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
     assert torch.allclose(loss, compiled_loss, atol=1e-5)
     for eager, p in zip(eager_grads, model.parameters()):
         assert torch.allclose(eager, p.grad, atol=1e-5)
+
+
+@pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_int8_decoding_gives_the_tokens_of_eager_int8_decoding():
+    """generate(compile=True): one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
+    from quantize import quantize_int8
+    torch.manual_seed(0)
+    model = quantize_int8(GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1)).eval())
+    prompt = torch.randint(0, 65, (1, 3))
+    assert torch.equal(model.generate(prompt, 40, temperature=0.0, compile=True),
+                       model.generate(prompt, 40, temperature=0.0))

@@ -8,7 +8,12 @@ Measured in one run, each with a warm-up, device synchronisation and the median 
   training    tokens/s of a full optimizer step (the real step of src/trainer.py), per model and dtype,
               and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype
   generation  time to first token, ms per token and tokens/s, cached and uncached, batch 1 and 8; for
-              cached decoding also the bytes of weights read per token / the measured copy bandwidth
+              cached decoding also the bytes of weights read per token / the measured copy bandwidth, and the
+              time of the step's matrix-vector products alone (the kernel ceiling); at batch 1, RoPE models
+              also with bf16 / int8 weights and a torch.compile'd decoding step (--decode)
+  components  before / after of the speed changes inside one attention layer: the teaching-head loop vs the
+              fused projection + SDPA (training), a torch.cat cache vs the preallocated KVCache (decoding)
+  quality     val loss and greedy agreement of each checkpoint with fp32, bf16 and int8 weights
   samples     "ROMEO:", "To be", "KING HENRY:" at temperatures 0.5 / 0.8 / 1.0 from each checkpoint
 Speed is measured at the reference size (6 layers x 384, block 256) unless --size checkpoint: a dense
 model's speed does not depend on its weights, so random weights stand in when no checkpoint has that size.
@@ -28,19 +33,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
+from attention import Head  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from generate import cast_for_generation  # noqa: E402
-from common import DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli, synchronize  # noqa: E402
+from generate import cast_for_generation, check_compile_possible  # noqa: E402
+from common import (DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative, run_cli,  # noqa: E402
+                    synchronize)
 from model import GPT, GPTConfig  # noqa: E402
 from model_modern import ModernGPT, modern_config  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
-from tokenizer import CharTokenizer, load_text  # noqa: E402
-from trainer import Run, TrainConfig, describe_hardware  # noqa: E402
+from modernize import KVCache  # noqa: E402
+from tokenizer import CharTokenizer, encode_corpus, load_text, train_val_split  # noqa: E402
+from trainer import Dist, Run, TrainConfig, describe_hardware, estimate_loss  # noqa: E402
+from transformer import MultiHeadAttention  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
 MODELS = {"vanilla": GPTConfig, "modern": modern_config}
+DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "bf16+compile", "int8+compile"], "quick": ["int8+compile"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, nargs="+", default=None, help="generation batch sizes (default: 1 8, quick 1)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
+    p.add_argument("--decode", nargs="*", default=None,
+                   help="extra batch-1 cached decoding variants of RoPE models: weights fp32|bf16|int8, '+compile' "
+                        f"for a compiled step (default: {' '.join(DECODE_VARIANTS['full'])}; quick: "
+                        f"{' '.join(DECODE_VARIANTS['quick'])})")
+    p.add_argument("--no-components", action="store_true", help="skip the attention-layer before/after timings")
     p.add_argument("--sample-tokens", type=int, default=None, help="characters per sample (default: 200, quick 60)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
@@ -75,6 +92,12 @@ def fill_defaults(args, device: torch.device) -> None:
     for dtype in args.dtypes:
         if dtype not in DTYPES:
             raise UserError(f"unknown dtype {dtype!r} in --dtypes; choose from {', '.join(DTYPES)}")
+    if args.decode is None:
+        args.decode = DECODE_VARIANTS["quick" if args.quick else "full"]
+    for variant in args.decode:
+        weights, _, extra = variant.partition("+")
+        if weights not in ("fp32", "bf16", "fp16", "int8") or extra not in ("", "compile"):
+            raise UserError(f"unknown --decode variant {variant!r}; use fp32|bf16|fp16|int8, optionally +compile")
     args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
     args.sample_tokens = args.sample_tokens if args.sample_tokens is not None else (60 if args.quick else 200)
@@ -82,7 +105,7 @@ def fill_defaults(args, device: torch.device) -> None:
         raise UserError("--gen-tokens and --batched-gen-tokens must be at least 2, --batches positive")
 
 
-def median_seconds(fn, repeats: int, device, warmup: int = 1) -> float:
+def median_seconds(fn, repeats: int, device, warmup: int = 1, statistic=statistics.median) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -92,7 +115,7 @@ def median_seconds(fn, repeats: int, device, warmup: int = 1) -> float:
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistic(times)
 
 
 def peak_memory_mb(device) -> float:
@@ -111,9 +134,10 @@ def reset_peak_memory(device) -> None:
 # ----------------------------------------------------------------------------- ceilings
 
 def matmul_gflops(dtype: torch.dtype, device, repeats: int, n: int = 1024) -> float:
-    """Dense n x n matmul: the best a model's matmuls can do on this device in this dtype."""
+    """Dense n x n matmul: the best a model's matmuls can do on this device in this dtype. Ceilings take the
+    fastest of the repeats (the best the machine did), measured figures the median."""
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
-    seconds = median_seconds(lambda: a @ b, repeats, device)
+    seconds = median_seconds(lambda: a @ b, repeats, device, statistic=min)
     return 2 * n**3 / seconds / 1e9
 
 
@@ -121,7 +145,7 @@ def copy_gbps(device, repeats: int, megabytes: int = 256) -> float:
     """Bytes read + written per second by a large tensor copy: the memory bandwidth decoding is bound by."""
     src = torch.ones(megabytes * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
-    seconds = median_seconds(lambda: dst.copy_(src), repeats, device)
+    seconds = median_seconds(lambda: dst.copy_(src), repeats, device, statistic=min)
     return 2 * src.numel() * 4 / seconds / 1e9
 
 
@@ -174,34 +198,158 @@ def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: d
 
 # ----------------------------------------------------------------------------- generation
 
+def weight_bytes(model: GPT) -> int:
+    """Bytes of the weights a decoding step reads: every saved tensor once (the tied output layer is the embedding)."""
+    return sum({t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}.values())
+
+
+def matvec_seconds(model: GPT, repeats: int, device) -> float:
+    """One token's matrix-vector products alone (every linear layer once, batch 1): what decoding would cost
+    with zero overhead, measured with this model's own kernels (fp32, bf16 or int8). A ceiling, so the best
+    of the repeats rather than the median."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear) or hasattr(m, "dequantized_weight")]
+    dtype = next(model.parameters()).dtype
+    inputs = [torch.randn(1, m.q.size(1) if hasattr(m, "q") else m.in_features, device=device, dtype=dtype) for m in layers]
+
+    def products(n=20):
+        with torch.inference_mode():
+            for _ in range(n):
+                for layer, x in zip(layers, inputs):
+                    layer(x)
+    return median_seconds(products, repeats, device, statistic=min) / 20
+
+
 def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, repeats: int, device,
-                     ceilings: dict) -> dict:
-    """Greedy decoding from a 1-token prompt: time to first token, then ms per token after it."""
+                     ceilings: dict, weights: str = "fp32", compiled: bool = False) -> dict:
+    """Greedy decoding from a 1-token prompt: time to first token, then ms per token after it. The first of the
+    repeats + 1 runs is the warm-up (and compiles the step when compiled)."""
     prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
     first, totals = [], []
-    for i in range(repeats + 1):  # the first run is the warm-up
+    for i in range(repeats + 1):
         stamps = []
         synchronize(device)
         t0 = time.perf_counter()
-        model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache,
+        model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache, compile=compiled,
                        on_token=lambda _ids: stamps.append(time.perf_counter()))
         synchronize(device)
         if i:
             first.append(stamps[0] - t0)
             totals.append(time.perf_counter() - t0)
     total, ttft = statistics.median(totals), statistics.median(first)
-    dtype = next(model.parameters()).dtype
     row = {"batch": batch, "new_tokens": new_tokens, "cached": use_cache, "ttft_ms": round(ttft * 1e3, 2),
-           "weights_dtype": next(k for k, v in DTYPES.items() if v == dtype),
+           "weights_dtype": weights, "compiled": compiled,
            "ms_per_token": round((total - ttft) / (new_tokens - 1) * 1e3, 3), "tokens_per_sec": round(batch * new_tokens / total, 1)}
     if use_cache:
         # every decoded token reads all the weights once (plus its cache): the memory-bound ceiling
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        per_second = ceilings["copy_gbps"] * 1e9 / weight_bytes
-        row["weights_mb"] = round(weight_bytes / 2**20, 1)
+        per_second = ceilings["copy_gbps"] * 1e9 / weight_bytes(model)
+        row["weights_mb"] = round(weight_bytes(model) / 2**20, 1)
         row["bandwidth_ceiling_steps_per_sec"] = round(per_second, 1)
         row["fraction_of_bandwidth_ceiling"] = round(1e3 / row["ms_per_token"] / per_second, 3)
+    if use_cache and batch == 1:
+        row["matvec_ceiling_tokens_per_sec"] = round(1 / matvec_seconds(model, repeats, device), 1)
+        row["fraction_of_matvec_ceiling"] = round(1e3 / row["ms_per_token"] / row["matvec_ceiling_tokens_per_sec"], 3)
     return row
+
+
+def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) -> tuple[list[dict], list[str]]:
+    """The --decode rows (batch 1, cached): weights cast or quantized, optionally a compiled step. RoPE models
+    only: learned-position models re-encode the whole window past block_size (matrix-matrix products)."""
+    rows, skipped = [], []
+    for variant in args.decode:
+        weights, _, extra = variant.partition("+")
+        try:
+            if extra:
+                check_compile_possible(device)
+            variant_model = cast_for_generation(copy.deepcopy(model), weights, device)
+        except UserError as err:
+            skipped.append(f"decoding {variant}: {err}")
+            continue
+        row = generation_speed(variant_model, 1, args.gen_tokens, True, args.repeats, device, ceilings,
+                               weights=weights, compiled=bool(extra))
+        row["speedup"] = round(row["tokens_per_sec"] / uncached["tokens_per_sec"], 2)
+        rows.append(row)
+        print(f"  decoding {variant}: {row}", flush=True)
+    return rows, skipped
+
+
+# ----------------------------------------------------------------------------- components (before / after)
+
+def attention_components(device, repeats: int, batch: int = 8, decode_tokens: int = 256) -> list[dict]:
+    """The session-1 speed changes, one attention layer at the reference width (384, 6 heads, block 256):
+    - training step of the layer: 6 teaching `attention.Head`s in a Python loop (the original project) vs one
+      fused q/k/v projection + scaled_dot_product_attention (`transformer.MultiHeadAttention`);
+    - decoding `decode_tokens` tokens through the layer: a cache grown with torch.cat at every step (a new,
+      longer tensor per token) vs the preallocated `KVCache` written in place."""
+    c = GPTConfig(dropout=0.0)
+    torch.manual_seed(0)
+    fused = MultiHeadAttention(c.n_embd, c.n_head, 0.0, True).to(device)
+    heads = nn.ModuleList(Head(c.n_embd, c.n_embd // c.n_head) for _ in range(c.n_head)).to(device)
+    proj = nn.Linear(c.n_embd, c.n_embd).to(device)
+    x = torch.randn(batch, c.block_size, c.n_embd, device=device)
+
+    def head_loop():
+        proj(torch.cat([head(x) for head in heads], dim=-1)).sum().backward()
+
+    def fused_step():
+        fused(x).sum().backward()
+
+    tokens = torch.randn(decode_tokens, 1, 1, c.n_embd, device=device)
+
+    @torch.inference_mode()
+    def concat_cache():
+        keys = values = None
+        for token in tokens:
+            q, k, v = fused.project(token)
+            keys = k if keys is None else torch.cat([keys, k], dim=2)
+            values = v if values is None else torch.cat([values, v], dim=2)
+            fused.proj(F.scaled_dot_product_attention(q, keys, values).transpose(1, 2).reshape(1, 1, c.n_embd))
+
+    @torch.inference_mode()
+    def preallocated_cache():
+        cache = KVCache(decode_tokens)
+        for token in tokens:
+            fused(token, cache=cache)
+
+    rows = []
+    for what, unit, work, before, after in (
+            (f"attention layer training step, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
+             ("6 teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
+            (f"attention layer decoding {decode_tokens} tokens, batch 1", "tokens/s", decode_tokens,
+             ("torch.cat cache", concat_cache), ("preallocated KVCache", preallocated_cache))):
+        # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
+        slow, fast = map(statistics.median, zip(*[(median_seconds(before[1], 3, device), median_seconds(after[1], 3, device))
+                                                 for _ in range(repeats)]))
+        rows.append({"component": what, "unit": unit, "before": before[0], "after": after[0],
+                     "before_value": round(work / slow, 1), "after_value": round(work / fast, 1),
+                     "speedup": round(slow / fast, 2)})
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------- quality of low-precision weights
+
+def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> list[dict]:
+    """Val loss of a trained checkpoint with fp32, bf16 and int8 weights (the same 8 fixed batches), and how
+    many greedy tokens from "ROMEO:" (or token 0) match the fp32 ones before the first difference."""
+    c = checkpoint.config
+    _, val = train_val_split(encode_corpus(checkpoint.tokenizer, load_text(args.data)), c.block_size)
+    val = val.to(device)
+    try:
+        prompt = torch.tensor([checkpoint.tokenizer.encode(PROMPTS[0])], device=device)
+    except (KeyError, ValueError):  # a character outside this checkpoint's vocabulary
+        prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
+    rows, reference = [], None
+    for weights in ("fp32", "bf16", "int8"):
+        model = cast_for_generation(copy.deepcopy(checkpoint), weights, device)
+        loss = estimate_loss(model, val, c.block_size, batch_size=8, iters=8, seed=0, device=device, dtype="fp32",
+                             d=Dist(device=device))
+        tokens = model.generate(prompt, greedy_tokens, temperature=0.0)[0, prompt.size(1):]
+        reference = tokens if reference is None else reference
+        differs = (tokens != reference).nonzero()
+        rows.append({"weights": weights, "val_loss": round(loss, 4), "weights_mb": round(weight_bytes(model) / 2**20, 2),
+                     "greedy_tokens_identical": int(differs[0, 0]) if len(differs) else greedy_tokens,
+                     "greedy_tokens": greedy_tokens})
+    return rows
 
 
 def samples(model: GPT, sample_tokens: int, device) -> list[dict]:
@@ -221,17 +369,17 @@ def samples(model: GPT, sample_tokens: int, device) -> list[dict]:
 
 # ----------------------------------------------------------------------------- models
 
-def load_models(name: str, args, device) -> tuple[GPT, GPT, str]:
-    """(model for samples, model for speed, description). Both are the checkpoint when there is one
-    and --size checkpoint; otherwise speed uses random weights at the reference config."""
+def load_models(name: str, args, device) -> tuple[GPT, GPT, str, bool]:
+    """(model for samples, model for speed, description, whether the sample model is trained). Both are the
+    checkpoint when there is one and --size checkpoint; otherwise speed uses random weights at the reference config."""
     folder = Path(args.checkpoints) / name
     checkpoint = None
     if (folder / "best" / "config.json").exists():
         checkpoint, record = load_model(folder, device=device)
         checkpoint.eval()
-        source = f"{folder} (step {record.get('step')}, {checkpoint.num_params():,} params)"
+        source = f"{repo_relative(folder)} (step {record.get('step')}, {checkpoint.num_params():,} params)"
     if checkpoint is not None and args.size == "checkpoint":
-        return checkpoint, checkpoint, source
+        return checkpoint, checkpoint, source, True
     vocab = checkpoint.config.vocab_size if checkpoint is not None and checkpoint.tokenizer.kind == "char" else 65
     config = MODELS[name]()
     config.vocab_size, config.dropout = vocab, 0.0
@@ -240,16 +388,18 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str]:
     if checkpoint is None:
         reference.tokenizer = CharTokenizer.from_text(load_text(args.data))
         return reference, reference, (f"random weights at the reference config ({reference.num_params():,} params): "
-                                      f"no checkpoint in {folder}; samples are noise")
+                                      f"no checkpoint in {repo_relative(folder)}; samples are noise"), False
     return checkpoint, reference, (f"samples from {source}; speed at the reference config "
-                                   f"({reference.num_params():,} params, random weights)")
+                                   f"({reference.num_params():,} params, random weights)"), True
 
 
 # ----------------------------------------------------------------------------- report
 
 def mode_label(row: dict) -> str:
     mode = "cached" if row["cached"] else "uncached"
-    return mode if row.get("weights_dtype", "fp32") == "fp32" else f"{mode}, {row['weights_dtype']} weights"
+    if row.get("weights_dtype", "fp32") != "fp32":
+        mode += f", {row['weights_dtype']} weights"
+    return mode + (", compiled" if row.get("compiled") else "")
 
 
 def print_tables(record: dict) -> None:
@@ -261,19 +411,28 @@ def print_tables(record: dict) -> None:
         for t in m["training"]:
             print(f"| {m['name']} | {t['dtype']} | {t['compiled']} | {t['tokens_per_sec']:,.0f} | {t['ms_per_step']:,.0f} | "
                   f"{t['model_gflops']:,.1f} | {t['mfu']:.1%} | {t['ceiling_tokens_per_sec']:,.0f} | {t['peak_memory_mb']:,.0f} |")
-    print("\n| model | batch | tokens | mode | first token ms | ms/token | tokens/s | speedup | vs bandwidth ceiling |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| model | batch | tokens | mode | first token ms | ms/token | tokens/s | speedup | vs bandwidth ceiling "
+          "| vs matvec ceiling |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in record["models"]:
         for g in m["generation"]:
             share = f"{g['fraction_of_bandwidth_ceiling']:.0%}" if g["cached"] else ""
+            kernel = f"{g['fraction_of_matvec_ceiling']:.0%}" if "fraction_of_matvec_ceiling" in g else ""
             speedup = f"{g['speedup']:.1f}×" if g["cached"] else ""
             print(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {mode_label(g)} | "
-                  f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | {speedup} | {share} |")
+                  f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | {speedup} | {share} | {kernel} |")
+    for m in record["models"]:
+        for q in m.get("quality", []):
+            print(f"quality {m['name']} {q['weights']}: val loss {q['val_loss']:.4f}, {q['weights_mb']} MB, "
+                  f"{q['greedy_tokens_identical']}/{q['greedy_tokens']} greedy tokens identical to fp32")
+    for c in record.get("components", []):
+        print(f"{c['component']}: {c['before']} {c['before_value']:,.0f} -> {c['after']} {c['after_value']:,.0f} "
+              f"{c['unit']} ({c['speedup']}x)")
 
 
 def plot(record: dict, path: Path) -> None:
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right, decode) = plt.subplots(1, 3, figsize=(16, 4.4))
     labels, values, ceilings = [], [], []
     for m in record["models"]:
         for t in m["training"]:
@@ -289,7 +448,8 @@ def plot(record: dict, path: Path) -> None:
     left.legend(fontsize=8)
     for m in record["models"]:
         for cached in (True, False):
-            rows = [g for g in m["generation"] if g["cached"] == cached and g.get("weights_dtype", "fp32") == "fp32"]
+            rows = [g for g in m["generation"] if g["cached"] == cached and g.get("weights_dtype", "fp32") == "fp32"
+                    and not g.get("compiled")]
             right.plot([g["batch"] for g in rows], [g["tokens_per_sec"] for g in rows], marker="o" if cached else "x",
                        linestyle="-" if cached else "--", label=f"{m['name']} {'cached' if cached else 'uncached'}")
     right.set_xscale("log", base=2)
@@ -300,9 +460,26 @@ def plot(record: dict, path: Path) -> None:
                     f"{record['config']['batched_gen_tokens']} at larger batches", fontsize=9)
     right.grid(alpha=0.3, which="both")
     right.legend(fontsize=8)
+    plot_decoding(decode, record)
     fig.suptitle(f"training/benchmark.py{' --quick' if record['quick'] else ''}: {record['hardware']}, {record['date']}",
                  fontsize=10)
     save_figure(fig, path)
+
+
+def plot_decoding(ax, record: dict) -> None:
+    """Batch-1 cached decoding of each model and variant, against the kernel (matvec) and bandwidth ceilings."""
+    rows = [(m["name"], g) for m in record["models"] for g in m["generation"] if g["cached"] and g["batch"] == 1]
+    x = range(len(rows))
+    ax.bar(x, [g["bandwidth_ceiling_steps_per_sec"] for _, g in rows], color="lightgray",
+           label="weights read at the copy bandwidth")
+    ax.bar(x, [g["tokens_per_sec"] for _, g in rows], width=0.5, label="measured")
+    ax.scatter(x, [g.get("matvec_ceiling_tokens_per_sec", float("nan")) for _, g in rows], marker="_", s=300,
+               color="black", zorder=3, label="matrix-vector products alone")
+    ax.set_xticks(list(x), [f"{name}\n{mode_label(g).replace('cached, ', '').replace(', ', chr(10))}"
+                            for name, g in rows], fontsize=7)
+    ax.set_ylabel("tokens / second")
+    ax.set_title(f"batch-1 cached decoding, {record['config']['gen_tokens']} tokens", fontsize=9)
+    ax.legend(fontsize=8)
 
 
 def main(argv=None):
@@ -319,7 +496,7 @@ def main(argv=None):
                          "batched_gen_tokens": args.batched_gen_tokens,
                          "batches": args.batches, "repeats": args.repeats, "dtypes": args.dtypes}, "models": []}
     for name in args.models:
-        sampler, timed, source = load_models(name, args, device)
+        sampler, timed, source, trained = load_models(name, args, device)
         print(f"\n{name}: {source}", flush=True)
         record["config"]["block_size"] = timed.config.block_size
         entry = {"name": name, "source": source, "params": timed.num_params(), "config": timed.config.to_dict(),
@@ -337,17 +514,20 @@ def main(argv=None):
             rows = [generation_speed(timed, batch, tokens, cached, args.repeats, device, ceilings)
                     for cached in (True, False)]
             rows[0]["speedup"] = round(rows[0]["tokens_per_sec"] / rows[1]["tokens_per_sec"], 2)
-            # bf16 weights: half the bytes per decoded token. RoPE models only: learned-position models re-encode
-            # the cropped window past block_size, a matrix-matrix product, which is emulated (slow) in bf16 on most CPUs
-            if batch == 1 and "bf16" in args.dtypes and timed.rope is not None:
-                low = generation_speed(cast_for_generation(copy.deepcopy(timed), "bf16", device), batch, tokens,
-                                       True, args.repeats, device, ceilings)
-                low["speedup"] = round(low["tokens_per_sec"] / rows[1]["tokens_per_sec"], 2)
-                rows.append(low)
-            entry["generation"] += rows
             print(f"  generation {rows}", flush=True)
+            if batch == 1 and timed.rope is not None:
+                variants, skipped = decode_variants(timed, args, device, ceilings, uncached=rows[1])
+                rows += variants
+                entry["skipped"] = entry.get("skipped", []) + skipped
+            entry["generation"] += rows
+        if trained:
+            entry["quality"] = weight_quality(sampler, args, device)
+            print(f"  quality {entry['quality']}", flush=True)
         entry["samples"] = samples(sampler, args.sample_tokens, device) if args.sample_tokens else []
         record["models"].append(entry)
+    if not args.no_components:
+        print("\ncomponents (one attention layer, reference width):", flush=True)
+        record["components"] = attention_components(device, args.repeats)
     record["elapsed_s"] = round(time.perf_counter() - started, 1)
     print_tables(record)
     for m in record["models"]:

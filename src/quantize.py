@@ -1,0 +1,57 @@
+"""Int8 weight-only quantization, for decoding.
+
+Generating one token at batch 1 multiplies a single vector by every weight matrix once, so its speed is
+set by how many bytes of weights are read, not by arithmetic. Storing each weight in 8 bits (with one
+scale per output row) halves the bytes of bf16 and quarters those of fp32; the activations stay in
+bf16, so the only error is rounding each weight to one of 255 levels of its row's largest magnitude.
+That changes the logits slightly (tests/test_quantize.py bounds it; the benchmark records greedy agreement).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Int8Linear(nn.Module):
+    """y = (x @ q^T) * scale + bias, with q int8 (out, in) and scale (out,) = max |row| / 127."""
+
+    def __init__(self, linear: nn.Linear, activation_dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        # round the scale to the dtype it is stored in first, so each weight is within half a step of q * scale
+        scale = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).to(activation_dtype)
+        q = torch.round(weight / scale.float()[:, None]).clamp(-127, 127)
+        self.register_buffer("q", q.to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(activation_dtype),
+                                                                  requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.scale.dtype)
+        if self.uses_packed_kernel():
+            # PyTorch's CPU int8 x bf16 kernel (the one torchao uses); it needs in_features % 8 == 0
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.size(-1)), self.q, self.scale)
+            y = y.view(*x.shape[:-1], -1)
+        else:
+            y = F.linear(x, self.q.to(x.dtype)) * self.scale
+        return y if self.bias is None else y + self.bias
+
+    def uses_packed_kernel(self) -> bool:
+        return self.q.device.type == "cpu" and self.q.size(1) % 8 == 0
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.q.float() * self.scale.float()[:, None]
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear inside the transformer blocks by an Int8Linear, in place, and cast the rest
+    (embedding and tied output layer, norms) to bf16. The embedding stays 16-bit: it is read one row per
+    token, and the output layer shares it."""
+    model.to(torch.bfloat16)
+    for block in model.blocks:
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(parent, name, Int8Linear(child))
+    return model
