@@ -102,7 +102,7 @@ class KVCache:
     def __init__(self, capacity: int, dtype: torch.dtype | None = None):
         self.capacity = capacity
         self.dtype = dtype  # None: the dtype of the keys; generation on a CPU asks for fp32 (see GPT.new_caches)
-        self.k = self.v = None
+        self.k = self.v = self.slots = None  # buffers, allocated at the first update
         self.length = 0  # tokens seen so far = absolute position of the next token
 
     def update(self, k: torch.Tensor, v: torch.Tensor):

@@ -48,13 +48,13 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             k, v, mask, causal = cache.update(k, v) if position is None else cache.update_at(position, k, v)
             q = q.to(k.dtype)  # the cache may keep a higher precision than the weights
-        if position is not None:
-            # one query, written out: SDPA's CPU kernel spends ~70 us per call setting up for a single
-            # query, while torch.compile fuses these three lines into the surrounding kernels
-            weights = attention_scores(q, k).masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            return self.proj((weights @ v).transpose(1, 2).reshape(B, T, C).to(x.dtype))
         elif window is not None and T > window:
             mask, causal = sliding_window_mask(T, window, x.device), False
+        if position is not None:
+            # one query, written out: SDPA's CPU kernel spends most of each call setting up for a single
+            # query, while torch.compile fuses these two lines into the surrounding kernels
+            weights = attention_scores(q, k).masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            return self.proj((weights @ v).transpose(1, 2).reshape(B, T, C).to(x.dtype))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C).to(x.dtype)))

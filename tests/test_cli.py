@@ -160,3 +160,13 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkey
     assert "No checkpoint found: training" in out
     assert out.count("=== temperature") == 5
     assert (tmp_path / "checkpoints" / "modern" / "best" / "model.safetensors").exists()
+
+
+def test_compile_without_a_cpp_compiler_is_refused_up_front(monkeypatch):
+    import torch
+    import generate
+    from common import UserError
+    monkeypatch.setattr(generate.shutil, "which", lambda _name: None)
+    with pytest.raises(UserError, match="C\\+\\+ compiler"):
+        generate.check_compile_possible(torch.device("cpu"))
+    generate.check_compile_possible(torch.device("cuda"))  # GPUs compile with Triton, no C++ compiler needed
