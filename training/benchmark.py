@@ -274,13 +274,14 @@ def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) ->
 
 # ----------------------------------------------------------------------------- components (before / after)
 
-def attention_components(device, repeats: int, batch: int = 8, decode_tokens: int = 256) -> list[dict]:
+def attention_components(device, repeats: int, batch: int = 8, decode_tokens: int = 256,
+                         c: GPTConfig | None = None) -> list[dict]:
     """The session-1 speed changes, one attention layer at the reference width (384, 6 heads, block 256):
     - training step of the layer: 6 teaching `attention.Head`s in a Python loop (the original project) vs one
       fused q/k/v projection + scaled_dot_product_attention (`transformer.MultiHeadAttention`);
     - decoding `decode_tokens` tokens through the layer: a cache grown with torch.cat at every step (a new,
       longer tensor per token) vs the preallocated `KVCache` written in place."""
-    c = GPTConfig(dropout=0.0)
+    c = c or GPTConfig(dropout=0.0)
     torch.manual_seed(0)
     fused = MultiHeadAttention(c.n_embd, c.n_head, 0.0, True).to(device)
     heads = nn.ModuleList(Head(c.n_embd, c.n_embd // c.n_head) for _ in range(c.n_head)).to(device)
@@ -313,7 +314,7 @@ def attention_components(device, repeats: int, batch: int = 8, decode_tokens: in
     rows = []
     for what, unit, work, before, after in (
             (f"attention layer training step, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
-             ("6 teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
+             (f"{c.n_head} teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
             (f"attention layer decoding {decode_tokens} tokens, batch 1", "tokens/s", decode_tokens,
              ("torch.cat cache", concat_cache), ("preallocated KVCache", preallocated_cache))):
         # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
