@@ -60,6 +60,10 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     assert prompts[:6] == ["ROMEO:"] * 3 + ["To be"] * 3 and all(s["text"].startswith(s["prompt"]) for s in model["samples"])
     assert (tmp_path / "i" / "benchmark.png").stat().st_size > 10_000
     assert "| modern | fp32 |" in result.stdout
+    (tmp_path / "i" / "benchmark.png").unlink()  # --replot redraws it from the results file alone
+    replot = run_script(ROOT / "training" / "benchmark.py", "--replot", "--results-dir", tmp_path / "r",
+                        "--images-dir", tmp_path / "i")
+    assert replot.returncode == 0 and (tmp_path / "i" / "benchmark.png").stat().st_size > 10_000, replot.stderr
 
 
 def test_benchmark_refuses_an_unknown_dtype(tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import resource
 import statistics
 import sys
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"for a compiled step (default: {' '.join(DECODE_VARIANTS['full'])}; quick: "
                         f"{' '.join(DECODE_VARIANTS['quick'])})")
     p.add_argument("--no-components", action="store_true", help="skip the attention-layer before/after timings")
+    p.add_argument("--replot", action="store_true", help="measure nothing: redraw the plot from the results file")
     p.add_argument("--sample-tokens", type=int, default=None, help="characters per sample (default: 200, quick 60)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
@@ -476,7 +478,7 @@ def plot_decoding(ax, record: dict) -> None:
     ax.bar(x, [g["tokens_per_sec"] for _, g in rows], width=0.5, label="measured")
     ax.scatter(x, [g.get("matvec_ceiling_tokens_per_sec", float("nan")) for _, g in rows], marker="_", s=300,
                color="black", zorder=3, label="matrix-vector products alone")
-    ax.set_xticks(list(x), [f"{name}\n{mode_label(g).replace('cached, ', '').replace(', ', chr(10))}"
+    ax.set_xticks(list(x), [f"{name}\n{mode_label(g).replace('cached, ', '').replace(' weights', '').replace(', ', chr(10))}"
                             for name, g in rows], fontsize=7)
     ax.set_ylabel("tokens / second")
     ax.set_title(f"batch-1 cached decoding, {record['config']['gen_tokens']} tokens", fontsize=9)
@@ -485,6 +487,14 @@ def plot_decoding(ax, record: dict) -> None:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    name = "benchmark_quick" if args.quick else "benchmark"
+    if args.replot:
+        results = Path(args.results_dir) / f"{name}.json"
+        if not results.exists():
+            raise UserError(f"--replot: no {results}; run the benchmark first")
+        plot(json.loads(results.read_text()), Path(args.images_dir) / f"{name}.png")
+        print(f"redrew {Path(args.images_dir) / f'{name}.png'} from {results}")
+        return None
     device = pick_device(args.device)
     fill_defaults(args, device)
     started = time.perf_counter()
@@ -534,7 +544,6 @@ def main(argv=None):
     for m in record["models"]:
         for s in m["samples"][:3]:
             print(f"\n[{m['name']}, {s['prompt']!r}, temperature {s['temperature']}]\n{s['text']}")
-    name = "benchmark_quick" if args.quick else "benchmark"
     atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
     plot(record, Path(args.images_dir) / f"{name}.png")
     print(f"\nwrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'} "
