@@ -487,13 +487,13 @@ def plot_decoding(ax, record: dict) -> None:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    name = "benchmark_quick" if args.quick else "benchmark"
+    out_name = "benchmark_quick" if args.quick else "benchmark"
     if args.replot:
-        results = Path(args.results_dir) / f"{name}.json"
+        results = Path(args.results_dir) / f"{out_name}.json"
         if not results.exists():
             raise UserError(f"--replot: no {results}; run the benchmark first")
-        plot(json.loads(results.read_text()), Path(args.images_dir) / f"{name}.png")
-        print(f"redrew {Path(args.images_dir) / f'{name}.png'} from {results}")
+        plot(json.loads(results.read_text()), Path(args.images_dir) / f"{out_name}.png")
+        print(f"redrew {Path(args.images_dir) / f'{out_name}.png'} from {results}")
         return None
     device = pick_device(args.device)
     fill_defaults(args, device)
@@ -544,9 +544,9 @@ def main(argv=None):
     for m in record["models"]:
         for s in m["samples"][:3]:
             print(f"\n[{m['name']}, {s['prompt']!r}, temperature {s['temperature']}]\n{s['text']}")
-    atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
-    plot(record, Path(args.images_dir) / f"{name}.png")
-    print(f"\nwrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'} "
+    atomic_write_json(Path(args.results_dir) / f"{out_name}.json", record)
+    plot(record, Path(args.images_dir) / f"{out_name}.png")
+    print(f"\nwrote {Path(args.results_dir) / f'{out_name}.json'} and {Path(args.images_dir) / f'{out_name}.png'} "
           f"in {record['elapsed_s']:.0f} s")
     return record
 
