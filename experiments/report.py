@@ -181,7 +181,7 @@ def benchmark() -> str:
     c = r["ceilings"]
     lines = [f"`python training/benchmark.py{' --quick' if r['quick'] else ''}` on {r['hardware']}, torch {r['torch']}, "
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
-             f"(the best of {r['config']['repeats']}): "
+             "(the fastest of several runs): "
              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",
              "| model | dtype | train tokens/s (batch " + str(r["config"]["train_batch"]) + ") | ms/step | MFU | "
              "tokens/s at the matmul ceiling |", "|---|---|---|---|---|---|"]
