@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
+from benchmark import mode_label  # noqa: E402
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, UserError, atomic_write_bytes, run_cli  # noqa: E402
 
@@ -196,19 +198,12 @@ def benchmark() -> str:
     for m in r["models"]:
         for g in m["generation"]:
             kernel = format(g["fraction_of_matvec_ceiling"], ".0%") if "fraction_of_matvec_ceiling" in g else ""
-            lines.append(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {decode_mode(g)} | "
+            lines.append(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {mode_label(g)} | "
                          f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | "
                          f"{str(g['speedup']) + '×' if g['cached'] else ''} | "
                          f"{format(g['fraction_of_bandwidth_ceiling'], '.0%') if g['cached'] else ''} | {kernel} |")
     lines += ["", *benchmark_quality(r), "", *benchmark_components(r), "", *benchmark_targets(r)]
     return "\n".join(lines)
-
-
-def decode_mode(g: dict) -> str:
-    mode = "cached" if g["cached"] else "uncached"
-    if g.get("weights_dtype", "fp32") != "fp32":
-        mode += f", {g['weights_dtype']} weights"
-    return mode + (", compiled" if g.get("compiled") else "")
 
 
 def benchmark_quality(r: dict) -> list[str]:
@@ -243,7 +238,7 @@ def benchmark_targets(r: dict) -> list[str]:
         return []
     train = m["training"][0]  # the default dtype comes first
     cached = max((g for g in m["generation"] if g["cached"] and g["batch"] == 1), key=lambda g: g["tokens_per_sec"])
-    mode = decode_mode(cached)
+    mode = mode_label(cached)
     kernel = (f"; {cached['matvec_ceiling_tokens_per_sec']:,.0f} (its matrix-vector products alone)"
               if "matvec_ceiling_tokens_per_sec" in cached else "")
     checks = [("training tokens/s, batch 8, default dtype", BENCH_TARGETS["train_tokens_per_sec"], train["tokens_per_sec"],

@@ -18,6 +18,7 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, activation_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()
         # round the scale to the dtype it is stored in first, so each weight is within half a step of q * scale
         scale = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).to(activation_dtype)
@@ -38,7 +39,7 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def uses_packed_kernel(self) -> bool:
-        return self.q.device.type == "cpu" and self.q.size(1) % 8 == 0
+        return self.q.device.type == "cpu" and self.in_features % 8 == 0
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.q.float() * self.scale.float()[:, None]

@@ -46,6 +46,7 @@ from model import GPT, GPTConfig  # noqa: E402
 from model_modern import ModernGPT, modern_config  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 from modernize import KVCache  # noqa: E402
+from quantize import Int8Linear  # noqa: E402
 from tokenizer import CharTokenizer, encode_corpus, load_text, train_val_split  # noqa: E402
 from trainer import Dist, Run, TrainConfig, describe_hardware, estimate_loss  # noqa: E402
 from transformer import MultiHeadAttention  # noqa: E402
@@ -107,7 +108,7 @@ def fill_defaults(args, device: torch.device) -> None:
         raise UserError("--gen-tokens and --batched-gen-tokens must be at least 2, --batches positive")
 
 
-def median_seconds(fn, repeats: int, device, warmup: int = 1, statistic=statistics.median) -> float:
+def median_seconds(fn, repeats: int, device, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -117,7 +118,7 @@ def median_seconds(fn, repeats: int, device, warmup: int = 1, statistic=statisti
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    return statistic(times)
+    return statistics.median(times)
 
 
 def peak_memory_mb(device) -> float:
@@ -220,18 +221,17 @@ def weight_bytes(model: GPT) -> int:
 
 def matvec_seconds(model: GPT, repeats: int, device) -> float:
     """One token's matrix-vector products alone (every linear layer once, batch 1): what decoding would cost
-    with zero overhead, measured with this model's own kernels (fp32, bf16 or int8). A ceiling, so the best
-    of the repeats rather than the median."""
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear) or hasattr(m, "dequantized_weight")]
+    with zero overhead, measured with this model's own kernels (fp32, bf16 or int8). A ceiling, so the best run."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, Int8Linear))]
     dtype = next(model.parameters()).dtype
-    inputs = [torch.randn(1, m.q.size(1) if hasattr(m, "q") else m.in_features, device=device, dtype=dtype) for m in layers]
+    inputs = [torch.randn(1, m.in_features, device=device, dtype=dtype) for m in layers]
 
+    @torch.inference_mode()
     def products(n=20):
-        with torch.inference_mode():
-            for _ in range(n):
-                for layer, x in zip(layers, inputs):
-                    layer(x)
-    return median_seconds(products, repeats, device, statistic=min) / 20
+        for _ in range(n):
+            for layer, x in zip(layers, inputs):
+                layer(x)
+    return best_seconds(products, device, repeats) / 20
 
 
 def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, repeats: int, device,
@@ -333,8 +333,8 @@ def attention_components(device, repeats: int, batch: int = 8, decode_tokens: in
             (f"attention layer decoding {decode_tokens} tokens, batch 1", "tokens/s", decode_tokens,
              ("torch.cat cache", concat_cache), ("preallocated KVCache", preallocated_cache))):
         # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
-        slow, fast = map(statistics.median, zip(*[(median_seconds(before[1], 3, device), median_seconds(after[1], 3, device))
-                                                 for _ in range(repeats)]))
+        pairs = [(median_seconds(before[1], 3, device), median_seconds(after[1], 3, device)) for _ in range(repeats)]
+        slow, fast = (statistics.median(side) for side in zip(*pairs))
         rows.append({"component": what, "unit": unit, "before": before[0], "after": after[0],
                      "before_value": round(work / slow, 1), "after_value": round(work / fast, 1),
                      "speedup": round(slow / fast, 2)})
