@@ -181,7 +181,9 @@ def benchmark() -> str:
     if r is None:
         return missing("benchmark", "python training/benchmark.py")
     c = r["ceilings"]
-    lines = [f"`python training/benchmark.py{' --quick' if r['quick'] else ''}` on {r['hardware']}, torch {r['torch']}, "
+    compiled = any(t["compiled"] for m in r["models"] for t in m["training"])
+    flags = (" --quick" if r["quick"] else "") + (" --compile" if compiled else "")
+    lines = [f"`python training/benchmark.py{flags}` on {r['hardware']}, torch {r['torch']}, "
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
              "(the fastest of several runs): "
              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",

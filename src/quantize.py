@@ -30,13 +30,15 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.scale.dtype)
+        y = self.matmul(x.reshape(-1, x.size(-1))).view(*x.shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, in) activations in the scale's dtype -> (M, out), no bias: the product alone."""
         if self.uses_packed_kernel():
             # PyTorch's CPU int8 x bf16 kernel (the one torchao uses); it needs in_features % 8 == 0
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.size(-1)), self.q, self.scale)
-            y = y.view(*x.shape[:-1], -1)
-        else:
-            y = F.linear(x, self.q.to(x.dtype)) * self.scale
-        return y if self.bias is None else y + self.bias
+            return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
+        return F.linear(x, self.q.to(x.dtype)) * self.scale
 
     def uses_packed_kernel(self) -> bool:
         return self.q.device.type == "cpu" and self.in_features % 8 == 0

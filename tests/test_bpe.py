@@ -78,7 +78,7 @@ def test_bits_per_char_of_a_bpe_run_uses_the_real_character_count(tmp_path, smal
 @pytest.mark.parametrize("tokenizer", ["gpt2", "bpe:300"])
 def test_bpe_checkpoint_generates_through_the_cli(tmp_path, small_text, tokenizer):
     out = tmp_path / "bpe"
-    result = run_script(ROOT / "training" / "train_bpe.py", *TINY_FLAGS, "--max-steps", "30", "--eval-interval", "30",
+    result = run_script(ROOT / "training" / "train_bpe.py", *TINY_FLAGS, "--max-steps", "10", "--eval-interval", "10",
                         "--grad-accum", "2", "--tokenizer", tokenizer, "--data", small_text, "--out-dir", out)
     assert result.returncode == 0, result.stderr
     assert "tokenizer comparison" in result.stdout and "characters per token" in result.stdout

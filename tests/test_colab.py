@@ -8,11 +8,11 @@ import time
 from conftest import ROOT
 
 TRAIN_ARGS = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 --eval-iters 2 --eval-interval 5 "
-              "--max-steps 80 --sample-tokens 0 --dtype fp32")
+              "--max-steps 80 --sample-tokens 0 --dtype fp32 --grad-accum 1")
 
 
 def colab(tmp_path, small_text, *phases):
-    bench = f"--size checkpoint --repeats 1 --gen-tokens 4 --sample-tokens 5 --train-batch 2 --data {small_text}"
+    bench = f"--size checkpoint --repeats 1 --gen-tokens 4 --sample-tokens 5 --train-batch 2 --decode --no-components --data {small_text}"
     return [sys.executable, str(ROOT / "colab" / "train_colab.py"), "--preset", "cpu", "--out-dir", str(tmp_path / "drive"),
             "--device", "cpu", "--train-args", f"{TRAIN_ARGS} --data {small_text}", "--benchmark-args", bench,
             "--phases", *phases]
