@@ -37,6 +37,7 @@ def build_parser(description: str, presets: dict = PRESETS, cpu_seeds: int = 3) 
     p.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--eval-interval", type=int, default=None, help="override the preset's eval interval")
     p.add_argument("--eval-iters", type=int, default=None, help="override the preset's eval batches")
+    p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="where the JSON goes")
@@ -49,7 +50,7 @@ def configs_from_args(args, presets: dict = PRESETS, cpu_seeds: int = 3,
                       base: GPTConfig | None = None) -> tuple[GPTConfig, TrainConfig, int]:
     """The experiment's model and training configs: `base` (default: the vanilla GPT) with the preset applied."""
     preset = dict(presets[args.preset])
-    for name in ("max_steps", "eval_interval", "eval_iters"):
+    for name in ("max_steps", "eval_interval", "eval_iters", "batch_size"):
         if getattr(args, name) is not None:
             preset[name] = getattr(args, name)
     seeds = args.seeds if args.seeds is not None else (1 if args.preset == "reference" else cpu_seeds)

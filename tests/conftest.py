@@ -1,4 +1,7 @@
 """Shared fixtures: src/ on the path, a small corpus, tiny configs, and a helper to run scripts."""
+import contextlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -11,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 DATA = ROOT / "data" / "input.txt"
 
+from common import run_cli  # noqa: E402
 from model import GPTConfig  # noqa: E402
 from trainer import TrainConfig  # noqa: E402
 
@@ -51,6 +55,22 @@ def run_script(*args, timeout=300, env=None, cwd=ROOT) -> subprocess.CompletedPr
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_main(script: Path, *args) -> subprocess.CompletedProcess:
+    """Run a script's main(argv) in this process through common.run_cli, as its `__main__` does, capturing the
+    exit status and output: the same checks as run_script for bad-input cases, which stop before any work,
+    without paying ~3 s of interpreter and torch start-up each. A few tests still start real processes."""
+    spec = importlib.util.spec_from_file_location(f"script_{script.parent.name}_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_cli(lambda: module.main([str(a) for a in args]))
+        except SystemExit as exit_:
+            status = exit_.code
+    return subprocess.CompletedProcess([str(script), *map(str, args)], status, out.getvalue(), err.getvalue())
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:

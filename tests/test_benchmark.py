@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, assert_user_error, run_main, run_script, tiny_model_config, tiny_train_config
 from model_modern import modern_config
 from trainer import train
 
@@ -75,7 +75,7 @@ def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason(
 
 
 def test_benchmark_refuses_an_unknown_dtype(tmp_path):
-    result = run_script(ROOT / "training" / "benchmark.py", "--dtypes", "fp8", "--results-dir", tmp_path)
+    result = run_main(ROOT / "training" / "benchmark.py", "--dtypes", "fp8", "--results-dir", tmp_path)
     assert_user_error(result, "fp8")
 
 

@@ -1,10 +1,10 @@
 """The scripts as a user runs them: bad input gives one clear line, a non-zero exit, no traceback,
-and nothing is overwritten."""
+and nothing is overwritten. Most bad-input cases run main() in-process (run_main); a few start a real Python."""
 import json
 
 import pytest
 
-from conftest import ROOT, TINY_FLAGS, assert_user_error, run_script
+from conftest import ROOT, TINY_FLAGS, assert_user_error, run_main, run_script
 
 TRAIN = ROOT / "training" / "train.py"
 TRAIN_MODERN = ROOT / "training" / "train_modern.py"
@@ -40,7 +40,7 @@ def test_training_script_writes_the_checkpoint_layout(tiny_run):
     (["--device", "cuda"], "cuda"),
 ])
 def test_bad_training_flags(tmp_path, small_text, flags, needle):
-    result = run_script(TRAIN, *TINY_FLAGS, "--data", small_text, "--out-dir", tmp_path / "run", *flags)
+    result = run_main(TRAIN, *TINY_FLAGS, "--data", small_text, "--out-dir", tmp_path / "run", *flags)
     assert_user_error(result, needle)
     assert not (tmp_path / "run" / "last").exists()
 
@@ -51,18 +51,18 @@ def test_bad_data_files(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("to be or not to be, café\n".encode("latin-1") * 50)
     for name, needle in [("missing.txt", "not found"), ("short.txt", "too short"), ("empty.txt", "too short"),
                          ("latin1.txt", "utf-8")]:
-        result = run_script(TRAIN, *TINY_FLAGS, "--data", tmp_path / name, "--out-dir", tmp_path / "run")
+        result = run_main(TRAIN, *TINY_FLAGS, "--data", tmp_path / name, "--out-dir", tmp_path / "run")
         assert_user_error(result, needle)
 
 
 def test_resume_without_checkpoint_and_with_another_config(tmp_path, tiny_run):
     out, data = tiny_run
-    result = run_script(TRAIN, *TINY_FLAGS, "--data", data, "--out-dir", tmp_path / "none", "--resume")
+    result = run_main(TRAIN, *TINY_FLAGS, "--data", data, "--out-dir", tmp_path / "none", "--resume")
     assert_user_error(result, "no checkpoint")
     before = (out / "last" / "model.safetensors").read_bytes()
-    result = run_script(TRAIN_MODERN, *TINY_FLAGS, "--n-embd", "64", "--data", data, "--out-dir", out, "--resume")
+    result = run_main(TRAIN_MODERN, *TINY_FLAGS, "--n-embd", "64", "--data", data, "--out-dir", out, "--resume")
     assert_user_error(result, "does not match")
-    result = run_script(TRAIN_MODERN, *TINY_FLAGS, "--block-size", "32", "--data", data, "--out-dir", out, "--resume")
+    result = run_main(TRAIN_MODERN, *TINY_FLAGS, "--block-size", "32", "--data", data, "--out-dir", out, "--resume")
     assert_user_error(result, "block_size")
     assert (out / "last" / "model.safetensors").read_bytes() == before
 
@@ -122,7 +122,7 @@ def test_generate_demo_with_a_checkpoint(tiny_run):
 ])
 def test_generate_rejects_bad_arguments(tiny_run, flags, needle):
     out, _ = tiny_run
-    assert_user_error(run_script(GENERATE, "--checkpoint", out, *flags), needle)
+    assert_user_error(run_main(GENERATE, "--checkpoint", out, *flags), needle)
 
 
 def test_generate_with_missing_or_corrupt_checkpoints(tmp_path, tiny_run):
@@ -133,18 +133,18 @@ def test_generate_with_missing_or_corrupt_checkpoints(tmp_path, tiny_run):
     (broken / "config.json").write_text((out / "best" / "config.json").read_text())
     data = (out / "best" / "model.safetensors").read_bytes()
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
-    assert_user_error(run_script(GENERATE, "--checkpoint", broken), "truncated")
+    assert_user_error(run_main(GENERATE, "--checkpoint", broken), "truncated")
     (broken / "config.json").write_text("{not json")
-    assert_user_error(run_script(GENERATE, "--checkpoint", broken), "corrupt")
+    assert_user_error(run_main(GENERATE, "--checkpoint", broken), "corrupt")
     other = json.loads((out / "best" / "config.json").read_text())
     other["model"]["n_embd"] = 64
     (broken / "config.json").write_text(json.dumps(other))
     (broken / "model.safetensors").write_bytes(data)
-    assert_user_error(run_script(GENERATE, "--checkpoint", broken), "do not match")
+    assert_user_error(run_main(GENERATE, "--checkpoint", broken), "do not match")
 
 
 def test_help_shows_defaults():
-    result = run_script(TRAIN, "--help")
+    result = run_main(TRAIN, "--help")
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout
 
 

@@ -14,7 +14,7 @@ import torch
 
 import checkpoint as ck
 from common import UserError
-from conftest import ROOT, TINY_FLAGS, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, TINY_FLAGS, assert_user_error, run_main, run_script, tiny_model_config, tiny_train_config
 from trainer import Run, train
 
 TRAIN = ROOT / "training" / "train.py"
@@ -145,14 +145,14 @@ def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, small_text):
     (out / "last" / "train_state.pt").write_bytes(payload)
     with pytest.raises(UserError, match="refusing"):
         ck.load_train_state(out / "last")
-    result = run_script(TRAIN, *TINY_FLAGS, "--max-steps", "20", "--eval-interval", "10", "--data", small_text,
-                        "--out-dir", out, "--resume")
+    result = run_main(TRAIN, *TINY_FLAGS, "--max-steps", "20", "--eval-interval", "10", "--data", small_text,
+                      "--out-dir", out, "--resume")
     assert_user_error(result, "refusing")
     # a pickle disguised as weights is not loadable either
     (out / "best" / "model.safetensors").write_bytes(payload)
     with pytest.raises(UserError, match="corrupt"):
         ck.load_model(out / "best")
-    assert_user_error(run_script(ROOT / "src" / "generate.py", "--checkpoint", out / "best"), "corrupt")
+    assert_user_error(run_main(ROOT / "src" / "generate.py", "--checkpoint", out / "best"), "corrupt")
     assert not marker.exists()
 
 
