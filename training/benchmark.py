@@ -226,14 +226,17 @@ def matvec_seconds(model: GPT, repeats: int, device) -> float:
     without the module around them. A ceiling, so the best run."""
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, Int8Linear))]
     dtype = next(model.parameters()).dtype
-    products = [partial(layer.matmul, x) if isinstance(layer, Int8Linear) else partial(F.linear, x, layer.weight)
-                for layer in layers for x in [torch.randn(1, layer.in_features, device=device, dtype=dtype)]]
+
+    def product(layer):
+        x = torch.randn(1, layer.in_features, device=device, dtype=dtype)
+        return partial(layer.matmul, x) if isinstance(layer, Int8Linear) else partial(F.linear, x, layer.weight)
+    products = [product(layer) for layer in layers]
 
     @torch.inference_mode()
     def one_token_of_products(n=20):
         for _ in range(n):
-            for product in products:
-                product()
+            for call in products:
+                call()
     return best_seconds(one_token_of_products, device, repeats) / 20
 
 
