@@ -170,6 +170,7 @@ def fmt3(mean_std) -> str:
 
 
 BENCH_TARGETS = {"train_tokens_per_sec": 7000, "cached_tokens_per_sec": 1200, "cached_speedup": 5}
+SAME_TIME_RUN = "modern_defaults_same_time"  # the defaults stopped at the preset run's wall clock (--max-time)
 
 
 def benchmark_record() -> dict | None:
@@ -253,7 +254,22 @@ def benchmark_targets(r: dict) -> list[str]:
     lines = ["| target (modern, reference size) | wanted | measured | this machine's ceiling | met |", "|---|---|---|---|---|"]
     for what, wanted, got, ceiling in checks:
         lines.append(f"| {what} | ≥ {wanted:,} | {got:,.1f} | {ceiling} | {'yes' if got >= wanted else 'no'} |")
-    return lines
+    return lines + wall_clock_target()
+
+
+def wall_clock_target() -> list[str]:
+    """The `--preset cpu` modern run against the default config in fp32 stopped (--max-time) at the preset run's
+    wall clock: which reaches the lower val loss in the same time on this machine."""
+    preset, defaults = load("train_modern"), load(f"train_{SAME_TIME_RUN}")
+    if not (preset and defaults):
+        return [f"\n_No same-wall-clock comparison yet: run `python -u training/train_modern.py --max-time <seconds of "
+                f"the preset run> --dtype fp32 --eval-iters 4 --out-dir checkpoints/{SAME_TIME_RUN}`._"]
+    d_tc = defaults["train_config"]
+    met = preset["best_val_loss"] < defaults["best_val_loss"]
+    return [f"| `--preset cpu` val loss vs the defaults in fp32 stopped at the same wall clock ({preset['elapsed_s']:.0f} s "
+            f"vs --max-time {d_tc['max_time']:g} s: {defaults['steps']} steps of batch {defaults['effective_batch']}, "
+            f"val on {d_tc['eval_iters']} batches) | < {defaults['best_val_loss']:.4f} | {preset['best_val_loss']:.4f} | "
+            f"| {'yes' if met else 'no'} |"]
 
 
 def inside() -> str:

@@ -39,6 +39,7 @@ TRAIN_FLAGS = {
     "eval_interval": (int, "evaluate every N steps"),
     "eval_iters": (int, "batches per split in each evaluation"),
     "patience": (int, "stop after N evaluations without improvement (0 = off)"),
+    "max_time": (float, "stop after this many seconds of wall clock, with a last evaluation (0 = no limit)"),
     "seed": (int, "random seed (init, data order, dropout)"),
     "device": (str, "auto | cpu | cuda | cuda:N | mps"),
     "dtype": (str, "auto | fp32 | bf16 | fp16"),

@@ -51,6 +51,7 @@ class TrainConfig:
     eval_interval: int = 500
     eval_iters: int = 200
     patience: int = 0             # evaluations without improvement before stopping; 0 = never stop early
+    max_time: float = 0.0         # seconds of wall clock (evaluations included) before stopping; 0 = no limit
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -71,8 +72,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            raise UserError("--grad-clip and --weight-decay must be >= 0")
+        if self.grad_clip < 0 or self.weight_decay < 0 or self.max_time < 0:
+            raise UserError("--grad-clip, --weight-decay and --max-time must be >= 0")
         if self.schedule not in ("constant", "cosine"):
             raise UserError(f"--schedule must be constant or cosine, got {self.schedule!r}")
 
@@ -122,6 +123,16 @@ def mean_over_ranks(value: torch.Tensor, d: Dist) -> float:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= d.world
     return value.item()
+
+
+def out_of_time(elapsed_s: float, tc: TrainConfig, d: Dist) -> bool:
+    """Has the run used up --max-time? Under DDP rank 0's clock decides for all, so every rank stops at the
+    same step (a rank leaving the loop alone would hang the others' collectives)."""
+    if tc.max_time <= 0 or d.world == 1:
+        return 0 < tc.max_time <= elapsed_s
+    flag = torch.tensor([float(elapsed_s >= tc.max_time)], device=d.device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def describe_hardware(device: torch.device) -> str:
@@ -357,7 +368,7 @@ class Run:
                      f"({self.tokenizer.vocab_size}) | effective batch {eff} = {tc.batch_size} x {d.world} ranks x "
                      f"{tc.grad_accum} accum | {len(self.train_data):,}/{len(self.val_data):,} train/val tokens")
         tokens_per_step = eff * self.model.config.block_size
-        timed_steps, timed_seconds, stopped_early = 0, 0.0, False
+        timed_steps, timed_seconds, stopped_early, time_up = 0, 0.0, False, False
         # a live bar on a terminal; in a log file (nohup, CI, Colab cells) the eval lines carry the ETA instead
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (d.master and sys.stderr.isatty()),
                    dynamic_ncols=True, file=sys.stderr, unit="step")
@@ -391,7 +402,8 @@ class Run:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if self.device.type == "mps" and self.step % 100 == 0:
                 torch.mps.empty_cache()  # the original project's workaround for silent MPS memory growth
-            if self.step % tc.eval_interval == 0 or self.step == tc.max_steps:
+            time_up = out_of_time(self.elapsed(), tc, d)
+            if self.step % tc.eval_interval == 0 or self.step == tc.max_steps or time_up:
                 tps = tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0
                 evaluation = self._evaluate()
                 self._log_eval(evaluation, tps, bar)
@@ -401,21 +413,25 @@ class Run:
                         bar.write(f"early stop: no improvement in {tc.patience} evaluations; best val "
                                   f"{self.best_val:.4f} at step {self.best_step}")
                     break
+                if time_up:
+                    if d.master:
+                        bar.write(f"time limit: --max-time {tc.max_time:g} s used up at step {self.step}")
+                    break
         bar.close()
         summary = self._summary(tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0,
-                                stopped_early)
+                                stopped_early, time_up)
         if d.master:
             atomic_write_json(self.out_dir / "summary.json", summary)
         return summary
 
-    def _summary(self, tokens_per_sec: float, stopped_early: bool) -> dict:
+    def _summary(self, tokens_per_sec: float, stopped_early: bool, time_up: bool) -> dict:
         last = self.history["evals"][-1]
         best = next((e for e in self.history["evals"] if e["step"] == self.best_step), last)
         return {"run": self.out_dir.name, "architecture": architecture_name(self.model.config),
                 "params": self.model.num_params(), "steps": self.step, "best_val_loss": self.best_val,
                 "best_val_bpc": best["val_bpc"], "best_step": self.best_step,
                 "final_train_loss": self.history["train_loss"][-1] if self.history["train_loss"] else None,
-                "final_val_loss": last["val_loss"], "stopped_early": stopped_early,
+                "final_val_loss": last["val_loss"], "stopped_early": stopped_early, "time_limit_reached": time_up,
                 "elapsed_s": round(self.elapsed(), 1), "device": str(self.device), "dtype": self.dtype,
                 "hardware": describe_hardware(self.device), "tokens_per_sec": round(tokens_per_sec, 1),
                 "world_size": self.d.world, "effective_batch": self.tc.batch_size * self.d.world * self.tc.grad_accum,

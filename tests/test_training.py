@@ -119,6 +119,19 @@ def test_patience_stops_early(tmp_path, small_text):
     assert summary["stopped_early"] and summary["steps"] < 400
 
 
+def test_max_time_stops_with_a_last_evaluation_and_checkpoint(tmp_path, small_text):
+    out = tmp_path / "run"
+    summary = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=100_000, eval_interval=50_000,
+                                                           max_time=1.5), log=lambda *_: None)
+    assert summary["time_limit_reached"] and not summary["stopped_early"] and 0 < summary["steps"] < 100_000
+    assert 1.5 <= summary["elapsed_s"] < 30
+    evals = json.loads((out / "history.json").read_text())["evals"]
+    assert [e["step"] for e in evals] == [0, summary["steps"]]  # the untrained loss, then the one at the limit
+    assert load_train_state(out / "last")["step"] == summary["steps"]
+    with pytest.raises(UserError, match="--max-time"):
+        TrainConfig(max_time=-1).validate()
+
+
 def test_train_state_loads_with_weights_only(tmp_path, small_text):
     train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=10), log=lambda *_: None)
     state = load_train_state(tmp_path / "run" / "last")
