@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
-from benchmark import mode_label  # noqa: E402
+from benchmark import command_line, mode_label  # noqa: E402
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, UserError, atomic_write_bytes, run_cli  # noqa: E402
 
@@ -182,9 +182,7 @@ def benchmark() -> str:
     if r is None:
         return missing("benchmark", "python training/benchmark.py")
     c = r["ceilings"]
-    compiled = any(t["compiled"] for m in r["models"] for t in m["training"])
-    flags = (" --quick" if r["quick"] else "") + (" --compile" if compiled else "")
-    lines = [f"`python training/benchmark.py{flags}` on {r['hardware']}, torch {r['torch']}, "
+    lines = [f"`python {command_line(r)}` on {r['hardware']}, torch {r['torch']}, "
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
              "(the fastest of several runs): "
              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",

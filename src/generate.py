@@ -20,6 +20,7 @@ from common import DTYPES, REPO_ROOT, UserError, pick_device, run_cli  # noqa: E
 from model import check_sampling_args  # noqa: E402
 from quantize import quantize_int8  # noqa: E402
 
+GENERATION_DTYPES = ("fp32", "bf16", "fp16", "int8")  # weights for decoding (see cast_for_generation)
 DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
     ("temperature 0.5", 0.5, None, None),
     ("temperature 0.8", 0.8, None, None),
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every step (no KV cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16", "int8"], default="fp32",
+    p.add_argument("--dtype", choices=GENERATION_DTYPES, default="fp32",
                    help="weights for generation: bf16 halves the bytes read per token and int8 (weight-only, "
                         "src/quantize.py) quarters them, which speeds up batch-1 decoding of RoPE models on a CPU "
                         "(training/benchmark.py measures it); fp16 on GPUs only")

@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from attention import Head  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from generate import cast_for_generation, check_compile_possible  # noqa: E402
+from generate import GENERATION_DTYPES, cast_for_generation, check_compile_possible  # noqa: E402
 from common import (DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative, run_cli,  # noqa: E402
                     synchronize)
 from model import GPT, GPTConfig  # noqa: E402
@@ -100,7 +100,7 @@ def fill_defaults(args, device: torch.device) -> None:
         args.decode = DECODE_VARIANTS["quick" if args.quick else "full"]
     for variant in args.decode:
         weights, _, extra = variant.partition("+")
-        if weights not in ("fp32", "bf16", "fp16", "int8") or extra not in ("", "compile"):
+        if weights not in GENERATION_DTYPES or extra not in ("", "compile"):
             raise UserError(f"unknown --decode variant {variant!r}; use fp32|bf16|fp16|int8, optionally +compile")
     args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
@@ -417,6 +417,12 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str, bool]:
 
 # ----------------------------------------------------------------------------- report
 
+def command_line(record: dict) -> str:
+    """The benchmark command that produced a results record, for the plot title and the docs."""
+    compiled = any(t["compiled"] for m in record["models"] for t in m["training"])
+    return "training/benchmark.py" + (" --quick" if record["quick"] else "") + (" --compile" if compiled else "")
+
+
 def mode_label(row: dict) -> str:
     mode = "cached" if row["cached"] else "uncached"
     if row.get("weights_dtype", "fp32") != "fp32":
@@ -483,8 +489,7 @@ def plot(record: dict, path: Path) -> None:
     right.grid(alpha=0.3, which="both")
     right.legend(fontsize=8)
     plot_decoding(decode, record)
-    fig.suptitle(f"training/benchmark.py{' --quick' if record['quick'] else ''}: {record['hardware']}, {record['date']}",
-                 fontsize=10)
+    fig.suptitle(f"{command_line(record)}: {record['hardware']}, {record['date']}", fontsize=10)
     save_figure(fig, path)
 
 
