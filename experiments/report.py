@@ -215,7 +215,8 @@ def benchmark_quality(r: dict) -> list[str]:
     lines = ["| checkpoint | weights | MB | val loss (8 fixed batches) | greedy tokens identical to fp32 |",
              "|---|---|---|---|---|"]
     for m, q in rows:
-        lines.append(f"| {m['name']} | {q['weights']} | {q['weights_mb']:.2f} | {q['val_loss']:.4f} | "
+        weights = q["weights"].replace("+c", " (C step)")
+        lines.append(f"| {m['name']} | {weights} | {q['weights_mb']:.2f} | {q['val_loss']:.4f} | "
                      f"{q['greedy_tokens_identical']} of {q['greedy_tokens']} |")
     return lines
 

@@ -15,9 +15,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cdecode import find_c_compiler, unsupported_reason  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from common import DTYPES, REPO_ROOT, UserError, pick_device, run_cli  # noqa: E402
-from model import check_sampling_args  # noqa: E402
+from model import ENGINES, check_sampling_args  # noqa: E402
 from quantize import quantize_int8  # noqa: E402
 
 GENERATION_DTYPES = ("fp32", "bf16", "fp16", "int8")  # weights for decoding (see cast_for_generation)
@@ -45,14 +46,14 @@ def encode_prompt(model, prompt: str) -> torch.Tensor:
 
 
 def generate_text(model, prompt: str, tokens: int, temperature: float = 0.8, top_k=None, top_p=None,
-                  seed: int | None = None, use_cache: bool = True, stream=None, compile: bool = False) -> str:
+                  seed: int | None = None, use_cache: bool = True, stream=None, engine: str = "eager") -> str:
     """Prompt + `tokens` generated tokens as text. stream(str) receives each new piece as it is made."""
     idx = encode_prompt(model, prompt)
     device = idx.device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     decoder = StreamDecoder(model.tokenizer, stream) if stream else None
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, top_p=top_p, use_cache=use_cache,
-                         generator=generator, on_token=decoder, compile=compile)
+                         generator=generator, on_token=decoder, engine=engine)
     if decoder:
         decoder.flush()
     return model.tokenizer.decode(out[0].tolist())
@@ -114,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights for generation: bf16 halves the bytes read per token and int8 (weight-only, "
                         "src/quantize.py) quarters them, which speeds up batch-1 decoding of RoPE models on a CPU "
                         "(training/benchmark.py measures it); fp16 on GPUs only")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the cached decoding step (needs a C++ compiler on a CPU; the first call "
-                        "compiles for ~10-30 s, then each token is faster)")
+    p.add_argument("--engine", choices=ENGINES, default="eager",
+                   help="how each cached step runs: eager PyTorch; compile = torch.compile'd (needs a C++ compiler on "
+                        "a CPU; the first call compiles for ~10-30 s); c = src/cdecode.c, the fastest on a CPU "
+                        "(batch 1, modern models, --dtype int8; needs a C compiler, builds once on first use)")
     p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings")
     return p
 
@@ -132,10 +134,34 @@ def cast_for_generation(model, dtype: str, device: torch.device):
     return model.to(DTYPES[dtype]) if dtype != "fp32" else model
 
 
-def check_compile_possible(device: torch.device) -> None:
-    """torch.compile on a CPU writes and builds C++: without a compiler it fails deep inside; say so up front."""
-    if device.type == "cpu" and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", "g++"), "g++", "clang++")):
-        raise UserError("--compile needs a C++ compiler on a CPU (install g++ or clang++), or run without --compile")
+def check_engine(engine: str, device: torch.device, dtype: str, use_cache: bool = True) -> None:
+    """Refuse an engine that cannot run here before anything is loaded: torch.compile on a CPU writes and builds
+    C++, the C step needs a C compiler and int8 weights; without them both would fail deep inside."""
+    if engine != "eager" and not use_cache:
+        raise UserError(f"--engine {engine} runs the cached decoding step; drop --no-cache or use --engine eager")
+    if engine == "compile" and device.type == "cpu" and not any(
+            shutil.which(cxx) for cxx in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+        raise UserError("--engine compile needs a C++ compiler on a CPU (install g++ or clang++), or use --engine eager")
+    if engine == "c":
+        if device.type != "cpu":
+            raise UserError(f"--engine c runs on the CPU, not {device.type}; add --device cpu")
+        if dtype != "int8":
+            raise UserError(f"--engine c runs int8 weights, not {dtype}; add --dtype int8")
+        if find_c_compiler() is None:
+            raise UserError("--engine c needs a C compiler (cc, gcc or clang); install one or use --engine eager")
+
+
+def start_engine(model, engine: str) -> None:
+    """Build the C step now, so a model it cannot run fails with one line before any text is printed."""
+    if engine != "c":
+        return
+    reason = unsupported_reason(model)
+    if reason:
+        raise UserError(f"--engine c: {reason}")
+    try:
+        model.c_decoder()
+    except RuntimeError as err:
+        raise UserError(f"--engine c: {err}") from None
 
 
 def main(argv=None) -> None:
@@ -147,8 +173,7 @@ def main(argv=None) -> None:
     if args.tokens < 0:
         raise UserError(f"--tokens must be >= 0, got {args.tokens}")
     device = pick_device(args.device)
-    if args.compile:
-        check_compile_possible(device)
+    check_engine(args.engine, device, args.dtype, use_cache=not args.no_cache)
     checkpoint = args.checkpoint or find_default_checkpoint()
     if checkpoint is None:
         if not args.demo:
@@ -157,6 +182,7 @@ def main(argv=None) -> None:
         checkpoint = train_demo_model()
     model, record = load_model(checkpoint, device=device)
     model = cast_for_generation(model, args.dtype, device)
+    start_engine(model, args.engine)
     where = f"{checkpoint} ({record.get('architecture')}, {record.get('params', 0):,} params, step {record.get('step')}, " \
             f"val loss {record.get('val_loss', float('nan')):.4f})"
     if args.demo:
@@ -164,14 +190,14 @@ def main(argv=None) -> None:
         for label, temp, top_k, top_p in DEMO_SETTINGS:
             print(f"=== {label} ===")
             text = generate_text(model, args.prompt, 300, temp, top_k, top_p, seed=args.seed,
-                                 use_cache=not args.no_cache, compile=args.compile)
+                                 use_cache=not args.no_cache, engine=args.engine)
             print(text + "\n")
         return
     print(f"[{where}]", file=sys.stderr)
     write = lambda s: print(s, end="", flush=True)  # noqa: E731
     write(args.prompt)
     generate_text(model, args.prompt, args.tokens, args.temp, args.top_k, args.top_p, seed=args.seed,
-                  use_cache=not args.no_cache, stream=write, compile=args.compile)
+                  use_cache=not args.no_cache, stream=write, engine=args.engine)
     print()
 
 

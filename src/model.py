@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from modernize import KVCache, RotaryEmbedding
 from transformer import Block, make_norm
 
+ENGINES = ("eager", "compile", "c")  # how generate() runs a cached decoding step
 CHOICES = {"norm": ("layernorm", "rmsnorm"), "ffn": ("relu", "swiglu", "relu2"), "pos": ("learned", "rope")}
 
 
@@ -141,7 +142,7 @@ class GPT(nn.Module):
         caches: one KVCache per layer (generation). window: attend to at most this many tokens back
         (only matters when T > window; RoPE models only). last_only: logits for the last position only.
         position: a 1-element tensor holding the absolute position of a single new token (B, 1): the
-        fixed-shape decoding step that `generate(compile=True)` compiles.
+        fixed-shape decoding step that `generate(engine="compile")` compiles.
         """
         B, T = idx.shape
         start = caches[0].length if caches and position is None else 0
@@ -191,7 +192,7 @@ class GPT(nn.Module):
         return [KVCache(self.config.block_size, dtype) for _ in self.blocks]
 
     def _decode_step(self, next_id: torch.Tensor, position: torch.Tensor, caches) -> torch.Tensor:
-        """One token through the caches with every shape fixed: what `generate(compile=True)` compiles."""
+        """One token through the caches with every shape fixed: what `generate(engine="compile")` compiles."""
         return self(next_id, caches=caches, position=position)[0][:, -1]
 
     def _decode(self, next_id: torch.Tensor, caches, compiled_step=None, checked: bool = False) -> torch.Tensor:
@@ -217,14 +218,26 @@ class GPT(nn.Module):
                 self._decode_step, fullgraph=True, options={"cpp_wrapper": True} if on_cpu else None)
         return self.__dict__["_compiled_decode_step"]
 
+    def c_decoder(self):
+        """The C decoding step (src/cdecode.c) holding this model's int8 weights, built once per model."""
+        if self.__dict__.get("_c_decoder") is None:
+            from cdecode import CDecoder
+            self.__dict__["_c_decoder"] = CDecoder(self)
+        return self.__dict__["_c_decoder"]
+
     @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-                 generator: torch.Generator | None = None, on_token=None, compile: bool = False) -> torch.Tensor:
+                 generator: torch.Generator | None = None, on_token=None, engine: str = "eager") -> torch.Tensor:
         """Append `max_new_tokens` sampled tokens to idx (B, T). Cached by default: the prompt is
         prefilled once, then each step feeds only the newest token. on_token(ids (B, 1)) streams output.
-        compile=True runs the cached decoding step through torch.compile (same tokens, fewer overheads)."""
+        engine: how a cached step runs - "eager" (PyTorch op by op), "compile" (the step through torch.compile:
+        same tokens, fewer overheads) or "c" (src/cdecode.c: batch 1, int8 RoPE models on a CPU)."""
         check_sampling_args(temperature, top_k, top_p)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if engine != "eager" and not use_cache:
+            raise ValueError(f"engine {engine!r} runs the cached step; it needs use_cache=True")
         was_training = self.training
         self.eval()
         B, T0 = idx.shape
@@ -232,9 +245,13 @@ class GPT(nn.Module):
         out[:, :T0] = idx
         caches = step = None
         if use_cache and max_new_tokens > 0:
-            caches = self.new_caches(idx.device)
-            logits = self._prefill(idx[:, -self.context_length():], caches)
-            if compile:
+            if engine == "c":
+                step = self.c_decoder()
+                logits = step.start(idx[:, -self.context_length():])
+            else:
+                caches = self.new_caches(idx.device)
+                logits = self._prefill(idx[:, -self.context_length():], caches)
+            if engine == "compile":
                 if self.rope is not None:
                     self.rope.tables(0, T0 + max_new_tokens)  # grow the table now, not inside the graph
                 step = self.compiled_decode_step()
@@ -246,7 +263,9 @@ class GPT(nn.Module):
             if on_token is not None:
                 on_token(next_id)
             if use_cache and t + 1 < T0 + max_new_tokens:
-                if self.rope is None and caches[0].length >= self.config.block_size:
+                if engine == "c":
+                    logits = step.feed(next_id)
+                elif self.rope is None and caches[0].length >= self.config.block_size:
                     # learned positions end at block_size: from here on, recompute the cropped window
                     caches = self.new_caches(idx.device)
                     logits = self._prefill(out[:, t + 1 - self.config.block_size:t + 1], caches)

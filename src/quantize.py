@@ -8,6 +8,8 @@ That changes the logits slightly (tests/test_quantize.py bounds it; the benchmar
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -57,4 +59,19 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             for name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear):
                     setattr(parent, name, Int8Linear(child))
+    return model
+
+
+def dequantize(model: nn.Module) -> nn.Module:
+    """A copy in fp32 with exactly the int8 model's weights (q * scale) in plain nn.Linear layers: the function
+    src/cdecode.c computes (int8 weights, fp32 activations), so its val loss and logits can be checked."""
+    model = copy.deepcopy(model).float()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Int8Linear):
+                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                linear.weight.data = child.dequantized_weight()
+                if child.bias is not None:
+                    linear.bias.data = child.bias.data.float()
+                setattr(parent, name, linear)
     return model

@@ -23,7 +23,7 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     result = run_script(ROOT / "training" / "benchmark.py", "--size", "checkpoint", "--checkpoints",
                         checkpoints / "checkpoints", "--models", "modern", "--dtypes", "fp32", "--batches", "1", "2",
                         "--gen-tokens", "6", "--batched-gen-tokens", "4", "--repeats", "2", "--train-batch", "2",
-                        "--decode", "bf16", "int8", "--no-components",
+                        "--decode", "bf16", "int8", "int8+c", "--no-components",
                         "--sample-tokens", "5", "--device", "cpu", "--data", checkpoints / "small.txt",
                         "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i")
     assert result.returncode == 0, result.stderr
@@ -36,13 +36,14 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
         assert t["tokens_per_sec"] > 0 and 0 < t["mfu"]
         assert t["model_gflops"] / t["mfu"] == pytest.approx(ceilings[f"matmul_gflops_{t['dtype']}"], rel=0.02)
     rows = model["generation"]
-    assert [(g["batch"], g["new_tokens"], g["cached"], g["weights_dtype"]) for g in rows] == [
-        (1, 6, True, "fp32"), (1, 6, False, "fp32"), (1, 6, True, "bf16"), (1, 6, True, "int8"),
-        (2, 4, True, "fp32"), (2, 4, False, "fp32")]
-    for cached, uncached in ((rows[0], rows[1]), (rows[2], rows[1]), (rows[3], rows[1]), (rows[4], rows[5])):
+    assert [(g["batch"], g["new_tokens"], g["cached"], g["weights_dtype"], g["engine"]) for g in rows] == [
+        (1, 6, True, "fp32", "eager"), (1, 6, False, "fp32", "eager"), (1, 6, True, "bf16", "eager"),
+        (1, 6, True, "int8", "eager"), (1, 6, True, "int8", "c"), (2, 4, True, "fp32", "eager"), (2, 4, False, "fp32", "eager")]
+    for cached, uncached in ((rows[0], rows[1]), (rows[2], rows[1]), (rows[3], rows[1]), (rows[4], rows[1]), (rows[5], rows[6])):
         assert cached["speedup"] == pytest.approx(cached["tokens_per_sec"] / uncached["tokens_per_sec"], rel=0.01)
     assert rows[2]["weights_mb"] == pytest.approx(rows[0]["weights_mb"] / 2, abs=0.1), "bf16 halves the bytes read"
     assert rows[3]["weights_mb"] < rows[2]["weights_mb"], "int8 reads fewer bytes than bf16"
+    assert "matvec_ceiling_tokens_per_sec" not in rows[4], "the C step's products are its own, not PyTorch's"
     for g in rows[:4]:
         if g["cached"]:
             assert g["fraction_of_matvec_ceiling"] == pytest.approx(
@@ -51,6 +52,7 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     quality = {q["weights"]: q for q in model["quality"]}
     assert quality["fp32"]["greedy_tokens_identical"] == quality["fp32"]["greedy_tokens"]
     assert abs(quality["int8"]["val_loss"] - quality["fp32"]["val_loss"]) < 0.05
+    assert abs(quality["int8+c"]["val_loss"] - quality["fp32"]["val_loss"]) < 0.05
     assert "components" not in record
     # three temperatures per prompt (a prompt with characters outside this small vocabulary is skipped)
     prompts = [s["prompt"] for s in model["samples"]]

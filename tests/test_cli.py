@@ -119,6 +119,8 @@ def test_generate_demo_with_a_checkpoint(tiny_run):
     (["--top_p", "1.5"], "--top_p"),
     (["--tokens", "-5"], "--tokens"),
     (["--dtype", "fp16", "--device", "cpu"], "fp16"),
+    (["--engine", "c"], "--dtype int8"),
+    (["--engine", "c", "--dtype", "int8", "--no-cache"], "--no-cache"),
 ])
 def test_generate_rejects_bad_arguments(tiny_run, flags, needle):
     out, _ = tiny_run
@@ -162,11 +164,23 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkey
     assert (tmp_path / "checkpoints" / "modern" / "best" / "model.safetensors").exists()
 
 
-def test_compile_without_a_cpp_compiler_is_refused_up_front(monkeypatch):
+def test_engines_that_cannot_run_are_refused_up_front(monkeypatch):
     import torch
+    import cdecode
     import generate
     from common import UserError
+    cpu = torch.device("cpu")
     monkeypatch.setattr(generate.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(cdecode.shutil, "which", lambda _name: None)
     with pytest.raises(UserError, match="C\\+\\+ compiler"):
-        generate.check_compile_possible(torch.device("cpu"))
-    generate.check_compile_possible(torch.device("cuda"))  # GPUs compile with Triton, no C++ compiler needed
+        generate.check_engine("compile", cpu, "fp32")
+    generate.check_engine("compile", torch.device("cuda"), "fp32")  # GPUs compile with Triton, no C++ compiler needed
+    with pytest.raises(UserError, match="needs a C compiler"):
+        generate.check_engine("c", cpu, "int8")
+    with pytest.raises(UserError, match="add --dtype int8"):
+        generate.check_engine("c", cpu, "bf16")
+    with pytest.raises(UserError, match="add --device cpu"):
+        generate.check_engine("c", torch.device("cuda"), "int8")
+    with pytest.raises(UserError, match="drop --no-cache"):
+        generate.check_engine("compile", cpu, "fp32", use_cache=False)
+    generate.check_engine("eager", cpu, "fp32", use_cache=False)

@@ -105,7 +105,7 @@ def test_generate_rejects_nonsense_sampling_arguments(kwargs):
 
 @pytest.mark.parametrize("pos", ["rope", "learned"])
 def test_fixed_shape_decoding_step_equals_the_eager_cached_step(pos):
-    """The step generate(compile=True) compiles: the whole cache with a mask of filled slots, a tensor
+    """The step generate(engine="compile") compiles: the whole cache with a mask of filled slots, a tensor
     position, attention written out. Same logits as the eager step, also once the cache has wrapped."""
     model = make_model(pos)
     steps = 40 if pos == "rope" else 12  # learned positions end at block_size (16)

@@ -77,10 +77,10 @@ def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
 
 @pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_int8_decoding_gives_the_tokens_of_eager_int8_decoding():
-    """generate(compile=True): one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
+    """generate(engine="compile"): one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
     from quantize import quantize_int8
     torch.manual_seed(0)
     model = quantize_int8(GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1)).eval())
     prompt = torch.randint(0, 65, (1, 3))
-    assert torch.equal(model.generate(prompt, 40, temperature=0.0, compile=True),
+    assert torch.equal(model.generate(prompt, 40, temperature=0.0, engine="compile"),
                        model.generate(prompt, 40, temperature=0.0))

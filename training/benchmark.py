@@ -10,7 +10,7 @@ Measured in one run, each with a warm-up, device synchronisation and the median 
   generation  time to first token, ms per token and tokens/s, cached and uncached, batch 1 and 8; for
               cached decoding also the bytes of weights read per token / the measured copy bandwidth, and the
               time of the step's matrix-vector products alone (the kernel ceiling); at batch 1, RoPE models
-              also with bf16 / int8 weights and a torch.compile'd decoding step (--decode)
+              also with bf16 / int8 weights, a torch.compile'd step and the C step of src/cdecode.c (--decode)
   components  before / after of the speed changes inside one attention layer: the teaching-head loop vs the
               fused projection + SDPA (training), a torch.cat cache vs the preallocated KVCache (decoding)
   quality     val loss and greedy agreement of each checkpoint with fp32, bf16 and int8 weights
@@ -39,15 +39,16 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from attention import Head  # noqa: E402
+from cdecode import find_c_compiler, unsupported_reason  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from generate import GENERATION_DTYPES, cast_for_generation, check_compile_possible  # noqa: E402
+from generate import GENERATION_DTYPES, cast_for_generation, check_engine, start_engine  # noqa: E402
 from common import (DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative, run_cli,  # noqa: E402
                     synchronize)
-from model import GPT, GPTConfig  # noqa: E402
+from model import ENGINES, GPT, GPTConfig  # noqa: E402
 from model_modern import ModernGPT, modern_config  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 from modernize import KVCache  # noqa: E402
-from quantize import Int8Linear  # noqa: E402
+from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer, encode_corpus, load_text, train_val_split  # noqa: E402
 from trainer import Dist, Run, TrainConfig, describe_hardware, estimate_loss  # noqa: E402
 from transformer import MultiHeadAttention  # noqa: E402
@@ -55,7 +56,9 @@ from transformer import MultiHeadAttention  # noqa: E402
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
 MODELS = {"vanilla": GPTConfig, "modern": modern_config}
-DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "bf16+compile", "int8+compile"], "quick": ["int8+compile"]}
+ENGINE_LABELS = {"eager": "", "compile": ", compiled", "c": ", C step"}
+DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "bf16+compile", "int8+compile", "int8+c"],
+                   "quick": ["int8+compile", "int8+c"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (the median is reported)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
     p.add_argument("--decode", nargs="*", default=None,
-                   help="extra batch-1 cached decoding variants of RoPE models: weights fp32|bf16|int8, '+compile' "
-                        f"for a compiled step (default: {' '.join(DECODE_VARIANTS['full'])}; quick: "
+                   help="extra batch-1 cached decoding variants of RoPE models: weights fp32|bf16|int8, then "
+                        "'+compile' for a torch.compile'd step or '+c' for the C step (int8 only) (default: {' '.join(DECODE_VARIANTS['full'])}; quick: "
                         f"{' '.join(DECODE_VARIANTS['quick'])})")
     p.add_argument("--no-components", action="store_true", help="skip the attention-layer before/after timings")
     p.add_argument("--replot", action="store_true", help="measure nothing: redraw the plot from the results file")
@@ -100,8 +103,8 @@ def fill_defaults(args, device: torch.device) -> None:
         args.decode = DECODE_VARIANTS["quick" if args.quick else "full"]
     for variant in args.decode:
         weights, _, extra = variant.partition("+")
-        if weights not in GENERATION_DTYPES or extra not in ("", "compile"):
-            raise UserError(f"unknown --decode variant {variant!r}; use fp32|bf16|fp16|int8, optionally +compile")
+        if weights not in GENERATION_DTYPES or extra not in ("", *ENGINES):
+            raise UserError(f"unknown --decode variant {variant!r}; use fp32|bf16|fp16|int8, optionally +compile or +c")
     args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
     args.sample_tokens = args.sample_tokens if args.sample_tokens is not None else (60 if args.quick else 200)
@@ -241,16 +244,16 @@ def matvec_seconds(model: GPT, repeats: int, device) -> float:
 
 
 def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, repeats: int, device,
-                     ceilings: dict, weights: str = "fp32", compiled: bool = False) -> dict:
+                     ceilings: dict, weights: str = "fp32", engine: str = "eager") -> dict:
     """Greedy decoding from a 1-token prompt: time to first token, then ms per token after it. The first of the
-    repeats + 1 runs is the warm-up (and compiles the step when compiled)."""
+    repeats + 1 runs is the warm-up (and compiles the step for engine "compile")."""
     prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
     first, totals = [], []
     for i in range(repeats + 1):
         stamps = []
         synchronize(device)
         t0 = time.perf_counter()
-        model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache, compile=compiled,
+        model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache, engine=engine,
                        on_token=lambda _ids: stamps.append(time.perf_counter()))
         synchronize(device)
         if i:
@@ -258,7 +261,7 @@ def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, r
             totals.append(time.perf_counter() - t0)
     total, ttft = statistics.median(totals), statistics.median(first)
     row = {"batch": batch, "new_tokens": new_tokens, "cached": use_cache, "ttft_ms": round(ttft * 1e3, 2),
-           "weights_dtype": weights, "compiled": compiled,
+           "weights_dtype": weights, "engine": engine,
            "ms_per_token": round((total - ttft) / (new_tokens - 1) * 1e3, 3), "tokens_per_sec": round(batch * new_tokens / total, 1)}
     if use_cache:
         # every decoded token reads all the weights once (plus its cache): the memory-bound ceiling
@@ -266,27 +269,28 @@ def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, r
         row["weights_mb"] = round(weight_bytes(model) / 2**20, 1)
         row["bandwidth_ceiling_steps_per_sec"] = round(per_second, 1)
         row["fraction_of_bandwidth_ceiling"] = round(1e3 / row["ms_per_token"] / per_second, 3)
-    if use_cache and batch == 1:
+    if use_cache and batch == 1 and engine != "c":  # the C step has its own products, timed as part of it
         row["matvec_ceiling_tokens_per_sec"] = round(1 / matvec_seconds(model, repeats, device), 1)
         row["fraction_of_matvec_ceiling"] = round(1e3 / row["ms_per_token"] / row["matvec_ceiling_tokens_per_sec"], 3)
     return row
 
 
 def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) -> tuple[list[dict], list[str]]:
-    """The --decode rows (batch 1, cached): weights cast or quantized, optionally a compiled step. RoPE models
+    """The --decode rows (batch 1, cached): weights cast or quantized, optionally another engine. RoPE models
     only: learned-position models re-encode the whole window past block_size (matrix-matrix products)."""
     rows, skipped = [], []
     for variant in args.decode:
-        weights, _, extra = variant.partition("+")
+        weights, _, engine = variant.partition("+")
+        engine = engine or "eager"
         try:
-            if extra:
-                check_compile_possible(device)
+            check_engine(engine, device, weights)
             variant_model = cast_for_generation(copy.deepcopy(model), weights, device)
+            start_engine(variant_model, engine)
         except UserError as err:
             skipped.append(f"decoding {variant}: {err}")
             continue
         row = generation_speed(variant_model, 1, args.gen_tokens, True, args.repeats, device, ceilings,
-                               weights=weights, compiled=bool(extra))
+                               weights=weights, engine=engine)
         row["speedup"] = round(row["tokens_per_sec"] / uncached["tokens_per_sec"], 2)
         rows.append(row)
         print(f"  decoding {variant}: {row}", flush=True)
@@ -352,7 +356,8 @@ def attention_components(device, repeats: int, batch: int = 8, decode_tokens: in
 
 def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> list[dict]:
     """Val loss of a trained checkpoint with fp32, bf16 and int8 weights (the same 8 fixed batches), and how
-    many greedy tokens from "ROMEO:" (or token 0) match the fp32 ones before the first difference."""
+    many greedy tokens from "ROMEO:" (or token 0) match the fp32 ones before the first difference; int8+c: the
+    int8 weights through the C step (modern checkpoints on a CPU), which keeps the activations in fp32."""
     c = checkpoint.config
     _, val = train_val_split(encode_corpus(checkpoint.tokenizer, load_text(args.data)), c.block_size)
     val = val.to(device)
@@ -361,11 +366,15 @@ def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> l
     except (KeyError, ValueError):  # a character outside this checkpoint's vocabulary
         prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
     rows, reference = [], None
-    for weights in ("fp32", "bf16", "int8"):
-        model = cast_for_generation(copy.deepcopy(checkpoint), weights, device)
-        loss = estimate_loss(model, val, c.block_size, batch_size=8, iters=8, seed=0, device=device, dtype="fp32",
+    for weights in ("fp32", "bf16", "int8", "int8+c"):
+        dtype, _, engine = weights.partition("+")
+        model = cast_for_generation(copy.deepcopy(checkpoint), dtype, device)
+        if engine and (device.type != "cpu" or unsupported_reason(model) or find_c_compiler() is None):
+            continue
+        evaluated = dequantize(model) if engine else model  # what the C step computes: int8 weights, fp32 activations
+        loss = estimate_loss(evaluated, val, c.block_size, batch_size=8, iters=8, seed=0, device=device, dtype="fp32",
                              d=Dist(device=device))
-        tokens = model.generate(prompt, greedy_tokens, temperature=0.0)[0, prompt.size(1):]
+        tokens = model.generate(prompt, greedy_tokens, temperature=0.0, engine=engine or "eager")[0, prompt.size(1):]
         reference = tokens if reference is None else reference
         differs = (tokens != reference).nonzero()
         rows.append({"weights": weights, "val_loss": round(loss, 4), "weights_mb": round(weight_bytes(model) / 2**20, 2),
@@ -427,7 +436,7 @@ def mode_label(row: dict) -> str:
     mode = "cached" if row["cached"] else "uncached"
     if row.get("weights_dtype", "fp32") != "fp32":
         mode += f", {row['weights_dtype']} weights"
-    return mode + (", compiled" if row.get("compiled") else "")
+    return mode + ENGINE_LABELS[row.get("engine", "eager")]
 
 
 def print_tables(record: dict) -> None:
@@ -477,7 +486,7 @@ def plot(record: dict, path: Path) -> None:
     for m in record["models"]:
         for cached in (True, False):
             rows = [g for g in m["generation"] if g["cached"] == cached and g.get("weights_dtype", "fp32") == "fp32"
-                    and not g.get("compiled")]
+                    and g.get("engine", "eager") == "eager"]
             right.plot([g["batch"] for g in rows], [g["tokens_per_sec"] for g in rows], marker="o" if cached else "x",
                        linestyle="-" if cached else "--", label=f"{m['name']} {'cached' if cached else 'uncached'}")
     right.set_xscale("log", base=2)

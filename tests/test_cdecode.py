@@ -1,0 +1,94 @@
+"""The C decoding step (src/cdecode.c) computes what the PyTorch model computes with the same int8 weights."""
+import copy
+import shutil
+
+import pytest
+import torch
+
+from conftest import ROOT, run_main, tiny_model_config
+from model import GPT
+from quantize import dequantize, quantize_int8
+
+pytestmark = pytest.mark.skipif(not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")),
+                                reason="the C step needs a C compiler")
+
+
+def modern_int8(seed=0, **overrides):
+    """A tiny modern model with int8 weights. Widths that are not multiples of the vector length (40 wide,
+    heads of 20) run the C loops' remainders too."""
+    torch.manual_seed(seed)
+    config = tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", attn_proj_bias=False, vocab_size=11,
+                               n_embd=40, n_head=2, block_size=8, **overrides)
+    return quantize_int8(GPT(config).eval())
+
+
+@torch.inference_mode()
+def test_c_step_gives_the_logits_of_the_pytorch_model_through_its_caches():
+    """30 tokens through a cache of 8 slots: the ring buffer wraps around three times."""
+    model = modern_int8()
+    reference = dequantize(model)
+    tokens = torch.randint(0, 11, (1, 30))
+    caches = reference.new_caches(torch.device("cpu"))
+    decoder = model.c_decoder()
+    for t in range(tokens.size(1)):
+        expected = reference(tokens[:, t:t + 1], caches=caches)[0][:, -1]
+        got = decoder.feed(tokens[0, t])
+        assert torch.allclose(got, expected, atol=1e-5), (t, (got - expected).abs().max())
+    assert torch.allclose(decoder.start(tokens[:, :3]), reference(tokens[:, :3])[0][:, -1], atol=1e-5)
+
+
+def test_generate_with_the_c_engine_gives_the_tokens_of_the_dequantized_model():
+    """Greedy decoding past the block size (the prompt itself is longer than it), as generate() runs it."""
+    model = modern_int8(seed=1)
+    prompt = torch.randint(0, 11, (1, 12))
+    assert torch.equal(model.generate(prompt, 40, temperature=0.0, engine="c"),
+                       dequantize(model).generate(prompt, 40, temperature=0.0))
+    assert copy.deepcopy(model).c_decoder() is not model.c_decoder()  # a copy decodes with its own weights
+    generator = torch.Generator().manual_seed(3)
+    sampled = model.generate(prompt, 20, temperature=1.0, top_k=5, engine="c", generator=generator)
+    assert sampled.shape == (1, 32) and sampled[:, :12].equal(prompt)
+
+
+def test_c_step_refuses_what_it_does_not_implement():
+    with pytest.raises(ValueError, match="modern architecture"):
+        quantize_int8(GPT(tiny_model_config())).c_decoder()
+    modern = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", attn_proj_bias=False))
+    with pytest.raises(ValueError, match="int8 weights"):
+        modern.c_decoder()
+    with pytest.raises(ValueError, match="batch 1"):
+        modern_int8().generate(torch.zeros(2, 1, dtype=torch.long), 3, engine="c")
+    with pytest.raises(ValueError, match="use_cache"):
+        modern_int8().generate(torch.zeros(1, 1, dtype=torch.long), 3, engine="c", use_cache=False)
+
+
+def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    import cdecode
+    monkeypatch.setenv("TINYLLM_CACHE_DIR", str(tmp_path))
+    broken = tmp_path / "broken.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(cdecode, "SOURCE", broken)
+    with pytest.raises(RuntimeError, match="could not build broken.c"):
+        cdecode.build_library()
+    assert list(tmp_path.iterdir()) == [broken]
+    monkeypatch.setattr(cdecode, "SOURCE", ROOT / "src" / "cdecode.c")
+    built = cdecode.build_library()
+    assert built.parent == tmp_path and cdecode.build_library() == built  # built once, then reused
+
+
+def test_generate_cli_with_the_c_engine(tmp_path):
+    model = modern_int8()
+    from tokenizer import CharTokenizer
+    model.tokenizer = CharTokenizer.from_text("abcdefghij\n")
+    fp32 = dequantize(model)
+    fp32.save_pretrained(tmp_path / "run", fp32.tokenizer)
+    result = run_main(ROOT / "src" / "generate.py", "--checkpoint", tmp_path / "run", "--prompt", "abc", "--tokens",
+                      "30", "--temp", "0", "--dtype", "int8", "--engine", "c", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("abc") and len(result.stdout.rstrip("\n")) == 33
+
+
+def test_a_token_outside_the_vocabulary_is_refused_before_c_reads_it():
+    decoder = modern_int8().c_decoder()
+    for token in (-1, 11):
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            decoder.feed(token)
