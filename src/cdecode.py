@@ -55,16 +55,23 @@ def build_library() -> Path:
     compiler = find_c_compiler()
     if compiler is None:
         raise RuntimeError("the C decoder needs a C compiler (cc, gcc or clang); install one or decode with PyTorch")
-    source, errors = SOURCE.read_bytes(), []
+    try:
+        return _build(compiler, SOURCE.read_bytes())
+    except OSError as err:
+        raise RuntimeError(f"cannot build the C decoder in {cache_dir()} ({err.strerror}); "
+                           "set TINYLLM_CACHE_DIR to a writable folder") from None
+
+
+def _build(compiler: str, source: bytes) -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
+    errors = []
     for flags in FLAG_SETS:
         # -march=native code is only safe on the machine that built it (a shared home folder may span several)
         key = hashlib.sha256(source + " ".join([compiler, *flags, platform.machine(), platform.node()]).encode())
-        key = key.hexdigest()[:16]
-        target = cache_dir() / f"cdecode-{key}.so"
+        target = cache_dir() / f"cdecode-{key.hexdigest()[:16]}.so"
         if target.exists():
             return target
-        fd, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir())
+        fd, partial = tempfile.mkstemp(prefix="partial-", suffix=".so", dir=cache_dir())
         os.close(fd)
         built = subprocess.run([compiler, *flags, "-shared", "-fPIC", str(SOURCE), "-o", partial, "-lm"],
                                capture_output=True, text=True)
@@ -72,12 +79,16 @@ def build_library() -> Path:
             os.replace(partial, target)
             return target
         os.unlink(partial)
-        errors.append(built.stderr.strip().splitlines()[-1:] or [f"exit status {built.returncode}"])
-    raise RuntimeError(f"could not build {SOURCE.name} with {compiler}: {errors[-1][0]}")
+        errors.append((built.stderr.strip().splitlines() or [f"exit status {built.returncode}"])[-1])
+    raise RuntimeError(f"could not build {SOURCE.name} with {compiler}: {errors[0]}")
 
 
 def load_library() -> ctypes.CDLL:
-    library = ctypes.CDLL(str(build_library()))
+    path = build_library()
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as err:  # e.g. the OpenMP runtime it was linked with is missing
+        raise RuntimeError(f"cannot load the C decoder {path}: {err}") from None
     library.decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int64, ctypes.c_void_p]
     library.decode_step.restype = None
     return library

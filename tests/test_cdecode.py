@@ -92,3 +92,12 @@ def test_a_token_outside_the_vocabulary_is_refused_before_c_reads_it():
     for token in (-1, 11):
         with pytest.raises(ValueError, match="outside the vocabulary"):
             decoder.feed(token)
+
+
+def test_an_unwritable_build_folder_is_one_clear_error(tmp_path, monkeypatch):
+    import cdecode
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TINYLLM_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(RuntimeError, match="set TINYLLM_CACHE_DIR to a writable folder"):
+        cdecode.build_library()
