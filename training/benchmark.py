@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
     p.add_argument("--decode", nargs="*", default=None,
                    help="extra batch-1 cached decoding variants of RoPE models: weights fp32|bf16|int8, then "
-                        "'+compile' for a torch.compile'd step or '+c' for the C step (int8 only) (default: {' '.join(DECODE_VARIANTS['full'])}; quick: "
-                        f"{' '.join(DECODE_VARIANTS['quick'])})")
+                        "'+compile' for a torch.compile'd step or '+c' for the C step (int8 only) "
+                        f"(default: {' '.join(DECODE_VARIANTS['full'])}; quick: {' '.join(DECODE_VARIANTS['quick'])})")
     p.add_argument("--no-components", action="store_true", help="skip the attention-layer before/after timings")
     p.add_argument("--replot", action="store_true", help="measure nothing: redraw the plot from the results file")
     p.add_argument("--sample-tokens", type=int, default=None, help="characters per sample (default: 200, quick 60)")
