@@ -13,7 +13,8 @@ Measured in one run, each with a warm-up, device synchronisation and the median 
               also with bf16 / int8 weights, a torch.compile'd step and the C step of src/cdecode.c (--decode)
   components  before / after of the speed changes inside one attention layer: the teaching-head loop vs the
               fused projection + SDPA (training), a torch.cat cache vs the preallocated KVCache (decoding)
-  quality     val loss and greedy agreement of each checkpoint with fp32, bf16 and int8 weights
+  quality     val loss and greedy agreement of each checkpoint with fp32, bf16 and int8 weights, and int8
+              through the C step (modern checkpoints)
   samples     "ROMEO:", "To be", "KING HENRY:" at temperatures 0.5 / 0.8 / 1.0 from each checkpoint
 Speed is measured at the reference size (6 layers x 384, block 256) unless --size checkpoint: a dense
 model's speed does not depend on its weights, so random weights stand in when no checkpoint has that size.
