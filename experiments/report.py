@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
-from benchmark import command_line, mode_label  # noqa: E402
+from benchmark import command_line, mode_label, weights_label  # noqa: E402
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, UserError, atomic_write_bytes, run_cli  # noqa: E402
 
@@ -210,13 +210,12 @@ def benchmark() -> str:
 def speed() -> str:
     """The README's speed summary: batch-1 decoding of the modern model step by step, and its training rate."""
     r = benchmark_record()
-    m = next((m for m in r["models"] if m["name"] == "modern"), None) if r else None
+    m = modern_entry(r) if r else None
     if m is None:
         return missing("benchmark", "python training/benchmark.py")
     rows = [g for g in m["generation"] if g["batch"] == 1]
     uncached = next(g for g in rows if not g["cached"])
-    cached = [g for g in rows if g["cached"]]
-    steps = [uncached, cached[0], max(cached, key=lambda g: g["tokens_per_sec"])]
+    steps = [uncached, next(g for g in rows if g["cached"]), fastest_decoding(m)]
     path = " → ".join(f"{g['tokens_per_sec']:,.0f} ({mode_label(g)})" for g in steps)
     fastest, train = steps[-1], m["training"][0]
     return (f"On {r['hardware']} (`python {command_line(r)}`, {r['date']}), ModernGPT at the reference size "
@@ -227,6 +226,15 @@ def speed() -> str:
             f"{train['mfu']:.0%} of the measured matmul ceiling.")
 
 
+def modern_entry(r: dict) -> dict | None:
+    return next((m for m in r["models"] if m["name"] == "modern"), None)
+
+
+def fastest_decoding(m: dict) -> dict:
+    """The fastest cached batch-1 row of a model: what the decoding target is judged on."""
+    return max((g for g in m["generation"] if g["cached"] and g["batch"] == 1), key=lambda g: g["tokens_per_sec"])
+
+
 def benchmark_quality(r: dict) -> list[str]:
     """What 16- and 8-bit weights cost a trained checkpoint: val loss and greedy agreement with fp32."""
     rows = [(m, q) for m in r["models"] for q in m.get("quality", [])]
@@ -235,8 +243,7 @@ def benchmark_quality(r: dict) -> list[str]:
     lines = ["| checkpoint | weights | MB | val loss (8 fixed batches) | greedy tokens identical to fp32 |",
              "|---|---|---|---|---|"]
     for m, q in rows:
-        weights = q["weights"].replace("+c", " (C step)")
-        lines.append(f"| {m['name']} | {weights} | {q['weights_mb']:.2f} | {q['val_loss']:.4f} | "
+        lines.append(f"| {m['name']} | {weights_label(q['weights'])} | {q['weights_mb']:.2f} | {q['val_loss']:.4f} | "
                      f"{q['greedy_tokens_identical']} of {q['greedy_tokens']} |")
     return lines
 
@@ -255,11 +262,11 @@ def benchmark_components(r: dict) -> list[str]:
 
 def benchmark_targets(r: dict) -> list[str]:
     """Issue #6's targets for the modern model next to the measurement and the machine's own ceiling."""
-    m = next((m for m in r["models"] if m["name"] == "modern"), None)
+    m = modern_entry(r)
     if m is None:
         return []
     train = m["training"][0]  # the default dtype comes first
-    cached = max((g for g in m["generation"] if g["cached"] and g["batch"] == 1), key=lambda g: g["tokens_per_sec"])
+    cached = fastest_decoding(m)
     mode = mode_label(cached)
     kernel = (f"; {cached['matvec_ceiling_tokens_per_sec']:,.0f} (its matrix-vector products alone)"
               if "matvec_ceiling_tokens_per_sec" in cached else "")

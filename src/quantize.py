@@ -48,6 +48,14 @@ class Int8Linear(nn.Module):
     def dequantized_weight(self) -> torch.Tensor:
         return self.q.float() * self.scale.float()[:, None]
 
+    def to_linear(self) -> nn.Linear:
+        """An fp32 nn.Linear holding exactly these weights (q * scale)."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        linear.weight.data = self.dequantized_weight()
+        if self.bias is not None:
+            linear.bias.data = self.bias.data.float()
+        return linear
+
 
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Replace every nn.Linear inside the transformer blocks by an Int8Linear, in place, and cast the rest
@@ -55,23 +63,21 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     token, and the output layer shares it."""
     model.to(torch.bfloat16)
     for block in model.blocks:
-        for parent in list(block.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, nn.Linear):
-                    setattr(parent, name, Int8Linear(child))
+        replace_layers(block, nn.Linear, Int8Linear)
     return model
+
+
+def replace_layers(root: nn.Module, kind: type, make) -> None:
+    """Swap every submodule of type `kind` inside `root` for make(submodule), in place."""
+    for parent in list(root.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, kind):
+                setattr(parent, name, make(child))
 
 
 def dequantize(model: nn.Module) -> nn.Module:
     """A copy in fp32 with exactly the int8 model's weights (q * scale) in plain nn.Linear layers: the function
     src/cdecode.c computes (int8 weights, fp32 activations), so its val loss and logits can be checked."""
     model = copy.deepcopy(model).float()
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Int8Linear):
-                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-                linear.weight.data = child.dequantized_weight()
-                if child.bias is not None:
-                    linear.bias.data = child.bias.data.float()
-                setattr(parent, name, linear)
+    replace_layers(model, Int8Linear, Int8Linear.to_linear)
     return model

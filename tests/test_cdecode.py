@@ -1,16 +1,15 @@
 """The C decoding step (src/cdecode.c) computes what the PyTorch model computes with the same int8 weights."""
 import copy
-import shutil
 
 import pytest
 import torch
 
+from cdecode import find_c_compiler
 from conftest import ROOT, run_main, tiny_model_config
 from model import GPT
 from quantize import dequantize, quantize_int8
 
-pytestmark = pytest.mark.skipif(not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")),
-                                reason="the C step needs a C compiler")
+pytestmark = pytest.mark.skipif(find_c_compiler() is None, reason="the C step needs a C compiler")
 
 
 def modern_int8(seed=0, **overrides):

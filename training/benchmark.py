@@ -40,7 +40,6 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from attention import Head  # noqa: E402
-from cdecode import find_c_compiler, unsupported_reason  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from generate import GENERATION_DTYPES, cast_for_generation, check_engine, start_engine  # noqa: E402
 from common import (DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative, run_cli,  # noqa: E402
@@ -103,8 +102,8 @@ def fill_defaults(args, device: torch.device) -> None:
     if args.decode is None:
         args.decode = DECODE_VARIANTS["quick" if args.quick else "full"]
     for variant in args.decode:
-        weights, _, extra = variant.partition("+")
-        if weights not in GENERATION_DTYPES or extra not in ("", *ENGINES):
+        weights, engine = split_variant(variant)
+        if weights not in GENERATION_DTYPES or engine not in ENGINES:
             raise UserError(f"unknown --decode variant {variant!r}; use fp32|bf16|fp16|int8, optionally +compile or +c")
     args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
@@ -276,17 +275,29 @@ def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, r
     return row
 
 
+def split_variant(variant: str) -> tuple[str, str]:
+    """'int8+c' -> ('int8', 'c'); 'bf16' -> ('bf16', 'eager'): weights, then how the cached step runs."""
+    weights, _, engine = variant.partition("+")
+    return weights, engine or "eager"
+
+
+def prepare_variant(model: GPT, variant: str, device) -> GPT:
+    """A copy of `model` with the variant's weights and its engine ready, or a UserError saying why it cannot run."""
+    weights, engine = split_variant(variant)
+    check_engine(engine, device, weights)
+    variant_model = cast_for_generation(copy.deepcopy(model), weights, device)
+    start_engine(variant_model, engine)
+    return variant_model
+
+
 def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) -> tuple[list[dict], list[str]]:
     """The --decode rows (batch 1, cached): weights cast or quantized, optionally another engine. RoPE models
     only: learned-position models re-encode the whole window past block_size (matrix-matrix products)."""
     rows, skipped = [], []
     for variant in args.decode:
-        weights, _, engine = variant.partition("+")
-        engine = engine or "eager"
+        weights, engine = split_variant(variant)
         try:
-            check_engine(engine, device, weights)
-            variant_model = cast_for_generation(copy.deepcopy(model), weights, device)
-            start_engine(variant_model, engine)
+            variant_model = prepare_variant(model, variant, device)
         except UserError as err:
             skipped.append(f"decoding {variant}: {err}")
             continue
@@ -368,14 +379,15 @@ def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> l
         prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
     rows, reference = [], None
     for weights in ("fp32", "bf16", "int8", "int8+c"):
-        dtype, _, engine = weights.partition("+")
-        model = cast_for_generation(copy.deepcopy(checkpoint), dtype, device)
-        if engine and (device.type != "cpu" or unsupported_reason(model) or find_c_compiler() is None):
+        engine = split_variant(weights)[1]
+        try:
+            model = prepare_variant(checkpoint, weights, device)
+        except UserError:  # the C step: CPUs, modern checkpoints and a C compiler only
             continue
-        evaluated = dequantize(model) if engine else model  # what the C step computes: int8 weights, fp32 activations
+        evaluated = dequantize(model) if engine == "c" else model  # what the C step computes: fp32 activations
         loss = estimate_loss(evaluated, val, c.block_size, batch_size=8, iters=8, seed=0, device=device, dtype="fp32",
                              d=Dist(device=device))
-        tokens = model.generate(prompt, greedy_tokens, temperature=0.0, engine=engine or "eager")[0, prompt.size(1):]
+        tokens = model.generate(prompt, greedy_tokens, temperature=0.0, engine=engine)[0, prompt.size(1):]
         reference = tokens if reference is None else reference
         differs = (tokens != reference).nonzero()
         rows.append({"weights": weights, "val_loss": round(loss, 4), "weights_mb": round(weight_bytes(model) / 2**20, 2),
@@ -433,6 +445,12 @@ def command_line(record: dict) -> str:
     return "training/benchmark.py" + (" --quick" if record["quick"] else "") + (" --compile" if compiled else "")
 
 
+def weights_label(variant: str) -> str:
+    """'int8+c' -> 'int8, C step': a quality row's weights as the tables print them."""
+    weights, engine = split_variant(variant)
+    return weights + ENGINE_LABELS[engine]
+
+
 def mode_label(row: dict) -> str:
     mode = "cached" if row["cached"] else "uncached"
     if row.get("weights_dtype", "fp32") != "fp32":
@@ -461,7 +479,7 @@ def print_tables(record: dict) -> None:
                   f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | {speedup} | {share} | {kernel} |")
     for m in record["models"]:
         for q in m.get("quality", []):
-            print(f"quality {m['name']} {q['weights']}: val loss {q['val_loss']:.4f}, {q['weights_mb']} MB, "
+            print(f"quality {m['name']} {weights_label(q['weights'])}: val loss {q['val_loss']:.4f}, {q['weights_mb']} MB, "
                   f"{q['greedy_tokens_identical']}/{q['greedy_tokens']} greedy tokens identical to fp32")
     for c in record.get("components", []):
         print(f"{c['component']}: {c['before']} {c['before_value']:,.0f} -> {c['after']} {c['after_value']:,.0f} "
