@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 
 from cli import write_run_results  # noqa: E402
-from common import REPO_ROOT, pick_device, resolve_dtype, run_cli  # noqa: E402
-from trainer import describe_hardware  # noqa: E402
+from common import REPO_ROOT, run_cli  # noqa: E402
+from device import describe_hardware, pick_device, resolve_dtype  # noqa: E402
 
 DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
 TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> script module
@@ -109,7 +109,8 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     root = storage_root(args.out_dir)
     device = pick_device(args.device)
-    print(f"device: {device} ({describe_hardware(device)}); training dtype: {resolve_dtype('auto', device)}; "
+    precision = resolve_dtype("auto", device)
+    print(f"device: {device} ({describe_hardware(device)}); training dtype: {precision.dtype} ({precision.reason}); "
           f"storage: {root}{' (Google Drive)' if root == DRIVE_DIR else ''}", flush=True)
     if args.preset is None and device.type == "cpu":
         print("no GPU: the reference sizes take hours here; --preset cpu runs everything in minutes", flush=True)

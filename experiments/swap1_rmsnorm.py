@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import torch  # noqa: E402
 
 from abtest import run_swap  # noqa: E402
-from common import pick_device, run_cli, synchronize  # noqa: E402
+from common import run_cli  # noqa: E402
+from device import pick_device, synchronize  # noqa: E402
 from modernize import RMSNorm  # noqa: E402
 
 

@@ -16,7 +16,8 @@ import torch  # noqa: E402
 
 from abtest import mean_std, run_swap  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from common import pick_device, run_cli  # noqa: E402
+from common import run_cli  # noqa: E402
+from device import pick_device  # noqa: E402
 from tokenizer import encode_corpus, get_batch, load_text, sample_starts, train_val_split  # noqa: E402
 
 

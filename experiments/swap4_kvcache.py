@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import torch  # noqa: E402
 
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, UserError, atomic_write_json, pick_device, run_cli, synchronize  # noqa: E402
+from common import REPO_ROOT, UserError, atomic_write_json, run_cli  # noqa: E402
+from device import describe_hardware, pick_device, synchronize  # noqa: E402
 from model_modern import ModernGPT  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
-from trainer import describe_hardware  # noqa: E402
 
 
 def build_parser():

@@ -23,9 +23,9 @@ import torch  # noqa: E402
 
 from attention import record_attention  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative, run_cli  # noqa: E402
+from common import REPO_ROOT, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
+from device import describe_hardware, pick_device  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
-from trainer import describe_hardware  # noqa: E402
 
 PROMPT = "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east"
 FIGURES = ["attention", "rope", "embeddings", "losses"]

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from common import REPO_ROOT, UserError, atomic_write_json, pick_device
+from common import REPO_ROOT, UserError, atomic_write_json
+from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
-from trainer import TrainConfig, describe_hardware, train
+from trainer import TrainConfig, train
 
 # The original project's swap settings: 2000 steps, eval every 500 on 200 batches, batch 64, lr 3e-4, dropout 0.2.
 REFERENCE = dict(max_steps=2000, eval_interval=500, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)
@@ -90,6 +91,7 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
             arm["best_bpc"].append(summary["best_val_bpc"])
             arm["elapsed_s"].append(summary["elapsed_s"])
             arm["params"] = summary["params"]
+            arm["precision"] = {"dtype": summary["dtype"], "reason": summary["dtype_reason"]}
             arm["vocab_size"], arm["chars_per_token"] = summary["vocab_size"], summary["chars_per_val_token"]
             print(f"    best val {summary['best_val_loss']:.4f}, {summary['tokens_per_sec']:,.0f} tok/s", flush=True)
     return out
@@ -145,7 +147,8 @@ def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds:
     return {"experiment": name, "preset": args.preset, "seeds": seeds, "hardware": describe_hardware(device),
             "device": str(device), "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
             "model_config": model.to_dict(), "train_config": {k: v for k, v in vars(tc).items() if k != "data"},
-            "arms": {label: {"overrides": a["overrides"], "params": a["params"], "tokens_per_sec": mean_std(a["tokens_per_sec"]),
+            "arms": {label: {"overrides": a["overrides"], "params": a["params"], "precision": a["precision"],
+                             "tokens_per_sec": mean_std(a["tokens_per_sec"]),
                              "best_val": mean_std(a["best_val"]), "curves": a["curves"]} for label, a in arms.items()},
             "table": summarise(arms), **extra}
 

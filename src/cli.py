@@ -11,7 +11,8 @@ import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from common import REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative
+from common import REPO_ROOT, UserError, atomic_write_json, repo_relative
+from device import pick_device
 from model import GPTConfig
 from trainer import TrainConfig, train
 

@@ -1,7 +1,7 @@
-"""Shared plumbing: user errors, the device and dtype policy, atomic file writes.
+"""Shared plumbing: user errors and atomic file writes.
 
-Every script goes through these helpers, so there is exactly one answer to "which device?",
-"which precision?" and "what happens on bad input?" in the whole repo.
+Every script goes through these helpers, so there is exactly one answer to "what happens on bad input?" and
+"can a crash leave half a file?" in the whole repo. The device and precision policy is in device.py.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,69 +32,12 @@ def run_cli(main) -> None:
         sys.exit(130)
 
 
-# ----------------------------------------------------------------------------- devices
+# ----------------------------------------------------------------------------- paths
 
 def repo_relative(path) -> str:
     """A path as recorded in results files: relative to the repo when inside it, so records carry no home folders."""
     path = Path(path).resolve()
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA > MPS > CPU, unless the user asks for one; asking for a missing one is an error."""
-    requested = (requested or "auto").lower()
-    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
-    kind = requested.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {requested} asked for, but this machine has no CUDA GPU; use --device cpu or auto")
-    if kind == "mps" and not has_mps:
-        raise UserError(f"--device {requested} asked for, but MPS is not available here; use --device cpu or auto")
-    if kind not in ("cuda", "mps", "cpu"):
-        raise UserError(f"unknown --device {requested!r}; choose auto, cpu, cuda, cuda:N or mps")
-    return torch.device(requested)
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_dtype(requested: str, device: torch.device) -> str:
-    """Pick the training precision for a device ("auto") or check the user's choice.
-
-    - CUDA: bf16 autocast where the GPU supports it (Ampere+), else fp16 with a GradScaler.
-    - MPS: fp32; fp16 autocast without a GradScaler diverged there in the original project.
-    - CPU: fp32. On CPUs without AMX/AVX512-BF16 bf16 matmuls are emulated and slower
-      (training/benchmark.py measures it); fp16 on CPU is refused.
-    """
-    requested = (requested or "auto").lower()
-    if requested not in ("auto", *DTYPES):
-        raise UserError(f"unknown --dtype {requested!r}; choose auto, fp32, bf16 or fp16")
-    if device.type == "cuda":
-        if requested == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return requested
-    if requested == "fp16":
-        raise UserError(f"--dtype fp16 is not supported on {device.type} (it needs a GradScaler, which only "
-                        "CUDA has); use --dtype fp32 or bf16")
-    return "fp32" if requested == "auto" else requested
-
-
-def autocast(device: torch.device, dtype: str):
-    """Mixed-precision context for the forward pass; a no-op for fp32."""
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so that timings measure work and not kernel launches."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 # ----------------------------------------------------------------------------- files

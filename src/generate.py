@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cdecode import find_c_compiler  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from common import DTYPES, REPO_ROOT, UserError, pick_device, run_cli  # noqa: E402
+from common import REPO_ROOT, UserError, run_cli  # noqa: E402
+from device import DTYPES, pick_device  # noqa: E402
 from model import ENGINES, check_sampling_args  # noqa: E402
 from quantize import quantize_int8  # noqa: E402
 

@@ -2,9 +2,10 @@
 
 Generating one token at batch 1 multiplies a single vector by every weight matrix once, so its speed is
 set by how many bytes of weights are read, not by arithmetic. Storing each weight in 8 bits (with one
-scale per output row) halves the bytes of bf16 and quarters those of fp32; the activations stay in
-bf16, so the only error is rounding each weight to one of 255 levels of its row's largest magnitude.
-That changes the logits slightly (tests/test_quantize.py bounds it; the benchmark records greedy agreement).
+scale per output row) halves the bytes of bf16 and quarters those of fp32. The errors: each weight is rounded
+to one of 255 levels of its row's largest magnitude, and the activations, the embedding (also the tied output
+layer) and the norms' weights are rounded to bf16. That changes the logits slightly (tests/test_quantize.py
+bounds it; the benchmark records the val loss and greedy agreement).
 """
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+PACKED_KERNEL_WIDTH = 16
+
+
+def packed_kernel_is_safe(in_features: int) -> bool:
+    """Whether `aten._weight_int8pack_mm` may be called for this input width.
+
+    The kernel asks for in_features % 8 == 0, but in torch 2.13 on an AVX-512 CPU (Zen 4) it crashes the whole
+    process (SIGSEGV) when in_features is 8 more than a multiple of 16 and there is more than one input row:
+    K = 8, 24, 40, 72, ... crash at M = 2..64, while every multiple of 16 ran at every M tried (2 to 300). A crash
+    by signal cannot be caught, so the kernel is used only at widths that are multiples of 16; other widths take
+    the plain product (tests/test_quantize.py runs the odd widths in a child process)."""
+    return in_features % PACKED_KERNEL_WIDTH == 0
 
 
 class Int8Linear(nn.Module):
@@ -38,12 +52,12 @@ class Int8Linear(nn.Module):
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """(M, in) activations in the scale's dtype -> (M, out), no bias: the product alone."""
         if self.uses_packed_kernel():
-            # PyTorch's CPU int8 x bf16 kernel (the one torchao uses); it needs in_features % 8 == 0
+            # PyTorch's CPU int8 x bf16 kernel (the one torchao uses)
             return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
         return F.linear(x, self.q.to(x.dtype)) * self.scale
 
     def uses_packed_kernel(self) -> bool:
-        return self.q.device.type == "cpu" and self.in_features % 8 == 0
+        return self.q.device.type == "cpu" and packed_kernel_is_safe(self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.q.float() * self.scale.float()[:, None]

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from checkpoint import (CONFIG, architecture_name, load_state_into, load_train_state, load_weights, read_config,
                         recover, save_checkpoint)
-from common import (UserError, atomic_write_json, autocast, check_writable, pick_device, resolve_dtype,
-                    synchronize)
+from common import UserError, atomic_write_json, check_writable
+from device import autocast, describe_hardware, pick_device, resolve_dtype, synchronize
 from model import GPT, GPTConfig
 from tokenizer import build_tokenizer, encode_corpus, get_batch, load_text, sample_starts, tokenizer_from_dict, \
     train_val_split
@@ -135,21 +135,6 @@ def out_of_time(elapsed_s: float, tc: TrainConfig, d: Dist) -> bool:
     return bool(flag.item())
 
 
-def describe_hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB)"
-    if device.type == "mps":
-        return "Apple MPS"
-    cpu = "CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {torch.get_num_threads()} threads"
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
@@ -180,7 +165,8 @@ class Run:
         self.tc, self.log = tc, log
         self.d = setup_distributed(tc.device)
         self.device = self.d.device
-        self.dtype = resolve_dtype(tc.dtype, self.device)
+        self.precision = resolve_dtype(tc.dtype, self.device)
+        self.dtype = self.precision.dtype
         self.out_dir = Path(tc.out_dir)
         if self.d.master:
             check_writable(self.out_dir)
@@ -263,6 +249,7 @@ class Run:
     def _record(self, evaluation: dict) -> dict:
         return {"step": self.step, "train_loss": evaluation["train_loss"], "val_loss": evaluation["val_loss"],
                 "val_bpc": evaluation["val_bpc"], "device": str(self.device), "dtype": self.dtype,
+                "dtype_reason": self.precision.reason,
                 "hardware": describe_hardware(self.device), "train_config": asdict(self.tc),
                 "elapsed_s": round(self.elapsed(), 1), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -364,7 +351,7 @@ class Run:
         eff = tc.batch_size * d.world * tc.grad_accum
         if d.master:
             self.log(f"{architecture_name(self.model.config)} model, {self.model.num_params():,} params | "
-                     f"{self.device} ({describe_hardware(self.device)}) {self.dtype} | tokenizer {self.tokenizer.name} "
+                     f"{self.device} ({describe_hardware(self.device)}) | {self.dtype} ({self.precision.reason}) | tokenizer {self.tokenizer.name} "
                      f"({self.tokenizer.vocab_size}) | effective batch {eff} = {tc.batch_size} x {d.world} ranks x "
                      f"{tc.grad_accum} accum | {len(self.train_data):,}/{len(self.val_data):,} train/val tokens")
         tokens_per_step = eff * self.model.config.block_size
@@ -433,7 +420,7 @@ class Run:
                 "final_train_loss": self.history["train_loss"][-1] if self.history["train_loss"] else None,
                 "final_val_loss": last["val_loss"], "stopped_early": stopped_early, "time_limit_reached": time_up,
                 "elapsed_s": round(self.elapsed(), 1), "device": str(self.device), "dtype": self.dtype,
-                "hardware": describe_hardware(self.device), "tokens_per_sec": round(tokens_per_sec, 1),
+                "dtype_reason": self.precision.reason, "hardware": describe_hardware(self.device), "tokens_per_sec": round(tokens_per_sec, 1),
                 "world_size": self.d.world, "effective_batch": self.tc.batch_size * self.d.world * self.tc.grad_accum,
                 "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,
                 "chars_per_val_token": round(self.chars_per_val_token, 4),

@@ -41,13 +41,15 @@ def tiny_model_config(**overrides) -> GPTConfig:
 
 
 def tiny_train_config(out_dir, data, **overrides) -> TrainConfig:
-    base = dict(max_steps=20, batch_size=8, eval_interval=10, eval_iters=2, lr=1e-3, seed=0, device="cpu",
+    """fp32 pinned (here and in TINY_FLAGS): `auto` picks bf16 on CPUs with native bf16, and tests compare runs
+    to 1e-5. The precision policy has tests of its own (test_precision.py)."""
+    base = dict(max_steps=20, batch_size=8, eval_interval=10, eval_iters=2, lr=1e-3, seed=0, device="cpu", dtype="fp32",
                 out_dir=str(out_dir), data=str(data), sample_tokens=0)
     return TrainConfig(**{**base, **overrides})
 
 
 TINY_FLAGS = ["--dropout", "0", "--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
-              "--eval-iters", "2", "--device", "cpu", "--sample-tokens", "0"]
+              "--eval-iters", "2", "--device", "cpu", "--dtype", "fp32", "--sample-tokens", "0"]
 
 
 def run_script(*args, timeout=300, env=None, cwd=ROOT) -> subprocess.CompletedProcess:

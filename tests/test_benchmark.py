@@ -41,13 +41,14 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
         (1, 6, True, "int8", "eager"), (1, 6, True, "int8", "c"), (2, 4, True, "fp32", "eager"), (2, 4, False, "fp32", "eager")]
     for cached, uncached in ((rows[0], rows[1]), (rows[2], rows[1]), (rows[3], rows[1]), (rows[4], rows[1]), (rows[5], rows[6])):
         assert cached["speedup"] == pytest.approx(cached["tokens_per_sec"] / uncached["tokens_per_sec"], rel=0.01)
-    assert rows[2]["weights_mb"] == pytest.approx(rows[0]["weights_mb"] / 2, abs=0.1), "bf16 halves the bytes read"
+    assert rows[2]["weights_mb"] == pytest.approx(rows[0]["weights_mb"] / 2, rel=1e-3), "bf16 halves the bytes read"
     assert rows[3]["weights_mb"] < rows[2]["weights_mb"], "int8 reads fewer bytes than bf16"
     assert "matvec_ceiling_tokens_per_sec" not in rows[4], "the C step's products are its own, not PyTorch's"
     for g in rows[:4]:
         if g["cached"]:
+            # stored figures keep 4 significant digits, so a ratio of them matches the stored ratio to 0.2%
             assert g["fraction_of_matvec_ceiling"] == pytest.approx(
-                1e3 / g["ms_per_token"] / g["matvec_ceiling_tokens_per_sec"], rel=0.02)
+                1e3 / g["ms_per_token"] / g["matvec_ceiling_tokens_per_sec"], rel=2e-3)
     # the trained checkpoint's val loss barely moves with 16- or 8-bit weights; fp32 agrees with itself
     quality = {q["weights"]: q for q in model["quality"]}
     assert quality["fp32"]["greedy_tokens_identical"] == quality["fp32"]["greedy_tokens"]

@@ -44,4 +44,4 @@ def test_all_phases_run_and_a_killed_run_resumes(tmp_path, small_text):
         assert (drive / "results" / f"{name}.json").exists(), name
     assert json.loads((drive / "results" / "train_modern.json").read_text())["steps"] == 80
     assert (drive / "images" / "losses.png").exists() and (drive / "images" / "benchmark_quick.png").exists()
-    assert "device: cpu (" in out and "; training dtype: fp32" in out
+    assert "device: cpu (" in out and "; training dtype: " in out and " (auto: this CPU has " in out

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from common import UserError, autocast, resolve_dtype
+import device
+from common import UserError
+from device import autocast, resolve_dtype
 from conftest import tiny_model_config
 from model import GPT
 
@@ -10,18 +12,73 @@ from model import GPT
 @pytest.mark.parametrize("bf16_ok, expected", [(True, "bf16"), (False, "fp16")])
 def test_cuda_auto_picks_bf16_where_supported_else_fp16(monkeypatch, bf16_ok, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
-    assert resolve_dtype("auto", torch.device("cuda")) == expected
-    assert resolve_dtype("fp32", torch.device("cuda")) == "fp32"
+    assert resolve_dtype("auto", torch.device("cuda")).dtype == expected
+    assert resolve_dtype("fp32", torch.device("cuda")).dtype == "fp32"
 
 
-def test_mps_and_cpu_default_to_fp32_and_refuse_fp16():
-    for device in ("mps", "cpu"):
-        assert resolve_dtype("auto", torch.device(device)) == "fp32"
-        assert resolve_dtype("bf16", torch.device(device)) == "bf16"
+def cpu_with(monkeypatch, flags: set, speedup: float) -> list:
+    """A mocked CPU: its flags, and what the bf16/fp32 matmul probe would measure on it. Returns the probe calls."""
+    probes = []
+    monkeypatch.setattr(device, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(device, "bf16_matmul_speedup", lambda: probes.append(1) or speedup)
+    return probes
+
+
+@pytest.mark.parametrize("flags, speedup, expected, why, probed", [
+    ({"avx2", "fma"}, 0.01, "fp32", "no AVX512_BF16 or AMX-BF16 flag", True),         # AVX2-only EPYC: emulated bf16
+    ({"avx2", "avx512f", "avx512_bf16"}, 0.01, "bf16", "AVX512_BF16", False),          # Zen 4: flags decide, no probe
+    ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, 0.01, "bf16", "AMX-BF16", False),    # Sapphire Rapids
+    ({"asimd", "bf16"}, 0.01, "bf16", "Arm BF16", False),                              # Graviton 3 / Neoverse V1
+    (set(), 2.5, "bf16", "2.5x faster", True),                                         # flags unreadable: the probe decides
+    (set(), 1.1, "fp32", "could not be read", True),
+])
+def test_cpu_auto_decides_from_the_flags_or_a_probe_and_says_why(monkeypatch, flags, speedup, expected, why, probed):
+    probes = cpu_with(monkeypatch, flags, speedup)
+    choice = resolve_dtype("auto", torch.device("cpu"))
+    assert choice.dtype == expected and why in choice.reason and choice.reason.startswith("auto:")
+    assert bool(probes) == probed
+
+
+def test_an_explicit_dtype_is_kept_and_fp16_refused_off_cuda(monkeypatch):
+    cpu_with(monkeypatch, {"avx2"}, 0.01)
+    assert resolve_dtype("bf16", torch.device("cpu")) == device.Precision("bf16", "--dtype bf16 asked for")
+    assert resolve_dtype("fp32", torch.device("cpu")).dtype == "fp32"
+    assert resolve_dtype("auto", torch.device("mps")).dtype == "fp32"
+    for name in ("mps", "cpu"):
         with pytest.raises(UserError, match="fp16"):
-            resolve_dtype("fp16", torch.device(device))
+            resolve_dtype("fp16", torch.device(name))
     with pytest.raises(UserError, match="unknown"):
         resolve_dtype("fp8", torch.device("cpu"))
+
+
+def test_the_probe_measures_a_real_ratio():
+    speedup = device.bf16_matmul_speedup.__wrapped__(n=64, runs=1)
+    assert 0 < speedup < 1000
+
+
+def test_the_hardware_description_names_the_flags_that_decide_speed(monkeypatch):
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "sse4_2"})
+    text = device.describe_hardware(torch.device("cpu"))
+    assert "(avx2 avx512f avx512_bf16)" in text and "threads" in text and "sse4_2" not in text
+
+
+def test_training_records_the_precision_and_its_reason(tmp_path, small_text, monkeypatch):
+    import json
+    from conftest import tiny_train_config
+    from trainer import train
+    cpu_with(monkeypatch, {"avx512_bf16"}, 0.01)
+    lines = []
+    summary = train(tiny_model_config(), tiny_train_config(tmp_path / "r", small_text, dtype="auto"), log=lines.append)
+    assert summary["dtype"] == "bf16" and "AVX512_BF16" in summary["dtype_reason"]
+    assert "bf16 (auto: this CPU has AVX512_BF16" in lines[0]
+    best = json.loads((tmp_path / "r" / "best" / "config.json").read_text())
+    assert best["dtype"] == "bf16" and best["dtype_reason"] == summary["dtype_reason"]
+    fp32 = train(tiny_model_config(), tiny_train_config(tmp_path / "f", small_text), log=lambda *_: None)
+    assert fp32["dtype"] == "fp32" and fp32["dtype_reason"] == "--dtype fp32 asked for"
+    bf16_curve, fp32_curve = ([e["val_loss"] for e in json.loads((tmp_path / run / "history.json").read_text())["evals"]]
+                              for run in ("r", "f"))
+    assert fp32_curve[-1] < fp32_curve[0] - 0.3  # the fp32 run learns...
+    assert max(abs(a - b) for a, b in zip(bf16_curve, fp32_curve)) < 0.01  # ...and bf16 autocast follows its curve
 
 
 def test_bf16_autocast_on_cpu_stays_close_to_fp32():

@@ -124,7 +124,7 @@ def test_max_time_stops_with_a_last_evaluation_and_checkpoint(tmp_path, small_te
     summary = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=100_000, eval_interval=50_000,
                                                            max_time=1.5), log=lambda *_: None)
     assert summary["time_limit_reached"] and not summary["stopped_early"] and 0 < summary["steps"] < 100_000
-    assert 1.5 <= summary["elapsed_s"] < 30
+    assert summary["elapsed_s"] >= 1.5  # no upper bound: a busy machine may take longer, never fewer seconds
     evals = json.loads((out / "history.json").read_text())["evals"]
     assert [e["step"] for e in evals] == [0, summary["steps"]]  # the untrained loss, then the one at the limit
     assert load_train_state(out / "last")["step"] == summary["steps"]

@@ -42,15 +42,15 @@ import torch.nn.functional as F  # noqa: E402
 from attention import Head  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from generate import GENERATION_DTYPES, cast_for_generation, check_engine, start_engine  # noqa: E402
-from common import (DTYPES, REPO_ROOT, UserError, atomic_write_json, pick_device, repo_relative, run_cli,  # noqa: E402
-                    synchronize)
+from common import REPO_ROOT, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
+from device import DTYPES, describe_hardware, pick_device, resolve_dtype, synchronize  # noqa: E402
 from model import ENGINES, GPT, GPTConfig  # noqa: E402
 from model_modern import ModernGPT, modern_config  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 from modernize import KVCache  # noqa: E402
 from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer, encode_corpus, load_text, train_val_split  # noqa: E402
-from trainer import Dist, Run, TrainConfig, describe_hardware, estimate_loss  # noqa: E402
+from trainer import Dist, Run, TrainConfig, estimate_loss  # noqa: E402
 from transformer import MultiHeadAttention  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=["reference", "checkpoint"], default="reference",
                    help="time the reference config, or the checkpoint's own config")
     p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"), help="folder with vanilla/ and modern/")
-    p.add_argument("--dtypes", nargs="+", default=None, help="training dtypes (default: fp32 and bf16; fp16 too on CUDA)")
+    p.add_argument("--dtypes", nargs="+", default=None,
+                   help="training dtypes (default: what --dtype auto picks here first, then the others of fp32 and bf16, "
+                        "fp16 too on CUDA; quick: the auto pick only)")
     p.add_argument("--train-batch", type=int, default=8, help="sequences per training step")
     p.add_argument("--gen-tokens", type=int, default=None, help="new tokens per run at batch 1 (default: 500, quick 200)")
     p.add_argument("--batched-gen-tokens", type=int, default=128,
@@ -94,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 def fill_defaults(args, device: torch.device) -> None:
     if min(args.repeats, args.train_batch) < 1:
         raise UserError("--repeats and --train-batch must be at least 1")
-    if args.dtypes is None:
-        args.dtypes = ["fp32"] if args.quick else ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
+    if args.dtypes is None:  # the default first: the rows the docs quote as "default flags"
+        default = resolve_dtype("auto", device).dtype
+        others = [d for d in ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else []) if d != default]
+        args.dtypes = [default] if args.quick else [default, *others]
     for dtype in args.dtypes:
         if dtype not in DTYPES:
             raise UserError(f"unknown dtype {dtype!r} in --dtypes; choose from {', '.join(DTYPES)}")
@@ -110,6 +114,13 @@ def fill_defaults(args, device: torch.device) -> None:
     args.sample_tokens = args.sample_tokens if args.sample_tokens is not None else (60 if args.quick else 200)
     if min(args.gen_tokens, args.batched_gen_tokens) < 2 or min(args.batches) < 1:
         raise UserError("--gen-tokens and --batched-gen-tokens must be at least 2, --batches positive")
+
+
+def sig(value: float, digits: int = 4) -> float:
+    """A measurement rounded to `digits` significant figures for the results file: every stored figure keeps the
+    same relative precision (0.05%), so ratios recomputed from stored figures agree with the stored ratios
+    however small the numbers (a fixed number of decimals lost 4% on a ratio of 0.012)."""
+    return float(f"{value:.{digits}g}")
 
 
 def median_seconds(fn, repeats: int, device, warmup: int = 1) -> float:
@@ -170,9 +181,9 @@ def copy_gbps(device, repeats: int, megabytes: int = 256) -> float:
 
 
 def measure_ceilings(device, repeats: int, dtypes: list[str]) -> dict:
-    ceilings = {f"matmul_gflops_{name}": round(matmul_gflops(DTYPES[name], device, repeats), 3)
+    ceilings = {f"matmul_gflops_{name}": sig(matmul_gflops(DTYPES[name], device, repeats))
                 for name in sorted(set(dtypes) | {"fp32"})}
-    ceilings["copy_gbps"] = round(copy_gbps(device, repeats), 3)
+    ceilings["copy_gbps"] = sig(copy_gbps(device, repeats))
     return ceilings
 
 
@@ -210,10 +221,10 @@ def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: d
         tokens_per_sec = tokens / seconds
         ceiling = ceilings.get(f"matmul_gflops_{dtype}") or ceilings["matmul_gflops_fp32"]
         achieved = tokens_per_sec * flops_per_token(run.model) / 1e9
-        return {"dtype": run.dtype, "compiled": compiled, "batch": args.train_batch, "tokens_per_sec": round(tokens_per_sec, 1),
-                "ms_per_step": round(seconds * 1e3, 1), "model_gflops": round(achieved, 3),
-                "mfu": round(achieved / ceiling, 4), "ceiling_tokens_per_sec": round(ceiling * 1e9 / flops_per_token(run.model), 1),
-                "peak_memory_mb": round(peak_memory_mb(device), 1)}
+        return {"dtype": run.dtype, "compiled": compiled, "batch": args.train_batch, "tokens_per_sec": sig(tokens_per_sec),
+                "ms_per_step": sig(seconds * 1e3), "model_gflops": sig(achieved),
+                "mfu": sig(achieved / ceiling), "ceiling_tokens_per_sec": sig(ceiling * 1e9 / flops_per_token(run.model)),
+                "peak_memory_mb": sig(peak_memory_mb(device))}
 
 
 # ----------------------------------------------------------------------------- generation
@@ -260,18 +271,20 @@ def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, r
             first.append(stamps[0] - t0)
             totals.append(time.perf_counter() - t0)
     total, ttft = statistics.median(totals), statistics.median(first)
-    row = {"batch": batch, "new_tokens": new_tokens, "cached": use_cache, "ttft_ms": round(ttft * 1e3, 2),
+    step_seconds = (total - ttft) / (new_tokens - 1)
+    row = {"batch": batch, "new_tokens": new_tokens, "cached": use_cache, "ttft_ms": sig(ttft * 1e3),
            "weights_dtype": weights, "engine": engine,
-           "ms_per_token": round((total - ttft) / (new_tokens - 1) * 1e3, 3), "tokens_per_sec": round(batch * new_tokens / total, 1)}
+           "ms_per_token": sig(step_seconds * 1e3), "tokens_per_sec": sig(batch * new_tokens / total)}
     if use_cache:
         # every decoded token reads all the weights once (plus its cache): the memory-bound ceiling
         per_second = ceilings["copy_gbps"] * 1e9 / weight_bytes(model)
-        row["weights_mb"] = round(weight_bytes(model) / 2**20, 1)
-        row["bandwidth_ceiling_steps_per_sec"] = round(per_second, 1)
-        row["fraction_of_bandwidth_ceiling"] = round(1e3 / row["ms_per_token"] / per_second, 3)
+        row["weights_mb"] = sig(weight_bytes(model) / 2**20)
+        row["bandwidth_ceiling_steps_per_sec"] = sig(per_second)
+        row["fraction_of_bandwidth_ceiling"] = sig(1 / step_seconds / per_second)
     if use_cache and batch == 1 and engine != "c":  # the C step has its own products, timed as part of it
-        row["matvec_ceiling_tokens_per_sec"] = round(1 / matvec_seconds(model, repeats, device), 1)
-        row["fraction_of_matvec_ceiling"] = round(1e3 / row["ms_per_token"] / row["matvec_ceiling_tokens_per_sec"], 3)
+        matvec_per_second = 1 / matvec_seconds(model, repeats, device)
+        row["matvec_ceiling_tokens_per_sec"] = sig(matvec_per_second)
+        row["fraction_of_matvec_ceiling"] = sig(1 / step_seconds / matvec_per_second)
     return row
 
 
@@ -303,7 +316,7 @@ def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) ->
             continue
         row = generation_speed(variant_model, 1, args.gen_tokens, True, args.repeats, device, ceilings,
                                weights=weights, engine=engine)
-        row["speedup"] = round(row["tokens_per_sec"] / uncached["tokens_per_sec"], 2)
+        row["speedup"] = sig(row["tokens_per_sec"] / uncached["tokens_per_sec"])
         rows.append(row)
         print(f"  decoding {variant}: {row}", flush=True)
     return rows, skipped
@@ -358,8 +371,8 @@ def attention_components(device, repeats: int, batch: int = 8, decode_tokens: in
         pairs = [(median_seconds(before[1], 3, device), median_seconds(after[1], 3, device)) for _ in range(repeats)]
         slow, fast = (statistics.median(side) for side in zip(*pairs))
         rows.append({"component": what, "unit": unit, "before": before[0], "after": after[0],
-                     "before_value": round(work / slow, 1), "after_value": round(work / fast, 1),
-                     "speedup": round(slow / fast, 2)})
+                     "before_value": sig(work / slow), "after_value": sig(work / fast),
+                     "speedup": sig(slow / fast)})
         print(f"  {rows[-1]}", flush=True)
     return rows
 
@@ -555,6 +568,7 @@ def main(argv=None):
     print("ceilings: " + ", ".join(f"{k} {v:,}" for k, v in ceilings.items()), flush=True)
     record = {"hardware": describe_hardware(device), "device": str(device), "torch": torch.__version__,
               "date": datetime.now(timezone.utc).date().isoformat(), "quick": args.quick, "ceilings": ceilings,
+              "training_dtype_auto": vars(resolve_dtype("auto", device)),
               "config": {"size": args.size, "train_batch": args.train_batch, "gen_tokens": args.gen_tokens,
                          "batched_gen_tokens": args.batched_gen_tokens,
                          "batches": args.batches, "repeats": args.repeats, "dtypes": args.dtypes}, "models": []}
@@ -576,7 +590,7 @@ def main(argv=None):
             tokens = args.gen_tokens if batch == 1 else args.batched_gen_tokens
             rows = [generation_speed(timed, batch, tokens, cached, args.repeats, device, ceilings)
                     for cached in (True, False)]
-            rows[0]["speedup"] = round(rows[0]["tokens_per_sec"] / rows[1]["tokens_per_sec"], 2)
+            rows[0]["speedup"] = sig(rows[0]["tokens_per_sec"] / rows[1]["tokens_per_sec"])
             print(f"  generation {rows}", flush=True)
             if batch == 1 and timed.rope is not None:
                 variants, skipped = decode_variants(timed, args, device, ceilings, uncached=rows[1])

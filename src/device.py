@@ -1,0 +1,173 @@
+"""The one device and precision policy: which device, which training precision, which decoding weights, and why.
+
+Every script asks here, so "which device?" and "which precision?" have one answer in the whole repo, and the
+answer comes with its reason, printed at start-up and recorded next to the numbers it produced.
+
+Why the CPU needs a policy of its own: bf16 halves the bytes of every tensor, but whether it is *faster* depends
+on the CPU. With AVX512_BF16 (AMD Zen 4, Intel Cooper Lake and later) or AMX-BF16 (Intel Sapphire Rapids and
+later), bf16 matmuls run natively, 2-3x faster than fp32. Without them (AVX2-only CPUs) PyTorch emulates bf16
+matmuls at about 1 GFLOP/s, a hundred times slower than fp32. So `auto` reads the CPU's flags, and where it
+cannot read them it times one small matmul in both precisions.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from common import UserError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+NATIVE_BF16_FLAGS = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16", "bf16": "Arm BF16"}
+REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "bf16")  # what describe_hardware names
+PROBE_SPEEDUP = 1.5  # bf16 must beat fp32 by this much in the probe to be called native
+
+
+# ----------------------------------------------------------------------------- devices
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA > MPS > CPU, unless the user asks for one; asking for a missing one is an error."""
+    requested = (requested or "auto").lower()
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    kind = requested.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {requested} asked for, but this machine has no CUDA GPU; use --device cpu or auto")
+    if kind == "mps" and not has_mps:
+        raise UserError(f"--device {requested} asked for, but MPS is not available here; use --device cpu or auto")
+    if kind not in ("cuda", "mps", "cpu"):
+        raise UserError(f"unknown --device {requested!r}; choose auto, cpu, cuda, cuda:N or mps")
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise UserError(f"unknown --device {requested!r}; choose auto, cpu, cuda, cuda:N or mps") from None
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that timings measure work and not kernel launches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+# ----------------------------------------------------------------------------- the CPU
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the OS names them (Linux: /proc/cpuinfo 'flags' on x86, 'Features' on Arm;
+    macOS on Apple silicon: the sysctl hw.optional.arm.FEAT_* set to 1). Empty where they cannot be read."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags.update(line.split(":", 1)[1].split())
+    if not flags and platform.system() == "Darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(["sysctl", "hw.optional"], capture_output=True, text=True, timeout=5).stdout
+            flags = {line.split(":")[0].rsplit("FEAT_", 1)[-1].lower() for line in out.splitlines()
+                     if "FEAT_" in line and line.strip().endswith(": 1")}
+    return flags
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def describe_hardware(device: torch.device) -> str:
+    """What results files record as the hardware: the GPU, or the CPU with the flags that decide its speed."""
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB)"
+    if device.type == "mps":
+        return "Apple MPS"
+    flags = [f for f in REPORTED_FLAGS if f in cpu_flags()]
+    return f"{cpu_name()} ({' '.join(flags) or 'flags unknown'}), {torch.get_num_threads()} threads"
+
+
+def native_bf16(flags: set[str]) -> str | None:
+    """The name of the CPU feature that runs bf16 matmuls natively, or None."""
+    return next((name for flag, name in NATIVE_BF16_FLAGS.items() if flag in flags), None)
+
+
+@functools.cache
+def bf16_matmul_speedup(n: int = 256, runs: int = 3) -> float:
+    """bf16 over fp32 matmul throughput on this CPU, from the best of a few n x n products (~0.1 s where bf16 is
+    emulated, a few ms where it is native). Measured once per process."""
+    def best(dtype: torch.dtype) -> float:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        return min(times)
+    return best(torch.float32) / best(torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------- precision
+
+@dataclass(frozen=True)
+class Precision:
+    """A precision and why it was chosen: `dtype` is fp32 | bf16 | fp16, `reason` one sentence for logs and records."""
+
+    dtype: str
+    reason: str
+
+
+def cpu_bf16_reason() -> tuple[bool, str]:
+    """(whether bf16 is fast on this CPU, why): its flags say so, else a measured probe decides."""
+    flags = cpu_flags()
+    feature = native_bf16(flags)
+    if feature:
+        return True, f"this CPU has {feature}: native bf16 matmuls"
+    speedup = bf16_matmul_speedup()
+    where = "no AVX512_BF16 or AMX-BF16 flag" if flags else "its flags could not be read"
+    if speedup >= PROBE_SPEEDUP:
+        return True, f"this CPU has {where}, but a measured bf16 matmul ran {speedup:.1f}x faster than fp32"
+    return False, f"this CPU has {where}, and a measured bf16 matmul ran at {speedup:.2f}x the speed of fp32"
+
+
+def resolve_dtype(requested: str, device: torch.device) -> Precision:
+    """The training precision for a device ("auto"), or the user's choice checked.
+
+    - CUDA: bf16 autocast where the GPU supports it (Ampere+), else fp16 with a GradScaler.
+    - MPS: fp32; fp16 autocast without a GradScaler diverged there in the original project.
+    - CPU: bf16 autocast where bf16 matmuls are native (see `cpu_bf16_reason`), else fp32. fp16 is refused.
+    """
+    requested = (requested or "auto").lower()
+    if requested not in ("auto", *DTYPES):
+        raise UserError(f"unknown --dtype {requested!r}; choose auto, fp32, bf16 or fp16")
+    if requested == "fp16" and device.type != "cuda":
+        raise UserError(f"--dtype fp16 is not supported on {device.type} (it needs a GradScaler, which only "
+                        "CUDA has); use --dtype fp32 or bf16")
+    if requested != "auto":
+        return Precision(requested, f"--dtype {requested} asked for")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", "auto: this GPU supports bf16")
+        return Precision("fp16", "auto: this GPU has no bf16, so fp16 with a loss scaler")
+    if device.type == "mps":
+        return Precision("fp32", "auto: fp32 on MPS (fp16 autocast without a loss scaler diverged there)")
+    fast, why = cpu_bf16_reason()
+    return Precision("bf16" if fast else "fp32", f"auto: {why}")
+
+
+def autocast(device: torch.device, dtype: str):
+    """Mixed-precision context for the forward pass; a no-op for fp32."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
