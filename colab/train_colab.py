@@ -75,7 +75,7 @@ def run_training_phase(phase: str, root: Path, args) -> None:
         return
     argv = ["--out-dir", str(run_dir), "--device", args.device, *shlex.split(args.train_args)]
     argv += ["--preset", args.preset] if args.preset else []
-    argv += ["--resume"] if state == "interrupted" else []
+    argv += ["--resume"] if state == "interrupted" else ["--overwrite"]  # "new": nothing there can be resumed
     print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}: training/"
           f"{TRAINING_PHASES[phase]}.py {' '.join(argv)}", flush=True)
     script = importlib.import_module(TRAINING_PHASES[phase])

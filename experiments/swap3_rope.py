@@ -18,7 +18,7 @@ from abtest import mean_std, run_swap  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from common import run_cli  # noqa: E402
 from device import pick_device  # noqa: E402
-from tokenizer import encode_corpus, get_batch, load_text, sample_starts, train_val_split  # noqa: E402
+from data import encode_corpus, get_batch, load_text, sample_starts, train_val_split  # noqa: E402
 
 
 @torch.no_grad()

@@ -80,7 +80,7 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
             print(f"--- {name}: {label}, seed {seed} ---", flush=True)
             arm_model = replace(model, **{k: v for k, v in overrides.items() if k in model_fields})
             arm_train = replace(tc, **{k: v for k, v in overrides.items() if k not in model_fields},
-                                seed=seed, out_dir=str(run_dir))
+                                seed=seed, out_dir=str(run_dir), overwrite=True)  # arms are rerun at will
             summary = train(arm_model, arm_train, log=lambda *_: None)
             evals = json.loads((run_dir / "history.json").read_text())["evals"]
             arm = out[label]

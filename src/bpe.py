@@ -154,7 +154,17 @@ class BPETokenizer:
 
     @classmethod
     def from_dict(cls, spec: dict) -> "BPETokenizer":
-        return cls([tuple(m) for m in spec["merges"]], spec.get("pattern", GPT2_PATTERN))
+        """From a checkpoint's record; merges are checked (each pair refers to ids that exist before it)."""
+        merges, pattern = spec.get("merges"), spec.get("pattern", GPT2_PATTERN)
+        ok = isinstance(merges, list) and isinstance(pattern, str) and all(
+            isinstance(m, list) and len(m) == 2 and all(type(i) is int and 0 <= i < 256 + n for i in m)
+            for n, m in enumerate(merges))
+        if not ok:
+            raise UserError("the checkpoint's BPE tokenizer is damaged: 'merges' must be pairs of earlier token ids")
+        try:
+            return cls([tuple(m) for m in merges], pattern)
+        except ValueError as err:  # tiktoken: a bad pattern, or merges that repeat a token
+            raise UserError(f"the checkpoint's BPE tokenizer is damaged: {err}") from None
 
 
 def train_bpe_tokenizer(text: str, vocab_size: int, cache_dir: Path | None = REPO_ROOT / "data" / "tokenizers",

@@ -6,14 +6,20 @@
 
 Why safetensors: a pickled `.pt` can run arbitrary code when loaded; safetensors holds only tensors.
 The optimizer state still needs `torch.save`, and is read back with `weights_only=True`, which refuses
-anything but tensors and plain containers.
+anything but tensors and plain containers; every field is then checked before use.
 
-A folder is replaced atomically: written as a hidden temp folder, then swapped in by renames. A crash at
-any moment leaves either the old or the new folder (and `recover` puts an interrupted swap back).
+Writing: a folder is written as a hidden temp folder, then swapped in by renames. A crash at any moment leaves
+either the old or the new folder; `recover` (run by training, under the run's lock) finishes an interrupted swap.
+Every temporary name carries `.tinyllm-tmp-` or `.tinyllm-old` and the checkpoint it belongs to, so recovery
+never touches a file of the user's. Reading never writes: a loader that finds only the `.old` side of an
+interrupted swap reads it where it is.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -23,12 +29,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from common import REPO_ROOT, UserError, atomic_write_bytes, atomic_write_json
+from checks import check_float, check_fits_in_memory, check_int
+from common import REPO_ROOT, UserError, atomic_write_bytes, atomic_write_json, is_our_temp, one_line, temp_name
 from model import GPT, GPTConfig
 from tokenizer import tokenizer_from_dict
 
 FORMAT = "tinyllm/1"
 WEIGHTS, CONFIG, TRAIN_STATE = "model.safetensors", "config.json", "train_state.pt"
+CHECKPOINTS = ("best", "last")  # the checkpoint folders of a run
+RUN_FILES = ("history.json", "summary.json")
+OLD_SUFFIX = ".tinyllm-old"
+LOCK = ".tinyllm-lock"
 TIED_KEYS = ("lm_head.weight",)  # same tensor as tok_emb.weight: stored once
 
 
@@ -48,6 +59,8 @@ def architecture_name(config: GPTConfig) -> str:
     return f"custom({config.norm},{config.ffn},{config.pos})"
 
 
+# ----------------------------------------------------------------------------- writing
+
 def save_model_folder(folder, model, tokenizer, record: dict) -> None:
     """Write weights and config into `folder` (each file atomically)."""
     model = unwrap(model)
@@ -61,34 +74,53 @@ def save_model_folder(folder, model, tokenizer, record: dict) -> None:
     atomic_write_json(folder / CONFIG, config)
 
 
+def old_name(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}{OLD_SUFFIX}"
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """A folder holding a config.json that tinyllm wrote (whatever its weights' state)."""
+    try:
+        return json.loads((Path(folder) / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def recover(run_dir) -> None:
-    """Finish or undo a folder swap that a crash interrupted, and delete leftover temp folders."""
+    """Finish or undo the checkpoint swaps a crash interrupted in `run_dir`, and delete our temp leftovers.
+    Touches only names our writers create: `.<best|last>.tinyllm-old` folders holding a tinyllm checkpoint and
+    temp entries named by common.temp_name. Training calls it while it holds the run's lock."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return
     for entry in run_dir.iterdir():
-        if entry.name.startswith(".") and ".tmp-" in entry.name:
-            shutil.rmtree(entry, ignore_errors=True)
-    for entry in run_dir.iterdir():
-        if entry.name.startswith(".") and entry.name.endswith(".old"):
-            live = run_dir / entry.name[1:-len(".old")]
+        if is_our_temp(entry.name):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+    for name in CHECKPOINTS:
+        live, old = run_dir / name, old_name(run_dir / name)
+        if old.is_dir() and is_checkpoint(old):
             if live.exists():
-                shutil.rmtree(entry, ignore_errors=True)
+                shutil.rmtree(old, ignore_errors=True)
             else:
-                os.replace(entry, live)
+                os.replace(old, live)
+
+
+def train_state_bytes(train_state: dict) -> bytes:
+    """torch.save into memory, so that writing it to disk fails as an OSError (a full disk), like every file."""
+    buffer = io.BytesIO()
+    torch.save(train_state, buffer)
+    return buffer.getvalue()
 
 
 def save_checkpoint(folder, model, tokenizer, record: dict, train_state: dict | None = None) -> None:
     """Atomically replace `folder` with a new checkpoint (weights, config, optional training state)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    recover(folder.parent)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    old = folder.parent / f".{folder.name}.old"
+    tmp, old = folder.parent / temp_name(folder.name), old_name(folder)
     try:
         save_model_folder(tmp, model, tokenizer, record)
         if train_state is not None:
-            torch.save(train_state, tmp / TRAIN_STATE)
+            atomic_write_bytes(tmp / TRAIN_STATE, train_state_bytes(train_state))
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
@@ -100,24 +132,109 @@ def save_checkpoint(folder, model, tokenizer, record: dict, train_state: dict | 
     shutil.rmtree(old, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- the run folder
+
+class RunLock:
+    """An exclusive lock on a run folder, held while a training run writes into it: a second run into the same
+    --out-dir is refused in one line instead of the two interleaving their checkpoints. The lock is an OS lock
+    (flock / LockFileEx) on `.tinyllm-lock`, so it is released even when the process is killed."""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / LOCK
+        self.file = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(self.path, "a+")
+            if not _try_lock(handle):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise UserError(f"another training run (pid {holder}) is writing to {self.path.parent}; wait for it "
+                                "to finish or choose another --out-dir")
+            # the previous holder may have unlinked the file between our open and our lock: lock the live one
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.file = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self.file.close()  # closing releases the OS lock
+
+
+def _try_lock(handle) -> bool:
+    try:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # Windows
+        import msvcrt
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+    except OSError:
+        return False
+    return True
+
+
+def existing_run(run_dir) -> list[str]:
+    """The entries of a finished or interrupted run in `run_dir` (best/, last/, history.json, summary.json)."""
+    run_dir = Path(run_dir)
+    return [name for name in (*CHECKPOINTS, *RUN_FILES) if (run_dir / name).exists()]
+
+
+def clear_run(run_dir) -> None:
+    """Delete a previous run's entries from `run_dir` (--overwrite), refusing if one of them is not ours."""
+    run_dir = Path(run_dir)
+    for name in existing_run(run_dir):
+        path = run_dir / name
+        if path.is_dir() and not is_checkpoint(path) or path.is_file() and not _is_our_json(path):
+            raise UserError(f"{path} exists and was not written by tinyllm; it is left alone: choose another --out-dir")
+    for name in existing_run(run_dir):
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _is_our_json(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and ("evals" in data or "best_val_loss" in data)
+
+
+# ----------------------------------------------------------------------------- loading (never writes)
 
 def resolve_folder(name_or_path, **hub_kwargs) -> Path:
-    """A run folder (-> its best/, else last/), a checkpoint folder, or a Hugging Face Hub repo id."""
+    """A run folder (-> its best/, else last/), a checkpoint folder, or a Hugging Face Hub repo id.
+    A checkpoint that a crash left only as `.<name>.tinyllm-old` is read from there."""
     path = Path(name_or_path)
     if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
-    recover(path.parent)  # a crash between the renames of a swap leaves only .<name>.old
+    if not path.exists() and old_name(path).is_dir():
+        return old_name(path)
     if path.is_dir():
-        recover(path)
         if (path / CONFIG).exists():
             return path
-        for sub in ("best", "last"):
-            if (path / sub / CONFIG).exists():
-                return path / sub
+        for sub in CHECKPOINTS:
+            for candidate in (path / sub, old_name(path / sub)):
+                if (candidate / CONFIG).exists():
+                    return candidate
         raise UserError(f"no checkpoint in {path} (no config.json there or in best/ or last/); train one first")
+    if path.exists():
+        raise UserError(f"checkpoint {name_or_path} is a file; pass the folder that holds config.json and "
+                        "model.safetensors, or its run folder")
     text = str(name_or_path)
-    if text.count("/") == 1 and not text.startswith((".", "/")) and not path.exists():
+    if text.count("/") == 1 and not text.startswith((".", "/")) and "\n" not in text:
         return download_from_hub(text, **hub_kwargs)
     raise UserError(f"checkpoint {name_or_path} not found; pass a run folder such as checkpoints/modern, "
                     "or a Hugging Face repo id user/name")
@@ -128,27 +245,40 @@ def download_from_hub(repo_id: str, **hub_kwargs) -> Path:
     from huggingface_hub import snapshot_download
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[CONFIG, WEIGHTS], **hub_kwargs))
-    except Exception as err:  # network, auth, missing repo: all user-facing
+    except Exception as err:  # network, auth, missing repo, invalid id: all user-facing
         raise UserError(f"could not download {repo_id} from the Hugging Face Hub: {type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''}") from None
+                        f"{one_line(err)[:300]}") from None
 
 
 def read_config(folder: Path) -> dict:
+    path = Path(folder) / CONFIG
     try:
-        config = json.loads((Path(folder) / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"corrupt checkpoint: cannot read {Path(folder) / CONFIG} ({err})") from None
-    if not isinstance(config, dict) or "model" not in config:
-        raise UserError(f"{Path(folder) / CONFIG} is not a tinyllm checkpoint config (no 'model' section)")
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"corrupt checkpoint: cannot read {path} ({err})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise UserError(f"{path} is not a tinyllm checkpoint config (no 'model' section)")
     return config
 
 
 def load_weights(folder: Path) -> dict:
+    """The tensors of model.safetensors; damaged, truncated or non-finite weights are one clear error."""
     path = Path(folder) / WEIGHTS
     try:
-        return load_safetensors_bytes(path.read_bytes())
+        state = load_safetensors_bytes(path.read_bytes())
     except (OSError, SafetensorError, ValueError) as err:
-        raise UserError(f"corrupt or truncated weights in {path} ({err}); retrain or restore the file") from None
+        raise UserError(f"corrupt or truncated weights in {path} ({one_line(err)[:200]}); retrain or restore the file") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"weights in {path} hold NaN or infinite values ({name}): the run diverged or the file is "
+                            "damaged; use another checkpoint (e.g. best/)")
+    return state
+
+
+def parameter_bytes(config: GPTConfig) -> int:
+    """fp32 bytes of a model's parameters, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return GPT(config).num_params() * 4
 
 
 def build_model(config: dict, expect: type | None = None) -> GPT:
@@ -157,10 +287,11 @@ def build_model(config: dict, expect: type | None = None) -> GPT:
     try:
         model_config = GPTConfig.from_dict(config["model"])
     except (TypeError, ValueError) as err:
-        raise UserError(f"checkpoint config is invalid: {err}") from None
+        raise UserError(f"checkpoint config is invalid: {one_line(err)}") from None
     arch = architecture_name(model_config)
     if expect is ModernGPT and arch != "modern":
         raise UserError(f"this checkpoint holds a {arch} model, not ModernGPT; load it with GPT.from_pretrained")
+    check_fits_in_memory(parameter_bytes(model_config), "this checkpoint's model", "it cannot be loaded here")
     cls = ModernGPT if arch == "modern" else GPT
     return cls(model_config)
 
@@ -182,17 +313,65 @@ def load_model(name_or_path, device="cpu", expect: type | None = None, **hub_kwa
     config = read_config(folder)
     model = build_model(config, expect)
     load_state_into(model, load_weights(folder), folder)
-    if config.get("tokenizer"):
+    if config.get("tokenizer") is not None:
         model.tokenizer = tokenizer_from_dict(config["tokenizer"])
+        if model.tokenizer.vocab_size != model.config.vocab_size:
+            raise UserError(f"{folder / CONFIG}: its tokenizer has {model.tokenizer.vocab_size} tokens but the model "
+                            f"{model.config.vocab_size}; the checkpoint is damaged")
     return model.to(device).eval(), config
 
 
+def describe_record(folder, record: dict) -> str:
+    """`folder (architecture, params, step, val loss)` from a config.json record, whatever it holds."""
+    def number(key, fmt):
+        value = record.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return format(value, fmt) if ok else "?"
+    return (f"{folder} ({record.get('architecture', '?')}, {number('params', ',')} params, step {number('step', 'd')}, "
+            f"val loss {number('val_loss', '.4f')})")
+
+
+# ----------------------------------------------------------------------------- the training state
+
+TRAIN_STATE_FIELDS = {"optimizer": dict, "step": int, "best_val": float, "best_step": int, "bad_evals": int,
+                      "history": dict, "elapsed_s": float, "data_rng": torch.Tensor, "torch_rng": list}
+
+
 def load_train_state(folder) -> dict:
-    """The optimizer/RNG/history state, loaded without unpickling arbitrary objects."""
+    """The optimizer/RNG/history state, loaded without unpickling arbitrary objects, every field checked."""
     path = Path(folder) / TRAIN_STATE
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"no training state at {path}; cannot resume (start without --resume)") from None
     except Exception as err:  # UnpicklingError for unsafe or corrupt files, RuntimeError for truncated ones
         raise UserError(f"refusing to load {path}: not a safe, intact training state ({type(err).__name__})") from None
+    check_train_state(state, path)
+    return state
+
+
+def check_train_state(state, path) -> None:
+    """Every field a resume uses: present, of its type, finite and in range."""
+    damaged = f"{path} is damaged"
+    if not isinstance(state, dict):
+        raise UserError(f"{damaged}: it holds a {type(state).__name__}, not a training state")
+    for key, kind in TRAIN_STATE_FIELDS.items():
+        value = state.get(key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = state[key] = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(f"{damaged}: field {key!r} should be a {kind.__name__}, got {value!r:.60}")
+    try:
+        check_int(state["step"], "step", 0)
+        check_int(state["best_step"], "best_step", 0, state["step"])
+        check_int(state["bad_evals"], "bad_evals", 0)
+        check_float(state["elapsed_s"], "elapsed_s", minimum=0.0)
+        if not (math.isfinite(state["best_val"]) or state["best_val"] == math.inf):
+            raise UserError(f"best_val must be finite, got {state['best_val']}")
+        history = state["history"]
+        if not isinstance(history.get("evals"), list) or not isinstance(history.get("train_loss"), list):
+            raise UserError("history must hold lists 'evals' and 'train_loss'")
+        if not state["torch_rng"] or not all(isinstance(t, torch.Tensor) for t in state["torch_rng"]):
+            raise UserError("torch_rng must be a list of RNG states")
+    except UserError as err:
+        raise UserError(f"{damaged}: {err}") from None

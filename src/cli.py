@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 from dataclasses import fields, replace
 from pathlib import Path
 
-from common import REPO_ROOT, UserError, atomic_write_json, repo_relative
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_path, repo_relative
 from device import pick_device
 from model import GPTConfig
 from trainer import TrainConfig, train
 
-# flag -> (config it belongs to, field, type, help)
+# field -> (type, help); the flag is --field-with-dashes. MODEL_FLAGS set GPTConfig fields, TRAIN_FLAGS TrainConfig's.
 MODEL_FLAGS = {
     "block_size": (int, "context length in tokens"),
     "n_layer": (int, "transformer blocks"),
@@ -53,7 +54,7 @@ TRAIN_FLAGS = {
 
 def build_parser(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
                  presets: dict) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="presets:\n" + "\n".join(f"  {name}: {' '.join(f'{k}={v}' for k, v in values.items())}"
                                                                        for name, values in presets.items()))
     parser.add_argument("--preset", choices=sorted(presets), help="a named set of defaults (flags still override)")
@@ -64,6 +65,8 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue from <out-dir>/last exactly where it stopped")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="start over in an --out-dir that holds a run, deleting its checkpoints (default: refuse)")
     return parser
 
 
@@ -77,25 +80,41 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
     model_names = {f.name for f in fields(GPTConfig)}
     try:
         model_config = replace(model_defaults, **{k: v for k, v in chosen.items() if k in model_names})
-    except ValueError as err:
-        raise UserError(str(err).replace("n_embd", "--n-embd").replace("n_head", "--n-head")) from None
+    except ValueError as err:  # name the flag, not the field
+        raise UserError(re.sub(rf"\b({'|'.join(MODEL_FLAGS)})\b", lambda m: "--" + m.group(1).replace("_", "-"),
+                               str(err))) from None
     train_config = replace(train_defaults, **{k: v for k, v in chosen.items() if k not in model_names})
+    if "out_dir" not in chosen:  # the default run folder lives in the repo, wherever the script is started from
+        train_config = replace(train_config, out_dir=str(repo_path(train_config.out_dir)))
     train_config.validate()
     return model_config, train_config
 
 
-def print_sample(out_dir, tokens: int, device: str, prompt: str = "ROMEO:") -> None:
+SAMPLE = dict(prompt="ROMEO:", tokens=400, temperature=0.8, seed=0)
+
+
+def sample_prompt(tokenizer, preferred: str = SAMPLE["prompt"]) -> str:
+    """The prompt of the end-of-run sample: "ROMEO:" where the vocabulary has its characters, else a newline,
+    else the vocabulary's first token (a run on other text must not fail at its very end)."""
+    for prompt in (preferred, "\n"):
+        try:
+            if tokenizer.encode(prompt):
+                return prompt
+        except ValueError:
+            continue
+    return tokenizer.decode([0])
+
+
+def print_sample(out_dir, tokens: int, device: str) -> None:
     """Generate a sample from the run's best checkpoint (what the run is for, after all)."""
     from checkpoint import load_model
     from generate import generate_text
     if tokens == 0:
         return
     model, _ = load_model(out_dir, device=pick_device(device))
-    print(f"\n--- sample from {out_dir} (temperature 0.8) ---")
+    prompt = sample_prompt(model.tokenizer)
+    print(f"\n--- sample from {out_dir} (prompt {prompt!r}, temperature 0.8) ---")
     print(generate_text(model, prompt, tokens, temperature=0.8, seed=0))
-
-
-SAMPLE = dict(prompt="ROMEO:", tokens=400, temperature=0.8, seed=0)
 
 
 def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
@@ -110,8 +129,9 @@ def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
     except (OSError, ValueError) as err:
         raise UserError(f"{out_dir} has no readable summary.json/history.json ({err}); finish the run first") from None
     model, _ = load_model(out_dir)
-    text = generate_text(model, SAMPLE["prompt"], SAMPLE["tokens"], SAMPLE["temperature"], seed=SAMPLE["seed"])
-    record = {**summary, "run_dir": repo_relative(out_dir), "evals": history["evals"], "sample": {**SAMPLE, "text": text}}
+    sample = {**SAMPLE, "prompt": sample_prompt(model.tokenizer)}
+    text = generate_text(model, sample["prompt"], sample["tokens"], sample["temperature"], seed=sample["seed"])
+    record = {**summary, "run_dir": repo_relative(out_dir), "evals": history["evals"], "sample": {**sample, "text": text}}
     path = Path(results_dir) / f"train_{out_dir.name}.json"
     atomic_write_json(path, record)
     return path

@@ -1,58 +1,98 @@
-"""Shared plumbing: user errors and atomic file writes.
+"""Shared plumbing: user errors, the command line's error convention, repo-relative paths, atomic file writes.
 
 Every script goes through these helpers, so there is exactly one answer to "what happens on bad input?" and
-"can a crash leave half a file?" in the whole repo. The device and precision policy is in device.py.
+"can a crash leave half a file?" in the whole repo. The device and precision policy is in device.py; the
+range checks of numbers are in checks.py.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TMP_MARK = ".tinyllm-tmp-"  # in the name of every temporary file or folder our writers create (see is_our_temp)
 
 
-class UserError(Exception):
-    """A problem the user can fix (bad flag, missing file...). Printed as one line, no traceback."""
+class UserError(ValueError):
+    """A problem the user can fix (bad flag, missing file, damaged checkpoint...): one line, no traceback.
+
+    A ValueError, so code that uses src/ as a library can catch it as the bad value it is."""
+
+
+def one_line(text: str) -> str:
+    """A message squeezed onto one line (some libraries' errors span several)."""
+    return " ".join(str(text).split())
 
 
 def run_cli(main) -> None:
-    """Run `main()` and turn a UserError into one line on stderr and exit status 2."""
+    """Run `main()`: a UserError (or a bad flag) becomes one line `error: ...` on stderr and exit status 2."""
     try:
         main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the repo's error convention: a bad flag is a UserError (one `error:` line, exit 2), not
+    argparse's usage block. Defaults are shown in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 # ----------------------------------------------------------------------------- paths
 
 def repo_relative(path) -> str:
-    """A path as recorded in results files: relative to the repo when inside it, so records carry no home folders."""
+    """A path as recorded in results files and checkpoints: relative to the repo when inside it, otherwise only
+    its last part, so no record carries a machine's folders."""
     path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else f".../{path.name}"
+
+
+def repo_path(path) -> Path:
+    """A default path of the repo's (e.g. checkpoints/modern) anchored at the repo, whatever the working folder."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 # ----------------------------------------------------------------------------- files
+
+def temp_name(name: str) -> str:
+    """A temporary name next to `name`: hidden, marked as ours, unique to this process and call."""
+    return f".{name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def is_our_temp(name: str) -> bool:
+    """Whether a folder entry is a leftover of our own writers (temp_name's pattern), never a user's file."""
+    if not name.startswith(".") or TMP_MARK not in name:
+        return False
+    pid, _, token = name.rsplit(TMP_MARK, 1)[1].partition("-")
+    return pid.isdigit() and len(token) == 8 and all(c in "0123456789abcdef" for c in token)
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / temp_name(path.name)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are ordinary files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -64,13 +104,14 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def check_writable(folder: Path) -> None:
-    """Fail early (before hours of training) if the output folder cannot be written."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise UserError(f"cannot write to output folder {folder}: {err.strerror or err}; "
-                        "choose another --out-dir") from None
+def check_writable(folder: Path, flag: str = "--out-dir") -> None:
+    """Fail early (before hours of training) if `folder` could not be created or written, without creating it:
+    a run that then fails on its data must not leave an empty folder behind."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write to {flag} {folder}: {existing} is a file, not a folder; choose another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {flag} {folder}: {existing} is not writable; choose another {flag}")

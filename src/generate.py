@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -17,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cdecode import find_c_compiler  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, UserError, run_cli  # noqa: E402
+from checks import check_int, check_seed  # noqa: E402
+from checkpoint import describe_record  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, run_cli  # noqa: E402
 from device import DTYPES, pick_device  # noqa: E402
 from model import ENGINES, check_sampling_args  # noqa: E402
 from quantize import quantize_int8  # noqa: E402
@@ -31,6 +32,7 @@ DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
     ("temperature 1.0, top-p 0.9", 1.0, None, 0.9),
 ]
 SEARCH_ORDER = ("modern", "vanilla", "bpe")
+MAX_TOKENS = 10_000_000  # --tokens: the output ids alone take 8 bytes each
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
@@ -100,8 +102,7 @@ def train_demo_model() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Generate Shakespeare from a tinyllm checkpoint.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description="Generate Shakespeare from a tinyllm checkpoint.")
     p.add_argument("--checkpoint", default=None,
                    help="run folder (its best/ or last/), checkpoint folder, or Hub repo id; default: the best local run")
     p.add_argument("--prompt", default="ROMEO:", help="text to continue")
@@ -168,8 +169,9 @@ def main(argv=None) -> None:
         check_sampling_args(args.temp, args.top_k, args.top_p)
     except ValueError as err:
         raise UserError(str(err).replace("temperature", "--temp").replace("top_k", "--top_k").replace("top_p", "--top_p")) from None
-    if args.tokens < 0:
-        raise UserError(f"--tokens must be >= 0, got {args.tokens}")
+    check_int(args.tokens, "--tokens", 0, MAX_TOKENS)
+    if args.seed is not None:
+        check_seed(args.seed)
     device = pick_device(args.device)
     check_engine(args.engine, device, args.dtype, use_cache=not args.no_cache)
     checkpoint = args.checkpoint or find_default_checkpoint()
@@ -181,8 +183,7 @@ def main(argv=None) -> None:
     model, record = load_model(checkpoint, device=device)
     model = cast_for_generation(model, args.dtype, device)
     start_engine(model, args.engine)
-    where = f"{checkpoint} ({record.get('architecture')}, {record.get('params', 0):,} params, step {record.get('step')}, " \
-            f"val loss {record.get('val_loss', float('nan')):.4f})"
+    where = describe_record(checkpoint, record)
     if args.demo:
         print(f"checkpoint: {where}\n")
         for label, temp, top_k, top_p in DEMO_SETTINGS:
@@ -191,6 +192,7 @@ def main(argv=None) -> None:
                                  use_cache=not args.no_cache, engine=args.engine)
             print(text + "\n")
         return
+    encode_prompt(model, args.prompt)  # a bad prompt fails before anything is printed
     print(f"[{where}]", file=sys.stderr)
     write = lambda s: print(s, end="", flush=True)  # noqa: E731
     write(args.prompt)

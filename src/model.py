@@ -14,11 +14,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from checks import check_bool, check_choice, check_float, check_int
+from common import UserError
 from modernize import KVCache, RotaryEmbedding
 from transformer import Block, make_norm
 
 ENGINES = ("eager", "compile", "c")  # how generate() runs a cached decoding step
 CHOICES = {"norm": ("layernorm", "rmsnorm"), "ffn": ("relu", "swiglu", "relu2"), "pos": ("learned", "rope")}
+LIMITS = {"vocab_size": 2**20, "block_size": 2**16, "n_layer": 1024, "n_head": 1024, "n_embd": 2**16}  # sanity bounds
 
 
 @dataclass
@@ -41,28 +44,30 @@ class GPTConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Types and ranges of every field (they may come from a hand-edited config.json): a UserError naming it."""
+        for name, most in LIMITS.items():
+            check_int(getattr(self, name), name, 1, most)
         for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            check_choice(getattr(self, name), name, allowed)
+        check_float(self.dropout, "dropout", minimum=0.0, below=1.0)
+        check_float(self.rope_theta, "rope_theta", above=1.0)
+        check_bool(self.attn_proj_bias, "attn_proj_bias")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise UserError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"RoPE needs an even head size; n_embd/n_head = {self.n_embd // self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise UserError(f"RoPE needs an even head size; n_embd/n_head = {self.n_embd // self.n_head}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
+        if not isinstance(d, dict):
+            raise UserError(f"a model config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+            raise UserError(f"unknown model config fields: {sorted(unknown)}")
         return cls(**d)
 
     def to_json(self) -> str:
@@ -88,12 +93,11 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_float(temperature, "temperature", minimum=0.0)
+    if top_k is not None:
+        check_int(top_k, "top_k", minimum=1)
+    if top_p is not None:
+        check_float(top_p, "top_p", above=0.0, maximum=1.0)
 
 
 class GPT(nn.Module):

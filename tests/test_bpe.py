@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+import data
 import tokenizer as tk
 from bpe import BPETokenizer, reference_encode, train_merges
 from conftest import ROOT, TINY_FLAGS, run_script, tiny_model_config, tiny_train_config
@@ -22,11 +23,11 @@ def test_gpt2_tokenizer_round_trip_and_checkpoint_spec():
 def test_corpus_cache_is_written_once_and_reused(tmp_path):
     tok = tk.TiktokenTokenizer("gpt2")
     text = "Now is the winter of our discontent " * 50
-    first = tk.encode_corpus(tok, text, cache_dir=tmp_path)
+    first = data.encode_corpus(tok, text, cache_dir=tmp_path)
     files = list(tmp_path.glob("*.u16"))
     assert len(files) == 1 and np.array_equal(np.fromfile(files[0], dtype=np.uint16), first)
     files[0].write_bytes(np.asarray(first[::-1], dtype=np.uint16).tobytes())  # proves the cache is read back
-    assert np.array_equal(tk.encode_corpus(tok, text, cache_dir=tmp_path), first[::-1])
+    assert np.array_equal(data.encode_corpus(tok, text, cache_dir=tmp_path), first[::-1])
 
 
 def test_learned_merges_on_a_hand_checkable_corpus():

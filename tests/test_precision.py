@@ -93,8 +93,8 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32():
 
 def test_grad_scaler_only_for_fp16(tmp_path, small_text):
     from conftest import tiny_train_config
-    from trainer import Run
-    run = Run(tiny_model_config(), tiny_train_config(tmp_path / "r", small_text), log=lambda *_: None)
+    from trainer import Trainer
+    run = Trainer(tiny_model_config(), tiny_train_config(tmp_path / "r", small_text), log=lambda *_: None)
     assert run.dtype == "fp32" and not run.scaler.is_enabled()
 
 

@@ -49,7 +49,8 @@ def test_dry_run_builds_a_filled_card_whose_snippet_generates(tiny_run, tmp_path
                         "--out", out, env={"HF_TOKEN": ""})
     assert result.returncode == 0, result.stderr
     assert "nothing uploaded" in result.stdout
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md", "loss.png", "results.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md", "loss.png", "results.json",
+                                               ".tinyllm-export"}  # the list of what publish.py wrote (not uploaded)
     card = (out / "README.md").read_text()
     assert not re.search(r"\{\{\w+\}\}", card), "unfilled placeholder"
     assert card.startswith("---\nlicense: mit\n") and "pipeline_tag: text-generation" in card

@@ -15,7 +15,7 @@ import torch
 import checkpoint as ck
 from common import UserError
 from conftest import ROOT, TINY_FLAGS, assert_user_error, run_main, run_script, tiny_model_config, tiny_train_config
-from trainer import Run, train
+from trainer import Trainer, train
 
 TRAIN = ROOT / "training" / "train.py"
 RUN_FLAGS = [*TINY_FLAGS, "--max-steps", "300", "--eval-interval", "20", "--dropout", "0.1", "--seed", "3"]
@@ -61,19 +61,20 @@ from trainer import train
 mode = {mode!r}
 calls = {{"n": 0}}
 if mode == "mid-write":
-    real = torch.save
-    def dying_save(obj, path, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second checkpoint: write half of it, then die
-            with open(path, "wb") as f:
-                f.write(b"half a checkpoint")
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(obj, path, *a, **k)
-    checkpoint.torch.save = dying_save
+    real = checkpoint.atomic_write_bytes
+    def dying_write(path, data):
+        if path.name == "train_state.pt":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second checkpoint: write half of its training state, then die
+                with open(path, "wb") as f:
+                    f.write(data[:len(data) // 2])
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, data)
+    checkpoint.atomic_write_bytes = dying_write
 else:  # between the two renames of the folder swap
     real = os.replace
     def dying_replace(src, dst):
-        if str(dst).endswith(".last.old"):
+        if str(dst).endswith(".last.tinyllm-old"):
             calls["n"] += 1
             if calls["n"] == 2:
                 real(src, dst)
@@ -91,9 +92,11 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, 
                                  data=str(small_text))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    model, record = ck.load_model(out / "last")  # recovers an interrupted swap, then loads
+    before = sorted(p.name for p in out.iterdir())
+    model, record = ck.load_model(out / "last")  # reads the interrupted swap's old side where it is...
     assert record["step"] in (10, 20)
-    assert ck.load_train_state(out / "last")["step"] == record["step"]
+    assert ck.load_train_state(ck.resolve_folder(out / "last"))["step"] == record["step"]
+    assert sorted(p.name for p in out.iterdir()) == before  # ...and writes nothing
     # the next run (a resume) cleans up every temp folder and finishes
     train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=30, resume=True), log=lambda *a: None)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
@@ -116,14 +119,14 @@ def test_full_disk_during_a_save_leaves_the_previous_checkpoint(tmp_path, small_
 
 
 def test_cuda_out_of_memory_gives_advice(tmp_path, small_text, monkeypatch):
-    run = Run(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text), log=lambda *a: None)
+    run = Trainer(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text), log=lambda *a: None)
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run, "_train_step", oom)
+    monkeypatch.setattr(run, "train_step", oom)
     with pytest.raises(UserError, match=r"out of memory.*--batch-size 4 --grad-accum 2"):
-        run.run()
+        run.fit()
 
 
 class Exploit:
@@ -160,8 +163,8 @@ def test_grad_scaler_skipped_steps_are_not_nan_stops(tmp_path, small_text):
     """fp16 training on CUDA: an overflowing loss scale makes the GradScaler skip steps (inf gradients)
     while the loss itself stays finite; the run must go on, not stop as diverged. Emulated on the CPU
     with an enabled scaler whose initial scale overflows the gradients."""
-    run = Run(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=12), log=lambda *a: None)
+    run = Trainer(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=12), log=lambda *a: None)
     run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1000)
-    summary = run.run()
+    summary = run.fit()
     assert summary["steps"] == 12 and math.isfinite(summary["final_train_loss"])
     assert run.scaler.get_scale() < 2.0 ** 127  # steps were skipped and the scale backed off

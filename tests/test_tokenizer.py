@@ -1,4 +1,4 @@
-"""Data loading, the char tokenizer, the split and the batch sampler."""
+"""The corpus (data.py: loading, split, batches) and the char tokenizer."""
 import subprocess
 import sys
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import data
 import tokenizer as tk
 from common import UserError
 from conftest import ROOT
@@ -27,22 +28,22 @@ def test_unknown_characters_raise_value_error_naming_them(shakespeare):
 
 def test_split_sizes_of_tiny_shakespeare(shakespeare):
     assert len(shakespeare) == 1_115_394
-    ids = tk.encode_corpus(tk.CharTokenizer.from_text(shakespeare), shakespeare)
-    train, val = tk.train_val_split(ids, block_size=256)
+    ids = data.encode_corpus(tk.CharTokenizer.from_text(shakespeare), shakespeare)
+    train, val = data.train_val_split(ids, block_size=256)
     assert (len(train), len(val)) == (1_003_854, 111_540)
 
 
 def test_too_short_data_is_a_user_error():
     with pytest.raises(UserError, match="too short"):
-        tk.train_val_split(np.arange(100), block_size=64)
+        data.train_val_split(np.arange(100), block_size=64)
 
 
 def test_get_batch_is_seeded_and_targets_are_shifted_inputs():
-    data = torch.arange(1000)
-    starts_a = tk.sample_starts(len(data), 8, 4, torch.Generator().manual_seed(1))
-    starts_b = tk.sample_starts(len(data), 8, 4, torch.Generator().manual_seed(1))
+    tokens = torch.arange(1000)
+    starts_a = data.sample_starts(len(tokens), 8, 4, torch.Generator().manual_seed(1))
+    starts_b = data.sample_starts(len(tokens), 8, 4, torch.Generator().manual_seed(1))
     assert torch.equal(starts_a, starts_b)
-    x, y = tk.get_batch(data, starts_a, 8)
+    x, y = data.get_batch(tokens, starts_a, 8)
     assert x.shape == y.shape == (4, 8)
     assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
     assert int(starts_a.max()) <= 1000 - 9
@@ -50,28 +51,28 @@ def test_get_batch_is_seeded_and_targets_are_shifted_inputs():
 
 def test_load_text_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        tk.load_text(tmp_path / "missing.txt")
+        data.load_text(tmp_path / "missing.txt")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("café".encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
-        tk.load_text(bad)
+        data.load_text(bad)
 
 
 def test_missing_default_file_offline_says_where_to_put_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(tk, "DEFAULT_DATA", tmp_path / "input.txt")
-    monkeypatch.setattr(tk, "DATA_URL", "http://127.0.0.1:9/input.txt")  # nothing listens there
+    monkeypatch.setattr(data, "DEFAULT_DATA", tmp_path / "input.txt")
+    monkeypatch.setattr(data, "DATA_URL", "http://127.0.0.1:9/input.txt")  # nothing listens there
     with pytest.raises(UserError, match="put the text file at"):
-        tk.load_text(None)
+        data.load_text(None)
     assert not (tmp_path / "input.txt").exists()
 
 
 def test_download_checks_the_checksum(tmp_path, monkeypatch):
     source = tmp_path / "fake.txt"
     source.write_text("not shakespeare")
-    monkeypatch.setattr(tk, "DEFAULT_DATA", tmp_path / "input.txt")
-    monkeypatch.setattr(tk, "DATA_URL", source.as_uri())
+    monkeypatch.setattr(data, "DEFAULT_DATA", tmp_path / "input.txt")
+    monkeypatch.setattr(data, "DATA_URL", source.as_uri())
     with pytest.raises(UserError, match="sha256"):
-        tk.load_text(None)
+        data.load_text(None)
     assert not (tmp_path / "input.txt").exists()
 
 
@@ -80,7 +81,7 @@ def test_importing_the_tokenizer_reads_no_file(tmp_path):
             "real = io.open\n"
             "def spy(f, *a, **k):\n    opened.append(str(f)); return real(f, *a, **k)\n"
             "builtins.open = io.open = spy\n"
-            "import tokenizer\n"
+            "import tokenizer, data\n"
             "assert not [p for p in opened if 'input.txt' in p or p.endswith('.u16')], opened")
     result = subprocess.run([sys.executable, "-c", code, str(ROOT / "src")], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -49,8 +49,9 @@ from model_modern import ModernGPT, modern_config  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 from modernize import KVCache  # noqa: E402
 from quantize import Int8Linear, dequantize  # noqa: E402
-from tokenizer import CharTokenizer, encode_corpus, load_text, train_val_split  # noqa: E402
-from trainer import Dist, Run, TrainConfig, estimate_loss  # noqa: E402
+from data import encode_corpus, load_text, train_val_split  # noqa: E402
+from tokenizer import CharTokenizer  # noqa: E402
+from trainer import Dist, TrainConfig, Trainer, estimate_loss  # noqa: E402
 from transformer import MultiHeadAttention  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
@@ -210,13 +211,13 @@ def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
 
 
 def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: dict, compiled: bool) -> dict:
-    """Time the real training step (src/trainer.py Run._train_step: autocast, scaler, clipping, AdamW)."""
+    """Time the real training step (src/trainer.py Trainer.train_step: autocast, scaler, clipping, AdamW)."""
     with tempfile.TemporaryDirectory() as out_dir:
         tc = TrainConfig(batch_size=args.train_batch, device=str(device), dtype=dtype, data=args.data,
                          out_dir=out_dir, compile=compiled, max_steps=1)
-        run = Run(GPTConfig.from_dict(config.to_dict()), tc, log=lambda *_: None)
+        run = Trainer(config, tc, log=lambda *_: None)
         reset_peak_memory(device)
-        seconds = median_seconds(run._train_step, args.repeats, device, warmup=3 if compiled else 2)
+        seconds = median_seconds(run.train_step, args.repeats, device, warmup=3 if compiled else 2)
         tokens = args.train_batch * config.block_size
         tokens_per_sec = tokens / seconds
         ceiling = ceilings.get(f"matmul_gflops_{dtype}") or ceilings["matmul_gflops_fp32"]

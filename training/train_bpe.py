@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from cli import training_main  # noqa: E402
 from common import run_cli  # noqa: E402
 from model_modern import modern_config  # noqa: E402
-from tokenizer import CharTokenizer, build_tokenizer, load_text  # noqa: E402
+from data import load_text  # noqa: E402
+from tokenizer import CharTokenizer, build_tokenizer  # noqa: E402
 from trainer import TrainConfig  # noqa: E402
 
 MODEL = modern_config(dropout=0.3)
