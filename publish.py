@@ -35,7 +35,7 @@ RECORD_FIELDS = ("architecture", "params", "step", "val_loss", "val_bpc", "train
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--checkpoint", default="checkpoints/modern", help="run folder (its best/), checkpoint folder")
     p.add_argument("--repo-id", default=os.environ.get("HF_REPO_ID"), help="user/name on the Hub (or set HF_REPO_ID)")

@@ -11,7 +11,6 @@ last checkpoint. Each phase is the same script a local user runs, called in-proc
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import shlex
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 
 from cli import write_run_results  # noqa: E402
-from common import REPO_ROOT, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, run_cli  # noqa: E402
 from device import describe_hardware, pick_device, resolve_dtype  # noqa: E402
 
 DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
@@ -32,9 +31,8 @@ TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_b
 PHASES = [*TRAINING_PHASES, "benchmarks", "figures"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES, help="what to run, in this order")
     p.add_argument("--preset", choices=["cpu"], default=None, help="small sizes for a CPU (default: reference sizes)")
     p.add_argument("--out-dir", default=None,

@@ -9,7 +9,6 @@ A block in a doc looks like `<!-- report:NAME -->` ... `<!-- /report:NAME -->`; 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
 from benchmark import command_line, mode_label, weights_label  # noqa: E402
 from cli import write_run_results  # noqa: E402
-from common import REPO_ROOT, UserError, atomic_write_bytes, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, run_cli  # noqa: E402
 
 RESULTS = REPO_ROOT / "results"
 DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "DEVLOG.md"]
@@ -366,7 +365,7 @@ def render(text: str) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Render the docs' tables from results/*.json.")
+    p = ArgumentParser(description="Render the docs' tables from results/*.json.")
     p.add_argument("--write", action="store_true", help="re-render README.md and DEVLOG.md in place")
     p.add_argument("--check", action="store_true", help="exit 1 if a doc differs from its rendering")
     p.add_argument("--collect", metavar="RUN_DIR", help="write results/train_<run>.json from a finished run folder")

@@ -6,7 +6,6 @@ Uses checkpoints/modern when it exists (else random weights at the reference con
 
     python -u experiments/swap4_kvcache.py
 """
-import argparse
 import statistics
 import sys
 import time
@@ -18,15 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import torch  # noqa: E402
 
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, UserError, atomic_write_json, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, run_cli  # noqa: E402
 from device import describe_hardware, pick_device, synchronize  # noqa: E402
 from model_modern import ModernGPT  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "modern"),
                    help="model to time (random reference weights if it does not exist)")
     p.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 512, 1024], help="new tokens per run")

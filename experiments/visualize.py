@@ -9,7 +9,6 @@ works (char or BPE): --runs names folders under --checkpoints.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -23,7 +22,7 @@ import torch  # noqa: E402
 
 from attention import record_attention  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
 from device import describe_hardware, pick_device  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
@@ -31,9 +30,8 @@ PROMPT = "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the
 FIGURES = ["attention", "rope", "embeddings", "losses"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("figure", choices=[*FIGURES, "all"], help="which figure to draw")
     p.add_argument("--runs", nargs="+", default=["vanilla", "modern"], help="run folders under --checkpoints")
     p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"))

@@ -6,7 +6,6 @@ much of a difference is noise. Results go to results/<name>.json and a plot to i
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from common import REPO_ROOT, UserError, atomic_write_json
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json
 from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
@@ -30,8 +29,8 @@ CPU = dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=32, dropou
 PRESETS = {"reference": REFERENCE, "cpu": CPU}
 
 
-def build_parser(description: str, presets: dict = PRESETS, cpu_seeds: int = 3) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser(description: str, presets: dict = PRESETS, cpu_seeds: int = 3) -> ArgumentParser:
+    p = ArgumentParser(description=description)
     p.add_argument("--preset", choices=sorted(presets), default="reference", help="model/training size")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds per arm (default: 1 for reference, {cpu_seeds} for cpu)")

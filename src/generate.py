@@ -101,7 +101,7 @@ def train_demo_model() -> Path:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(description="Generate Shakespeare from a tinyllm checkpoint.")
     p.add_argument("--checkpoint", default=None,
                    help="run folder (its best/ or last/), checkpoint folder, or Hub repo id; default: the best local run")

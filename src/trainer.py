@@ -42,6 +42,7 @@ from tokenizer import build_tokenizer, tokenizer_from_dict
 
 WARMUP_STEPS_UNTIMED = 3  # first steps (allocation, autotuning, compilation) left out of tokens/s
 SCHEDULES = ("constant", "cosine")
+MAX_WEIGHT = 1e4  # weights start at std 0.02; beyond this a run has diverged even if its loss still looks finite
 
 
 @dataclass
@@ -351,14 +352,15 @@ class Trainer:
                          "--grad-clip 1.0")
 
     def after_eval(self, evaluation: dict) -> bool:
-        """Record, save, and decide on early stopping. Returns True to stop. A non-finite evaluation (or weight)
-        stops the run before anything is saved, so last/ keeps the last good state."""
+        """Record, save, and decide on early stopping. Returns True to stop. A non-finite evaluation, or weights that
+        exploded, stop the run before anything is saved, so last/ keeps the last good state."""
         p = self.progress
         for key in ("train_loss", "val_loss"):
             if not math.isfinite(evaluation[key]):
                 raise self.diverged(f"the evaluated {key.replace('_', ' ')} is {evaluation[key]}")
-        if not all(torch.isfinite(t).all() for t in self.model.parameters()):
-            raise self.diverged("the weights hold NaN or infinite values")
+        largest = max(t.detach().abs().max().item() for t in self.model.parameters())
+        if not largest <= MAX_WEIGHT:  # NaN fails this too
+            raise self.diverged(f"the weights have exploded (largest magnitude {largest:.3g})")
         p.history["evals"].append(evaluation)
         improved = evaluation["val_loss"] < p.best_val
         if p.step > 0:

@@ -145,6 +145,18 @@ def test_generate_with_missing_or_corrupt_checkpoints(tmp_path, tiny_run):
     assert_user_error(run_main(GENERATE, "--checkpoint", broken), "do not match")
 
 
+def test_the_default_run_folder_is_in_the_repo_wherever_the_script_starts(tmp_path, monkeypatch):
+    from cli import parse_training_args
+    from model import GPTConfig
+    from trainer import TrainConfig
+    monkeypatch.chdir(tmp_path)
+    _, tc = parse_training_args([], "x", GPTConfig(), TrainConfig(out_dir="checkpoints/vanilla"))
+    assert tc.out_dir == str(ROOT / "checkpoints" / "vanilla")
+    _, tc = parse_training_args(["--out-dir", "mine"], "x", GPTConfig(), TrainConfig(out_dir="checkpoints/vanilla"))
+    assert tc.out_dir == "mine"  # an explicit folder is the user's, relative to where they are
+    assert tc.record()["out_dir"] == ".../mine"  # and records never hold a machine's folders
+
+
 def test_help_shows_defaults():
     result = run_main(TRAIN, "--help")
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout

@@ -21,7 +21,6 @@ model's speed does not depend on its weights, so random weights stand in when no
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import resource
@@ -42,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from attention import Head  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from generate import GENERATION_DTYPES, cast_for_generation, check_engine, start_engine  # noqa: E402
-from common import REPO_ROOT, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
 from device import DTYPES, describe_hardware, pick_device, resolve_dtype, synchronize  # noqa: E402
 from model import ENGINES, GPT, GPTConfig  # noqa: E402
 from model_modern import ModernGPT, modern_config  # noqa: E402
@@ -62,9 +61,8 @@ DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "bf16+compile", "int
                    "quick": ["int8+compile", "int8+c"]}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer settings: fp32 only, batch 1, 200 new tokens")
     p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["vanilla", "modern"])
     p.add_argument("--size", choices=["reference", "checkpoint"], default="reference",
