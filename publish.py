@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from checkpoint import CONFIG, WEIGHTS, load_model, resolve_folder  # noqa: E402
 from checks import check_float, check_int  # noqa: E402
-from cli import sample_prompt  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, atomic_write_json, one_line,  # noqa: E402
                     repo_relative, run_cli, temp_name)
-from generate import generate_text  # noqa: E402
+from engine import generate_text, sample_prompt  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
 TEMPLATE = REPO_ROOT / "MODEL_CARD.md"
@@ -77,8 +76,7 @@ def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample
         "train_loss": f"{record['train_loss']:.4f}", "hardware": record["hardware"], "device": record["device"],
         "dtype": record["dtype"], "training_time": f"{minutes:.1f} minutes", "train_settings": settings,
         "sample_prompt": sample_settings["prompt"], "sample_temperature": SAMPLE["temperature"], "sample_seed": SAMPLE["seed"],
-        "sample": sample, "module": "model_modern" if modern else "model",
-        "model_class": "ModernGPT" if modern else "GPT", "repo_id": repo_id,
+        "sample": sample, "repo_id": repo_id,
     }
 
 

@@ -7,34 +7,34 @@
 In Colab, Google Drive is mounted and checkpoints/, results/ and images/ live in MyDrive/tinyllm
 (--out-dir to change; outside Colab the repo's own folders). Run it again after a disconnect: finished
 phases are skipped (their summary.json / results file exists) and an interrupted one resumes from its
-last checkpoint. Each phase is the same script a local user runs, called in-process.
+last checkpoint. Each phase is the same script a local user runs, in a process of its own.
 """
 from __future__ import annotations
 
 import importlib.util
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "training"))
-sys.path.insert(0, str(REPO / "experiments"))
-
 
 from cli import write_run_results  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, run_cli  # noqa: E402
 from device import describe_hardware, pick_device, resolve_dtype  # noqa: E402
 
 DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
-TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> script module
+TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> training/<script>.py
+CPU_PRESETS = {"vanilla": "cpu", "modern": "cpu", "bpe": "bpe-cpu"}  # --preset cpu: each phase's preset (presets.py)
 PHASES = [*TRAINING_PHASES, "benchmarks", "figures"]
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES, help="what to run, in this order")
-    p.add_argument("--preset", choices=["cpu"], default=None, help="small sizes for a CPU (default: reference sizes)")
+    p.add_argument("--preset", choices=["cpu"], default=None,
+                   help="small sizes for a CPU: presets cpu and bpe-cpu of presets.py (default: reference sizes)")
     p.add_argument("--out-dir", default=None,
                    help="where checkpoints/, results/, images/ go (default: Drive in Colab, else the repo)")
     p.add_argument("--train-args", default="", help="extra flags for every training phase, e.g. '--max-steps 500'")
@@ -65,6 +65,15 @@ def phase_state(run_dir: Path) -> str:
     return "interrupted" if (run_dir / "last" / "config.json").exists() else "new"
 
 
+def run_script(phase: str, script: str, argv: list[str]) -> None:
+    """One phase is the repo's own script in a process of its own, as a user would run it."""
+    print(f"[{phase}] {script} {' '.join(argv)}", flush=True)
+    done = subprocess.run([sys.executable, "-u", str(REPO / script), *argv])
+    if done.returncode != 0:
+        raise UserError(f"[{phase}] {script} failed (exit status {done.returncode}); run train_colab.py again to "
+                        "resume from there")
+
+
 def run_training_phase(phase: str, root: Path, args) -> None:
     run_dir = root / "checkpoints" / phase
     state = phase_state(run_dir)
@@ -72,12 +81,10 @@ def run_training_phase(phase: str, root: Path, args) -> None:
         print(f"[{phase}] done already ({run_dir / 'summary.json'}); skipping", flush=True)
         return
     argv = ["--out-dir", str(run_dir), "--device", args.device, *shlex.split(args.train_args)]
-    argv += ["--preset", args.preset] if args.preset else []
+    argv += ["--preset", CPU_PRESETS[phase]] if args.preset else []
     argv += ["--resume"] if state == "interrupted" else ["--overwrite"]  # "new": nothing there can be resumed
-    print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}: training/"
-          f"{TRAINING_PHASES[phase]}.py {' '.join(argv)}", flush=True)
-    script = importlib.import_module(TRAINING_PHASES[phase])
-    script.main(argv, record_results=False)
+    print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}", flush=True)
+    run_script(phase, f"training/{TRAINING_PHASES[phase]}.py", argv)
     print(f"[{phase}] results: {write_run_results(run_dir, root / 'results')}", flush=True)
 
 
@@ -86,21 +93,17 @@ def run_benchmarks(root: Path, args) -> None:
     if results.exists():
         print(f"[benchmarks] done already ({results}); skipping", flush=True)
         return
-    import benchmark
-    argv = ["--checkpoints", str(root / "checkpoints"), "--results-dir", str(root / "results"), "--images-dir",
-            str(root / "images"), "--device", args.device, *(["--quick"] if args.preset else []),
-            *shlex.split(args.benchmark_args)]
-    print(f"[benchmarks] training/benchmark.py {' '.join(argv)}", flush=True)
-    benchmark.main(argv)
+    run_script("benchmarks", "training/benchmark.py",
+               ["--checkpoints", str(root / "checkpoints"), "--results-dir", str(root / "results"), "--images-dir",
+                str(root / "images"), "--device", args.device, *(["--quick"] if args.preset else []),
+                *shlex.split(args.benchmark_args)])
 
 
 def run_figures(root: Path, args) -> None:
     """The figures that read checkpoints (cheap, so always redone)."""
-    import visualize
-    argv = ["all", "--checkpoints", str(root / "checkpoints"), "--results-dir", str(root / "results"),
-            "--images-dir", str(root / "images"), "--device", args.device]
-    print(f"[figures] experiments/visualize.py {' '.join(argv)}", flush=True)
-    visualize.main(argv)
+    run_script("figures", "experiments/visualize.py",
+               ["all", "--checkpoints", str(root / "checkpoints"), "--results-dir", str(root / "results"),
+                "--images-dir", str(root / "images"), "--device", args.device])
 
 
 def main(argv=None) -> None:

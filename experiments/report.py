@@ -3,6 +3,7 @@
     python experiments/report.py                      # print the "all swaps compared" table
     python experiments/report.py --write              # re-render the docs between their marker comments
     python experiments/report.py --check              # exit 1 if the docs differ from the results files
+    python experiments/report.py --show benchmark     # print one block (here: the benchmark's tables)
     python experiments/report.py --collect checkpoints/modern   # results/train_modern.json from a run folder
 
 A block in a doc looks like `<!-- report:NAME -->` ... `<!-- /report:NAME -->`; NAME is a function below.
@@ -15,9 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 
-from benchmark import command_line, mode_label, weights_label  # noqa: E402
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, run_cli  # noqa: E402
 
@@ -65,7 +64,7 @@ def swaps() -> str:
     records = {name: load(name) for name, _ in SWAPS}
     present = [(name, arm) for name, arm in SWAPS if records[name]]
     if not present:
-        return missing("swap1_rmsnorm", "python -u experiments/swap1_rmsnorm.py --preset cpu")
+        return missing("swap1_rmsnorm", "python -u experiments/swap1_rmsnorm.py --preset ab-cpu")
     base = records[present[0][0]]
     steps = [row["step"] for row in base["table"]]
     lines = ["| step | vanilla | " + " | ".join(arm for _, arm in present) + " |", "|---" * (len(present) + 2) + "|"]
@@ -122,7 +121,7 @@ def extras() -> str:
                      f"preset): val loss {fmt(g['at_block_size'])} at block_size; at 2× block_size "
                      f"{fmt(g['2x_sliding_window'])} with sliding-window attention and {fmt(g['2x_full_attention'])} "
                      "with full attention.")
-    return "\n".join(lines) or missing("swap3_rope", "python -u experiments/swap3_rope.py --preset cpu")
+    return "\n".join(lines) or missing("swap3_rope", "python -u experiments/swap3_rope.py --preset ab-cpu")
 
 
 def kvcache() -> str:
@@ -150,7 +149,7 @@ def sample() -> str:
 def tokenizers() -> str:
     r = load("tokenizers")
     if r is None:
-        return missing("tokenizers", "python -u experiments/tokenizers.py --preset cpu")
+        return missing("tokenizers", "python -u experiments/compare_tokenizers.py --preset tokenizers-cpu")
     tc, mc = r["train_config"], r["model_config"]
     lines = [f"ModernGPT {mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']} tokens, {tc['max_steps']} steps × batch "
              f"{tc['batch_size']} (the same token budget for every tokenizer), lr {tc['lr']:g} {tc['schedule']}; "
@@ -176,12 +175,13 @@ def benchmark_record() -> dict | None:
     return load("benchmark") or load("benchmark_quick")
 
 
-def benchmark() -> str:
-    r = benchmark_record()
+def benchmark(r: dict | None = None) -> str:
+    """The benchmark's tables: of results/benchmark.json (else the quick one), or of the record given."""
+    r = r or benchmark_record()
     if r is None:
         return missing("benchmark", "python training/benchmark.py")
     c = r["ceilings"]
-    lines = [f"`python {command_line(r)}` on {r['hardware']}, torch {r['torch']}, "
+    lines = [f"`python {r['command']}` on {r['hardware']}, torch {r['torch']}, "
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
              "(the fastest of several runs): "
              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",
@@ -198,7 +198,7 @@ def benchmark() -> str:
     for m in r["models"]:
         for g in m["generation"]:
             kernel = format(g["fraction_of_matvec_ceiling"], ".0%") if "fraction_of_matvec_ceiling" in g else ""
-            lines.append(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {mode_label(g)} | "
+            lines.append(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {g['mode']} | "
                          f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | "
                          f"{str(g['speedup']) + '×' if g['cached'] else ''} | "
                          f"{format(g['fraction_of_bandwidth_ceiling'], '.0%') if g['cached'] else ''} | {kernel} |")
@@ -215,9 +215,9 @@ def speed() -> str:
     rows = [g for g in m["generation"] if g["batch"] == 1]
     uncached = next(g for g in rows if not g["cached"])
     steps = [uncached, next(g for g in rows if g["cached"]), fastest_decoding(m)]
-    path = " → ".join(f"{g['tokens_per_sec']:,.0f} ({mode_label(g)})" for g in steps)
+    path = " → ".join(f"{g['tokens_per_sec']:,.0f} ({g['mode']})" for g in steps)
     fastest, train = steps[-1], m["training"][0]
-    return (f"On {r['hardware']} (`python {command_line(r)}`, {r['date']}), ModernGPT at the reference size "
+    return (f"On {r['hardware']} (`python {r['command']}`, {r['date']}), ModernGPT at the reference size "
             f"decodes {uncached['new_tokens']} tokens at batch 1 at {path} tokens/s: "
             f"{fastest['speedup']:.0f}× the uncached path and {fastest['fraction_of_bandwidth_ceiling']:.0%} of the "
             f"ceiling set by reading every weight once per token at the measured copy bandwidth. It trains at "
@@ -242,7 +242,7 @@ def benchmark_quality(r: dict) -> list[str]:
     lines = ["| checkpoint | weights | MB | val loss (8 fixed batches) | greedy tokens identical to fp32 |",
              "|---|---|---|---|---|"]
     for m, q in rows:
-        lines.append(f"| {m['name']} | {weights_label(q['weights'])} | {q['weights_mb']:.2f} | {q['val_loss']:.4f} | "
+        lines.append(f"| {m['name']} | {q['label']} | {q['weights_mb']:.2f} | {q['val_loss']:.4f} | "
                      f"{q['greedy_tokens_identical']} of {q['greedy_tokens']} |")
     return lines
 
@@ -266,7 +266,7 @@ def benchmark_targets(r: dict) -> list[str]:
         return []
     train = m["training"][0]  # the default dtype comes first
     cached = fastest_decoding(m)
-    mode = mode_label(cached)
+    mode = cached['mode']
     kernel = (f"; {cached['matvec_ceiling_tokens_per_sec']:,.0f} (its matrix-vector products alone)"
               if "matvec_ceiling_tokens_per_sec" in cached else "")
     checks = [("training tokens/s, batch 8, default dtype", BENCH_TARGETS["train_tokens_per_sec"], train["tokens_per_sec"],
@@ -324,7 +324,7 @@ FIGURE_CAPTIONS = {
     "swap2_swiglu.png": "ReLU vs SwiGLU vs ReLU² — `experiments/swap2_swiglu.py`",
     "swap3_rope.png": "learned positions vs RoPE — `experiments/swap3_rope.py`",
     "swap4_kvcache.png": "generation speed with and without the KV cache — `experiments/swap4_kvcache.py`",
-    "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/tokenizers.py`",
+    "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
     "benchmark.png": "training and generation speed against the machine's measured ceilings — `training/benchmark.py`",
     "benchmark_quick.png": "the same, from `training/benchmark.py --quick`",
     "attention_vanilla.png": "every head of the vanilla model on a line of Romeo and Juliet — `experiments/visualize.py attention`",
@@ -369,9 +369,17 @@ def main(argv=None) -> None:
     p.add_argument("--write", action="store_true", help="re-render README.md and DEVLOG.md in place")
     p.add_argument("--check", action="store_true", help="exit 1 if a doc differs from its rendering")
     p.add_argument("--collect", metavar="RUN_DIR", help="write results/train_<run>.json from a finished run folder")
+    p.add_argument("--show", metavar="BLOCK", choices=[*BLOCKS, "benchmark_quick"],
+                   help=f"print one block: {', '.join(BLOCKS)}, or benchmark_quick")
     args = p.parse_args(argv)
     if args.collect:
         print(f"wrote {write_run_results(args.collect)}")
+        return
+    if args.show:
+        quick = load("benchmark_quick") if args.show == "benchmark_quick" else None
+        if args.show == "benchmark_quick" and quick is None:
+            raise UserError("no results/benchmark_quick.json; run python training/benchmark.py --quick first")
+        print(benchmark(quick) if quick else BLOCKS[args.show]())
         return
     if not (args.write or args.check):
         print(swaps())

@@ -1,7 +1,7 @@
 """Swap 2: the ReLU FFN -> SwiGLU (hidden 2/3 * 4d so the parameter count stays ~equal), plus a third arm,
 ReLU^2 (nanochat / modded-nanogpt's choice), at exactly the vanilla parameter count.
 
-    python -u experiments/swap2_swiglu.py --preset cpu
+    python -u experiments/swap2_swiglu.py --preset ab-cpu
 """
 import sys
 from pathlib import Path

@@ -5,7 +5,7 @@ windows of 2 x block_size, (a) with sliding-window attention (what the KV cache 
 block_size tokens back) and (b) with full attention over all 2 x block_size tokens, next to its loss at
 block_size. The learned-position model cannot run past block_size at all.
 
-    python -u experiments/swap3_rope.py --preset cpu
+    python -u experiments/swap3_rope.py --preset ab-cpu
 """
 import sys
 from pathlib import Path
@@ -23,12 +23,14 @@ from data import encode_corpus, get_batch, load_text, sample_starts, train_val_s
 
 @torch.no_grad()
 def long_context_loss(model, val: torch.Tensor, length: int, window, iters: int, batch: int) -> float:
+    """Val loss on windows of `length` tokens, each token attending at most `window` back (None: all of them)."""
     generator = torch.Generator().manual_seed(1234)
     total = 0.0
+    model.attention_window = window
     for _ in range(iters):
         x, y = get_batch(val, sample_starts(len(val), length, batch, generator), length)
-        logits, _ = model(x, window=window)
-        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+        total += model(x, y)[1].item()
+    model.attention_window = model.config.block_size
     return total / iters
 
 

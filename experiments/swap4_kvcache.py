@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
 
-from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, run_cli  # noqa: E402
+from checkpoint import describe_record, load_model  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
 from device import describe_hardware, pick_device, synchronize  # noqa: E402
+from engine import generate  # noqa: E402
 from model_modern import ModernGPT  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
@@ -39,19 +40,20 @@ def build_parser():
 def get_model(path: str, device):
     if (Path(path) / "best" / "config.json").exists() or (Path(path) / "config.json").exists():
         model, record = load_model(path, device=device)
-        return model, f"{path} (step {record.get('step')}, {record.get('params'):,} params)"
+        return model, describe_record(repo_relative(path), record)
     torch.manual_seed(0)
     model = ModernGPT(vocab_size=65, dropout=0.0).to(device).eval()
-    return model, f"random weights at the reference config ({model.num_params():,} params): no checkpoint at {path}"
+    return model, (f"random weights at the reference config ({model.num_params():,} params): no checkpoint at "
+                   f"{repo_relative(path)}")
 
 
 def time_generation(model, prompt, new_tokens: int, use_cache: bool, repeats: int, device):
-    model.generate(prompt, min(new_tokens, 16), temperature=0.0, use_cache=use_cache)  # warm-up
+    generate(model, prompt, min(new_tokens, 16), temperature=0.0, use_cache=use_cache)  # warm-up
     samples, out = [], None
     for _ in range(repeats):
         synchronize(device)
         t0 = time.perf_counter()
-        out = model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+        out = generate(model, prompt, new_tokens, temperature=0.0, use_cache=use_cache)
         synchronize(device)
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples), out

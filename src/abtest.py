@@ -6,6 +6,7 @@ much of a difference is noise. Results go to results/<name>.json and a plot to i
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -15,51 +16,45 @@ from pathlib import Path
 
 import torch
 
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json
+from checks import check_int
+from common import REPO_ROOT, ArgumentParser, atomic_write_json
 from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
+from presets import apply_preset, describe
 from trainer import TrainConfig, train
 
-# The original project's swap settings: 2000 steps, eval every 500 on 200 batches, batch 64, lr 3e-4, dropout 0.2.
-REFERENCE = dict(max_steps=2000, eval_interval=500, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)
-# Three seeds of two arms in about ten minutes on a 2-core CPU (3 layers x 128, ~2M training tokens per arm).
-CPU = dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=1000,
-           eval_interval=250, eval_iters=20, lr=1e-3)
-PRESETS = {"reference": REFERENCE, "cpu": CPU}
+AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default, at one seed; the others at cpu_seeds
 
 
-def build_parser(description: str, presets: dict = PRESETS, cpu_seeds: int = 3) -> ArgumentParser:
-    p = ArgumentParser(description=description)
-    p.add_argument("--preset", choices=sorted(presets), default="reference", help="model/training size")
+def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_seeds: int = 3) -> ArgumentParser:
+    p = ArgumentParser(description=description, epilog=describe(presets),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=presets, default=presets[0], help=f"model/training size (default: {presets[0]})")
     p.add_argument("--seeds", type=int, default=None,
-                   help=f"seeds per arm (default: 1 for reference, {cpu_seeds} for cpu)")
+                   help=f"seeds per arm (default: 1 for {presets[0]}, {cpu_seeds} for the others)")
     p.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--eval-interval", type=int, default=None, help="override the preset's eval interval")
     p.add_argument("--eval-iters", type=int, default=None, help="override the preset's eval batches")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
-    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="where the JSON goes")
-    p.add_argument("--images-dir", default=str(REPO_ROOT / "images"), help="where the plot goes")
-    p.add_argument("--runs-dir", default=str(REPO_ROOT / "checkpoints" / "swaps"), help="checkpoints of every arm")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="where the JSON goes (default: results/)")
+    p.add_argument("--images-dir", default=str(REPO_ROOT / "images"), help="where the plot goes (default: images/)")
+    p.add_argument("--runs-dir", default=str(REPO_ROOT / "checkpoints" / "swaps"),
+                   help="checkpoints of every arm (default: checkpoints/swaps/)")
     return p
 
 
-def configs_from_args(args, presets: dict = PRESETS, cpu_seeds: int = 3,
+def configs_from_args(args, presets: tuple[str, ...] = AB_PRESETS, cpu_seeds: int = 3,
                       base: GPTConfig | None = None) -> tuple[GPTConfig, TrainConfig, int]:
     """The experiment's model and training configs: `base` (default: the vanilla GPT) with the preset applied."""
-    preset = dict(presets[args.preset])
-    for name in ("max_steps", "eval_interval", "eval_iters", "batch_size"):
-        if getattr(args, name) is not None:
-            preset[name] = getattr(args, name)
-    seeds = args.seeds if args.seeds is not None else (1 if args.preset == "reference" else cpu_seeds)
-    if seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {seeds}")
-    model_fields = set(GPTConfig.__dataclass_fields__)
-    model = replace(base or GPTConfig(), **{k: v for k, v in preset.items() if k in model_fields})
-    tc = TrainConfig(**{k: v for k, v in preset.items() if k not in model_fields}, device=args.device,
-                     data=args.data, sample_tokens=0)
+    seeds = args.seeds if args.seeds is not None else (1 if args.preset == presets[0] else cpu_seeds)
+    check_int(seeds, "--seeds", 1, 1000)
+    model, tc = apply_preset(args.preset, base or GPTConfig(), TrainConfig(device=args.device, data=args.data,
+                                                                            sample_tokens=0))
+    tc = replace(tc, **{name: getattr(args, name) for name in ("max_steps", "eval_interval", "eval_iters", "batch_size")
+                        if getattr(args, name) is not None})
     tc.validate()
     return model, tc, seeds
 
@@ -145,7 +140,7 @@ def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds:
     device = pick_device(args.device)
     return {"experiment": name, "preset": args.preset, "seeds": seeds, "hardware": describe_hardware(device),
             "device": str(device), "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
-            "model_config": model.to_dict(), "train_config": {k: v for k, v in vars(tc).items() if k != "data"},
+            "model_config": model.to_dict(), "train_config": tc.record(),
             "arms": {label: {"overrides": a["overrides"], "params": a["params"], "precision": a["precision"],
                              "tokens_per_sec": mean_std(a["tokens_per_sec"]),
                              "best_val": mean_std(a["best_val"]), "curves": a["curves"]} for label, a in arms.items()},

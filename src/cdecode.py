@@ -1,6 +1,6 @@
 """The C decoding step (src/cdecode.c): build it, hand it a ModernGPT's int8 weights, run it one token at a time.
 
-`GPT.generate(engine="c")` uses it for batch-1 decoding on a CPU. The library is compiled once per source
+engine.py uses it (engine "c") for batch-1 decoding on a CPU. The library is compiled once per source
 version and compiler flags with the system C compiler and kept in ~/.cache/tinyllm (or $TINYLLM_CACHE_DIR);
 ctypes calls it with pointers into tensors this object owns, so nothing is copied per token.
 """
@@ -96,8 +96,7 @@ def load_library() -> ctypes.CDLL:
 
 def unsupported_reason(model) -> str | None:
     """Why the C step cannot run this model (None if it can): it implements the modern block with int8 weights."""
-    c = model.config
-    if (c.norm, c.ffn, c.pos, c.attn_proj_bias) != ("rmsnorm", "swiglu", "rope", False):
+    if model.config.architecture != "modern":
         return "the C decoder runs the modern architecture (RMSNorm, SwiGLU, RoPE); this model is not one"
     if not all(isinstance(m, Int8Linear) for b in model.blocks for m in (b.attn.qkv, b.attn.proj, b.ffn.gate,
                                                                          b.ffn.up, b.ffn.down)):
@@ -138,10 +137,6 @@ class CDecoder:
                             self._pointer(model.rope.inv_freq.double()), ctypes.addressof(self.layers),
                             *(self._pointer(torch.zeros(sizes[name])) for name in SCRATCH))
         self.position = 0
-
-    def __deepcopy__(self, memo):
-        """A copied model gets no decoder (it would point into the original's tensors); it builds its own."""
-        return None
 
     def _pointer(self, tensor: torch.Tensor) -> int:
         tensor = tensor.detach().contiguous()

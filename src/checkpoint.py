@@ -50,15 +50,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def architecture_name(config: GPTConfig) -> str:
-    from model_modern import MODERN_SWITCHES
-    if all(getattr(config, k) == v for k, v in MODERN_SWITCHES.items()):
-        return "modern"
-    if (config.norm, config.ffn, config.pos, config.attn_proj_bias) == ("layernorm", "relu", "learned", True):
-        return "vanilla"
-    return f"custom({config.norm},{config.ffn},{config.pos})"
-
-
 # ----------------------------------------------------------------------------- writing
 
 def save_model_folder(folder, model, tokenizer, record: dict) -> None:
@@ -68,7 +59,7 @@ def save_model_folder(folder, model, tokenizer, record: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED_KEYS}
     atomic_write_bytes(folder / WEIGHTS, save_safetensors_bytes(state, metadata={"format": "pt"}))
-    config = {"format": FORMAT, "architecture": architecture_name(model.config), "model": model.config.to_dict(),
+    config = {"format": FORMAT, "architecture": model.config.architecture, "model": model.config.to_dict(),
               "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
               "params": model.num_params(), **record}
     atomic_write_json(folder / CONFIG, config)
@@ -281,19 +272,18 @@ def parameter_bytes(config: GPTConfig) -> int:
         return GPT(config).num_params() * 4
 
 
-def build_model(config: dict, expect: type | None = None) -> GPT:
-    """Instantiate the class recorded by the config; refuse a checkpoint of another architecture."""
-    from model_modern import ModernGPT
+def build_model(config: dict, build=GPT, architecture: str | None = None) -> GPT:
+    """The model a config.json describes (weights not loaded yet), refused if it is not of `architecture`
+    or would not fit in this machine's memory. build: the class to instantiate (GPT or a thin subclass)."""
     try:
         model_config = GPTConfig.from_dict(config["model"])
     except (TypeError, ValueError) as err:
         raise UserError(f"checkpoint config is invalid: {one_line(err)}") from None
-    arch = architecture_name(model_config)
-    if expect is ModernGPT and arch != "modern":
-        raise UserError(f"this checkpoint holds a {arch} model, not ModernGPT; load it with GPT.from_pretrained")
+    if architecture and model_config.architecture != architecture:
+        raise UserError(f"this checkpoint holds a {model_config.architecture} model, not a {architecture} one; "
+                        "load it with checkpoint.load_model")
     check_fits_in_memory(parameter_bytes(model_config), "this checkpoint's model", "it cannot be loaded here")
-    cls = ModernGPT if arch == "modern" else GPT
-    return cls(model_config)
+    return build(model_config)
 
 
 def load_state_into(model: GPT, state: dict, where) -> None:
@@ -307,11 +297,11 @@ def load_state_into(model: GPT, state: dict, where) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def load_model(name_or_path, device="cpu", expect: type | None = None, **hub_kwargs):
-    """-> (model in eval mode with `.tokenizer` set, the config.json record)."""
+def load_model(name_or_path, device="cpu", build=GPT, architecture: str | None = None, **hub_kwargs):
+    """-> (model in eval mode with `.tokenizer` set, the config.json record). build/architecture: see build_model."""
     folder = resolve_folder(name_or_path, **hub_kwargs)
     config = read_config(folder)
-    model = build_model(config, expect)
+    model = build_model(config, build, architecture)
     load_state_into(model, load_weights(folder), folder)
     if config.get("tokenizer") is not None:
         model.tokenizer = tokenizer_from_dict(config["tokenizer"])

@@ -1,20 +1,23 @@
 """The command line shared by every training script: the same flags, presets and error handling.
 
-A script only states its defaults (a GPTConfig, a TrainConfig) and its presets; precedence is
-script defaults < `--preset` values < flags given explicitly.
+A script only states its defaults (a GPTConfig, a TrainConfig) and which presets of presets.py it offers;
+precedence is script defaults < `--preset` values < flags given explicitly.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 from dataclasses import fields, replace
 from pathlib import Path
 
+from checkpoint import load_model
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_path, repo_relative
 from device import pick_device
+from engine import generate_text, sample_prompt
 from model import GPTConfig
+from presets import apply_preset, describe
 from trainer import TrainConfig, train
 
 # field -> (type, help); the flag is --field-with-dashes. MODEL_FLAGS set GPTConfig fields, TRAIN_FLAGS TrainConfig's.
@@ -44,24 +47,32 @@ TRAIN_FLAGS = {
     "max_time": (float, "stop after this many seconds of wall clock, with a last evaluation (0 = no limit)"),
     "seed": (int, "random seed (init, data order, dropout)"),
     "device": (str, "auto | cpu | cuda | cuda:N | mps"),
-    "dtype": (str, "auto | fp32 | bf16 | fp16"),
+    "dtype": (str, "auto | fp32 | bf16 | fp16 (auto: bf16 where this device runs it natively, and why is printed)"),
     "tokenizer": (str, "char | gpt2 | bpe:<vocab_size>"),
     "data": (str, "training text (default: data/input.txt, downloaded if missing)"),
-    "out_dir": (str, "run folder for checkpoints and logs"),
+    "out_dir": (str, "run folder for checkpoints and logs (the default is under the repo)"),
     "sample_tokens": (int, "tokens of the sample printed at the end"),
+}
+SAMPLE = dict(prompt="ROMEO:", tokens=400, temperature=0.8, seed=0)
+# each training script's defaults: (model config, training config) before presets and flags
+RUN_DEFAULTS = {
+    "vanilla": (GPTConfig.named("vanilla"), TrainConfig(out_dir="checkpoints/vanilla")),
+    "modern": (GPTConfig.named("modern", dropout=0.3), TrainConfig(out_dir="checkpoints/modern")),
+    "bpe": (GPTConfig.named("modern", dropout=0.3),
+            TrainConfig(tokenizer="gpt2", batch_size=16, grad_accum=4, lr=1e-4, grad_clip=1.0, max_steps=3000,
+                        eval_interval=500, eval_iters=100, out_dir="checkpoints/bpe")),
 }
 
 
 def build_parser(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
-                 presets: dict) -> argparse.ArgumentParser:
+                 presets: tuple[str, ...]) -> ArgumentParser:
     parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="presets:\n" + "\n".join(f"  {name}: {' '.join(f'{k}={v}' for k, v in values.items())}"
-                                                                       for name, values in presets.items()))
-    parser.add_argument("--preset", choices=sorted(presets), help="a named set of defaults (flags still override)")
+                            epilog=describe(presets) if presets else None)
+    parser.add_argument("--preset", choices=presets, help="a named set of defaults (flags still override)")
     for flags, defaults in ((MODEL_FLAGS, model_defaults), (TRAIN_FLAGS, train_defaults)):
         for name, (typ, text) in flags.items():
-            parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None,
-                                help=f"{text} (default: {getattr(defaults, name)})")
+            shown = repo_relative(defaults.out_dir) if name == "out_dir" else getattr(defaults, name)
+            parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: {shown})")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue from <out-dir>/last exactly where it stopped")
@@ -71,57 +82,37 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
 
 
 def parse_training_args(argv, description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
-                        presets: dict | None = None):
+                        presets: tuple[str, ...] = ()):
     """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated."""
-    presets = presets or {}
     args = vars(build_parser(description, model_defaults, train_defaults, presets).parse_args(argv))
-    chosen = dict(presets.get(args.pop("preset"), {}) if args.get("preset") else {})
-    chosen.update({k: v for k, v in args.items() if v is not None})
+    model_config, train_config = apply_preset(args.pop("preset"), model_defaults, train_defaults)
+    given = {k: v for k, v in args.items() if v is not None}
     model_names = {f.name for f in fields(GPTConfig)}
     try:
-        model_config = replace(model_defaults, **{k: v for k, v in chosen.items() if k in model_names})
+        model_config = replace(model_config, **{k: v for k, v in given.items() if k in model_names})
     except ValueError as err:  # name the flag, not the field
         raise UserError(re.sub(rf"\b({'|'.join(MODEL_FLAGS)})\b", lambda m: "--" + m.group(1).replace("_", "-"),
                                str(err))) from None
-    train_config = replace(train_defaults, **{k: v for k, v in chosen.items() if k not in model_names})
-    if "out_dir" not in chosen:  # the default run folder lives in the repo, wherever the script is started from
+    train_config = replace(train_config, **{k: v for k, v in given.items() if k not in model_names})
+    if "out_dir" not in given:  # the default run folder lives in the repo, wherever the script is started from
         train_config = replace(train_config, out_dir=str(repo_path(train_config.out_dir)))
     train_config.validate()
     return model_config, train_config
 
 
-SAMPLE = dict(prompt="ROMEO:", tokens=400, temperature=0.8, seed=0)
-
-
-def sample_prompt(tokenizer, preferred: str = SAMPLE["prompt"]) -> str:
-    """The prompt of the end-of-run sample: "ROMEO:" where the vocabulary has its characters, else a newline,
-    else the vocabulary's first token (a run on other text must not fail at its very end)."""
-    for prompt in (preferred, "\n"):
-        try:
-            if tokenizer.encode(prompt):
-                return prompt
-        except ValueError:
-            continue
-    return tokenizer.decode([0])
-
-
 def print_sample(out_dir, tokens: int, device: str) -> None:
     """Generate a sample from the run's best checkpoint (what the run is for, after all)."""
-    from checkpoint import load_model
-    from generate import generate_text
     if tokens == 0:
         return
     model, _ = load_model(out_dir, device=pick_device(device))
     prompt = sample_prompt(model.tokenizer)
-    print(f"\n--- sample from {out_dir} (prompt {prompt!r}, temperature 0.8) ---")
-    print(generate_text(model, prompt, tokens, temperature=0.8, seed=0))
+    print(f"\n--- sample from {out_dir} (prompt {prompt!r}, temperature {SAMPLE['temperature']}) ---")
+    print(generate_text(model, prompt, tokens, temperature=SAMPLE["temperature"], seed=SAMPLE["seed"]))
 
 
 def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
     """results/train_<run>.json: the run's summary, its evaluations and a seeded sample from its best
     checkpoint, so the docs can quote a run without anyone typing its numbers."""
-    from checkpoint import load_model
-    from generate import generate_text
     out_dir = Path(out_dir).resolve()
     try:
         summary = json.loads((out_dir / "summary.json").read_text())
@@ -137,11 +128,11 @@ def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
     return path
 
 
-def training_main(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig, presets: dict,
-                  argv=None, before_training=None, record_results: bool = True) -> dict:
-    """Parse flags, train, print a sample from the best checkpoint (rank 0 only). Runs kept under
-    checkpoints/ also get results/train_<run>.json (record_results=False: not for throwaway runs)."""
-    model_config, train_config = parse_training_args(argv, description, model_defaults, train_defaults, presets)
+def training_main(description: str, run: str, presets: tuple[str, ...], argv=None, before_training=None,
+                  record_results: bool = True) -> dict:
+    """Parse flags over RUN_DEFAULTS[run], train, print a sample from the best checkpoint (rank 0 only). Runs
+    kept under checkpoints/ also get results/train_<run>.json (record_results=False: not for throwaway runs)."""
+    model_config, train_config = parse_training_args(argv, description, *RUN_DEFAULTS[run], presets)
     if before_training is not None:
         before_training(model_config, train_config)
     summary = train(model_config, train_config)

@@ -1,13 +1,15 @@
 """The GPT model family: one config, one model class, every variant a config change.
 
-Vanilla GPT (GPT-2 style) is the default config. Each modernisation is a switch:
-`norm` layernorm -> rmsnorm, `ffn` relu -> swiglu (or relu2), `pos` learned -> rope; `model_modern.ModernGPT`
-turns all of them on. Generation supports a KV cache for both position schemes.
+Vanilla GPT (GPT-2 style) is the dataclass's defaults. Each modernisation is a switch: `norm` layernorm ->
+rmsnorm, `ffn` relu -> swiglu (or relu2), `pos` learned -> rope, no bias on the attention output. `CONFIGS`
+names the two ends ("vanilla", "modern"); `GPTConfig.named("modern", n_layer=4)` builds one.
+
+This file computes logits and nothing else. Generating text (the KV cache, sampling, the fast decoding
+engines) is engine.py's job; reading and writing checkpoints is checkpoint.py's.
 """
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -16,12 +18,15 @@ import torch.nn.functional as F
 
 from checks import check_bool, check_choice, check_float, check_int
 from common import UserError
-from modernize import KVCache, RotaryEmbedding
+from modernize import RotaryEmbedding
 from transformer import Block, make_norm
 
-ENGINES = ("eager", "compile", "c")  # how generate() runs a cached decoding step
 CHOICES = {"norm": ("layernorm", "rmsnorm"), "ffn": ("relu", "swiglu", "relu2"), "pos": ("learned", "rope")}
 LIMITS = {"vocab_size": 2**20, "block_size": 2**16, "n_layer": 1024, "n_head": 1024, "n_embd": 2**16}  # sanity bounds
+CONFIGS = {  # the named architectures: GPT-2 as the original project built it, and LLaMA/Qwen's switches
+    "vanilla": dict(norm="layernorm", ffn="relu", pos="learned", attn_proj_bias=True),
+    "modern": dict(norm="rmsnorm", ffn="swiglu", pos="rope", attn_proj_bias=False),
+}
 
 
 @dataclass
@@ -42,6 +47,19 @@ class GPTConfig:
 
     def __post_init__(self):
         self.validate()
+
+    @classmethod
+    def named(cls, name: str, **overrides) -> "GPTConfig":
+        """A named architecture (CONFIGS) at the reference size; keyword arguments override any field."""
+        return cls(**{**CONFIGS[name], **overrides})
+
+    @property
+    def architecture(self) -> str:
+        """"vanilla", "modern", or custom(norm,ffn,pos) for a mix of the switches."""
+        for name, switches in CONFIGS.items():
+            if all(getattr(self, k) == v for k, v in switches.items()):
+                return name
+        return f"custom({self.norm},{self.ffn},{self.pos})"
 
     def validate(self) -> None:
         """Types and ranges of every field (they may come from a hand-edited config.json): a UserError naming it."""
@@ -64,40 +82,13 @@ class GPTConfig:
     def from_dict(cls, d: dict) -> "GPTConfig":
         if not isinstance(d, dict):
             raise UserError(f"a model config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise UserError(f"unknown model config fields: {sorted(unknown)}")
         return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
-
-
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pick the next token from (B, vocab) logits. temperature 0 = greedy; top_k keeps the k likeliest
-    (clamped to the vocab); top_p keeps the smallest set whose probability reaches p (nucleus)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = F.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > top_p  # tokens wholly beyond the nucleus; the first always stays
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-
-
-def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    check_float(temperature, "temperature", minimum=0.0)
-    if top_k is not None:
-        check_int(top_k, "top_k", minimum=1)
-    if top_p is not None:
-        check_float(top_p, "top_p", above=0.0, maximum=1.0)
 
 
 class GPT(nn.Module):
@@ -120,6 +111,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
+        # How far back a token may attend: block_size, the span training showed it. Only sequences longer than
+        # block_size (RoPE models) feel it: each layer then attends over a sliding window, as the KV cache does.
+        # None lifts the limit (experiments/swap3_rope.py measures full attention that way).
+        self.attention_window: int | None = config.block_size
         self.tokenizer = None  # set by checkpoint loading, so generation can decode
 
     @staticmethod
@@ -139,155 +134,33 @@ class GPT(nn.Module):
         c = self.config
         return c.block_size if self.rope is None else c.n_layer * (c.block_size - 1) + 1
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches=None,
-                window: int | None = None, last_only: bool = False, position: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
         """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
 
-        caches: one KVCache per layer (generation). window: attend to at most this many tokens back
-        (only matters when T > window; RoPE models only). last_only: logits for the last position only.
-        position: a 1-element tensor holding the absolute position of a single new token (B, 1): the
-        fixed-shape decoding step that `generate(engine="compile")` compiles.
+        cache: an engine.Cache. Its layers store this chunk's keys and values and let it attend to every token
+        stored before; it also says at which absolute position the chunk starts.
         """
         B, T = idx.shape
-        start = caches[0].length if caches and position is None else 0
+        if cache is None:
+            positions, end = torch.arange(T, device=idx.device), T
+        else:
+            positions, end = cache.positions(T, idx.device)
         x = self.tok_emb(idx)
         rope = None
         if self.pos_emb is not None:
-            if start + T > self.config.block_size:
-                raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size} "
+            if end is not None and end > self.config.block_size:
+                raise ValueError(f"sequence of {end} tokens exceeds block_size {self.config.block_size} "
                                  "(learned position embeddings stop there)")
-            positions = torch.arange(start, start + T, device=idx.device) if position is None else position
             x = x + self.pos_emb(positions)
         else:
-            rope = self.rope.tables(start, T) if position is None else self.rope.at(position)
+            if end is not None:
+                self.rope.reserve(end)
+            rope = self.rope.at(positions)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, caches[i] if caches else None, window, position)
-        x = self.norm_f(x)
-        if last_only:
-            x = x[:, -1:]
-        logits = self.lm_head(x)
+            x = block(x, rope, cache.layers[i] if cache is not None else None, self.attention_window)
+        logits = self.lm_head(self.norm_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
-
-    # ------------------------------------------------------------------------- generation
-
-    def _prefill(self, context: torch.Tensor, caches) -> torch.Tensor:
-        """Fill fresh caches with `context`: one causal pass over the first block_size tokens, then one
-        token at a time (exact, since the cache slides). Returns the logits after the last token."""
-        first = context[:, :self.config.block_size]
-        logits, _ = self(first, caches=caches, last_only=True)
-        for t in range(first.size(1), context.size(1)):
-            logits, _ = self(context[:, t:t + 1], caches=caches)
-        return logits[:, -1]
-
-    def _uncached_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The plain path: recompute everything that can influence the next token, no cache."""
-        context = tokens[:, -self.context_length():]
-        logits, _ = self(context, window=self.config.block_size, last_only=True)
-        return logits[:, -1]
-
-    def new_caches(self, device: torch.device) -> list[KVCache]:
-        """One KVCache per layer. On a CPU the cache stays fp32 even for 16-bit weights: CPUs without native
-        bf16 arithmetic run attention over bf16 keys about 2x slower, and the cache is small."""
-        dtype = torch.float32 if device.type == "cpu" else None
-        return [KVCache(self.config.block_size, dtype) for _ in self.blocks]
-
-    def _decode_step(self, next_id: torch.Tensor, position: torch.Tensor, caches) -> torch.Tensor:
-        """One token through the caches with every shape fixed: what `generate(engine="compile")` compiles."""
-        return self(next_id, caches=caches, position=position)[0][:, -1]
-
-    def _decode(self, next_id: torch.Tensor, caches, compiled_step=None, checked: bool = False) -> torch.Tensor:
-        """The next logits after `next_id`. checked: an earlier step of this same loop already ran the compiled
-        step with these exact inputs, so its guards (a check of every weight, ~0.1-0.3 ms) can be skipped."""
-        if compiled_step is None:
-            return self(next_id, caches=caches)[0][:, -1]
-        position = torch.full((1,), caches[0].length, dtype=torch.long, device=next_id.device)
-        stance = torch.compiler.set_stance("default", skip_guard_eval_unsafe=True) if checked else nullcontext()
-        with stance:
-            logits = compiled_step(next_id, position, caches)
-        for cache in caches:
-            cache.length += 1
-        return logits
-
-    def compiled_decode_step(self):
-        """torch.compile of `_decode_step`, built once per model: one graph fuses each layer's small ops
-        (norms, RoPE, attention for one query, residual adds) that otherwise cost more per token than the
-        matrix products. On a CPU the graph is driven from C++ (cpp_wrapper), not from Python."""
-        if self.__dict__.get("_compiled_decode_step") is None:
-            on_cpu = next(self.parameters()).device.type == "cpu"
-            self.__dict__["_compiled_decode_step"] = torch.compile(
-                self._decode_step, fullgraph=True, options={"cpp_wrapper": True} if on_cpu else None)
-        return self.__dict__["_compiled_decode_step"]
-
-    def c_decoder(self):
-        """The C decoding step (src/cdecode.c) holding this model's int8 weights, built once per model."""
-        if self.__dict__.get("_c_decoder") is None:
-            from cdecode import CDecoder
-            self.__dict__["_c_decoder"] = CDecoder(self)
-        return self.__dict__["_c_decoder"]
-
-    @torch.inference_mode()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-                 generator: torch.Generator | None = None, on_token=None, engine: str = "eager") -> torch.Tensor:
-        """Append `max_new_tokens` sampled tokens to idx (B, T). Cached by default: the prompt is
-        prefilled once, then each step feeds only the newest token. on_token(ids (B, 1)) streams output.
-        engine: how a cached step runs - "eager" (PyTorch op by op), "compile" (the step through torch.compile:
-        same tokens, fewer overheads) or "c" (src/cdecode.c: batch 1, int8 RoPE models on a CPU)."""
-        check_sampling_args(temperature, top_k, top_p)
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-        if engine != "eager" and not use_cache:
-            raise ValueError(f"engine {engine!r} runs the cached step; it needs use_cache=True")
-        was_training = self.training
-        self.eval()
-        B, T0 = idx.shape
-        out = torch.empty(B, T0 + max_new_tokens, dtype=idx.dtype, device=idx.device)
-        out[:, :T0] = idx
-        caches = step = None
-        if use_cache and max_new_tokens > 0:
-            if engine == "c":
-                step = self.c_decoder()
-                logits = step.start(idx[:, -self.context_length():])
-            else:
-                caches = self.new_caches(idx.device)
-                logits = self._prefill(idx[:, -self.context_length():], caches)
-            if engine == "compile":
-                if self.rope is not None:
-                    self.rope.tables(0, T0 + max_new_tokens)  # grow the table now, not inside the graph
-                step = self.compiled_decode_step()
-        for t in range(T0, T0 + max_new_tokens):
-            if not use_cache:
-                logits = self._uncached_logits(out[:, :t])
-            next_id = sample_next(logits, temperature, top_k, top_p, generator)
-            out[:, t:t + 1] = next_id
-            if on_token is not None:
-                on_token(next_id)
-            if use_cache and t + 1 < T0 + max_new_tokens:
-                if engine == "c":
-                    logits = step.feed(next_id)
-                elif self.rope is None and caches[0].length >= self.config.block_size:
-                    # learned positions end at block_size: from here on, recompute the cropped window
-                    caches = self.new_caches(idx.device)
-                    logits = self._prefill(out[:, t + 1 - self.config.block_size:t + 1], caches)
-                else:
-                    logits = self._decode(next_id, caches, step, checked=t > T0)
-        self.train(was_training)
-        return out
-
-    # ------------------------------------------------------------------------- saving / loading
-
-    def save_pretrained(self, folder, tokenizer=None, record: dict | None = None) -> None:
-        """Write `folder/model.safetensors` + `folder/config.json` (the Hugging Face Hub layout)."""
-        from checkpoint import save_model_folder
-        save_model_folder(folder, self, tokenizer or self.tokenizer, record or {})
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, device: str | torch.device = "cpu", **hub_kwargs):
-        """Load from a local checkpoint folder (run/, run/best, run/last) or a Hub repo id."""
-        from checkpoint import load_model
-        model, _record = load_model(name_or_path, device=device, expect=cls, **hub_kwargs)
-        return model

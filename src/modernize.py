@@ -72,15 +72,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos().float().to(device), persistent=False)
         self.register_buffer("sin", angles.sin().float().to(device), persistent=False)
 
-    def tables(self, start: int, length: int):
-        """cos/sin for absolute positions start .. start+length-1 (the table grows if decoding runs long)."""
-        if start + length > self.cos.size(0):
-            self._build(max(2 * self.cos.size(0), start + length), self.cos.device)
-        return self.cos[start:start + length], self.sin[start:start + length]
+    def reserve(self, n_positions: int) -> None:
+        """Grow the tables to hold at least `n_positions` positions (decoding may run past block_size)."""
+        if n_positions > self.cos.size(0):
+            self._build(max(2 * self.cos.size(0), n_positions), self.cos.device)
 
-    def at(self, position: torch.Tensor):
-        """cos/sin for a 1-element tensor `position`: a lookup that compiles to one graph for every step."""
-        return self.cos.index_select(0, position), self.sin.index_select(0, position)
+    def at(self, positions: torch.Tensor):
+        """cos/sin (T, D/2) for the absolute positions given (a lookup: the same graph for every decoding step)."""
+        return self.cos.index_select(0, positions), self.sin.index_select(0, positions)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -94,15 +93,18 @@ class KVCache:
     """Keys and values of the tokens already seen, for one layer, preallocated once per generation.
 
     Decoding then costs one token's projections per step instead of re-running the whole window.
-    Writes go to slot (position % capacity): once `capacity` (= block_size) tokens are stored, the
-    oldest is overwritten, so the cache slides. With RoPE this equals recomputing the cropped window,
-    because scores depend only on relative distance and softmax does not care about slot order.
+    Writes go to slot (position % capacity): once `capacity` (= block_size) tokens are stored, the oldest is
+    overwritten, so the cache slides. That is sliding-window attention: each layer attends to at most block_size
+    tokens back, the span the model was trained on, and slot order does not matter to softmax. It equals the
+    model run without a cache with its attention window (`GPT.attention_window`), not a recomputation of the
+    cropped last block_size tokens (which would see fewer tokens in its early positions).
+    engine.py holds one per layer, with the position of the next token.
     """
 
     def __init__(self, capacity: int, dtype: torch.dtype | None = None):
         self.capacity = capacity
-        self.dtype = dtype  # None: the dtype of the keys; generation on a CPU asks for fp32 (see GPT.new_caches)
-        self.k = self.v = self.slots = None  # buffers, allocated at the first update
+        self.dtype = dtype  # None: the dtype of the keys; generation on a CPU asks for fp32 (see engine.Cache)
+        self.k = self.v = None  # buffers, allocated at the first update
         self.length = 0  # tokens seen so far = absolute position of the next token
 
     def update(self, k: torch.Tensor, v: torch.Tensor):
@@ -111,7 +113,6 @@ class KVCache:
         if self.k is None:
             self.k = k.new_zeros(B, H, self.capacity, D, dtype=self.dtype)
             self.v = v.new_zeros(B, H, self.capacity, D, dtype=self.dtype)
-            self.slots = torch.arange(self.capacity, device=k.device)
         start = self.length
         if T == 1:  # decoding: one new token sees every stored one, no mask needed
             slot = start % self.capacity
@@ -131,10 +132,7 @@ class KVCache:
         mask = torch.arange(start + T, device=k.device)[None, :] <= rows
         return self.k[:, :, :start + T], self.v[:, :, :start + T], mask, False
 
-    def update_at(self, position: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """The same one-token write as `update`, with every shape fixed (for torch.compile): the position is
-        a 1-element tensor, and attention runs over the whole buffer with a mask of the filled slots.
-        The caller advances `length` (a Python int inside a compiled graph would recompile every step)."""
-        self.k.index_copy_(2, position % self.capacity, k.to(self.k.dtype))
-        self.v.index_copy_(2, position % self.capacity, v.to(self.v.dtype))
-        return self.k, self.v, (self.slots <= position)[None], False
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Store this chunk's keys and values, then attend its queries over everything stored: (B, H, T, D)."""
+        keys, values, mask, causal = self.update(k, v)
+        return F.scaled_dot_product_attention(q.to(keys.dtype), keys, values, attn_mask=mask, is_causal=causal)

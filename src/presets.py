@@ -1,7 +1,65 @@
-"""Named sets of defaults shared by the scripts (`--preset NAME`; explicit flags still win)."""
+"""The one registry of named presets: sizes and training settings for a purpose (`--preset NAME`).
 
-# Small enough to train in about five minutes on a 2-core CPU (~12k tokens/s there), big enough to
-# write recognisable Shakespeare: character names, line breaks, word shapes.
-CPU_PRESET = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0,
-                  max_steps=2000, eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine",
-                  warmup_steps=100)
+A preset is a set of GPTConfig and TrainConfig field values laid over a script's own defaults; flags given
+explicitly still win. Every script takes its presets from here, by name:
+- training/train.py, train_modern.py: `cpu`
+- training/train_bpe.py: `bpe-cpu`
+- experiments/swap*.py (the A/B harness, src/abtest.py): `ab-reference` (default), `ab-cpu`
+- experiments/compare_tokenizers.py: `tokenizers-reference` (default), `tokenizers-cpu`
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from common import UserError
+from model import GPTConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    purpose: str
+    values: dict
+
+
+PRESETS = {
+    "cpu": Preset(
+        "a laptop CPU: recognisable Shakespeare (names, line breaks, word shapes) in about five minutes on 2 cores",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=2000,
+             eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100)),
+    "bpe-cpu": Preset(
+        "train_bpe.py on a CPU in a few minutes: GPT-2's 50,257-way output layer is most of the compute",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.1, batch_size=16, grad_accum=2, lr=1e-3,
+             min_lr=1e-4, schedule="cosine", warmup_steps=15, max_steps=150, eval_interval=50, eval_iters=10)),
+    "ab-reference": Preset(
+        "A/B experiments at the original project's swap settings (a GPU): 2000 steps, eval every 500 on 200 batches",
+        dict(max_steps=2000, eval_interval=500, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)),
+    "ab-cpu": Preset(
+        "A/B experiments on a CPU: three seeds of two arms in about ten minutes (3 layers x 128)",
+        dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=1000,
+             eval_interval=250, eval_iters=20, lr=1e-3)),
+    "tokenizers-reference": Preset(
+        "the tokenizer comparison at the modern reference size (a GPU)",
+        dict(max_steps=2000, eval_interval=250, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)),
+    "tokenizers-cpu": Preset(
+        "the tokenizer comparison on a CPU (~15 minutes; the GPT-2 arm's output layer is the slow part)",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_steps=400,
+             eval_interval=100, eval_iters=20, lr=1e-3, schedule="cosine", min_lr=1e-4, warmup_steps=40)),
+}
+MODEL_FIELDS = {f.name for f in fields(GPTConfig)}
+
+
+def apply_preset(name: str | None, model_config: GPTConfig, train_config):
+    """(model config, train config) with preset `name` laid over them (None: unchanged). Neither input changes."""
+    if name is None:
+        return model_config, train_config
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    values = PRESETS[name].values
+    return (replace(model_config, **{k: v for k, v in values.items() if k in MODEL_FIELDS}),
+            replace(train_config, **{k: v for k, v in values.items() if k not in MODEL_FIELDS}))
+
+
+def describe(names) -> str:
+    """The presets' lines for a --help epilog."""
+    return "presets:\n" + "\n".join(f"  {name}: {PRESETS[name].purpose}\n    "
+                                    + " ".join(f"{k}={v}" for k, v in PRESETS[name].values.items()) for name in names)

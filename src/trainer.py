@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from checkpoint import (CONFIG, RunLock, architecture_name, clear_run, existing_run, load_state_into, load_train_state,
+from checkpoint import (CONFIG, RunLock, clear_run, existing_run, load_state_into, load_train_state,
                         load_weights, parameter_bytes, read_config, recover, save_checkpoint)
 from checks import check_bool, check_choice, check_fits_in_memory, check_float, check_int, check_seed
 from common import UserError, atomic_write_json, check_writable, repo_relative
@@ -429,7 +429,7 @@ class Trainer:
         self.t_start = time.perf_counter()
         eff = tc.batch_size * d.world * tc.grad_accum
         if d.master:
-            self.log(f"{architecture_name(self.config)} model, {self.model.num_params():,} params | "
+            self.log(f"{self.config.architecture} model, {self.model.num_params():,} params | "
                      f"{self.device} ({describe_hardware(self.device)}) | {self.dtype} ({self.precision.reason}) | "
                      f"tokenizer {self.tokenizer.name} ({self.tokenizer.vocab_size}) | effective batch {eff} = "
                      f"{tc.batch_size} x {d.world} ranks x {tc.grad_accum} accum | "
@@ -492,7 +492,7 @@ class Trainer:
         p = self.progress
         last = p.history["evals"][-1]
         best = next((e for e in p.history["evals"] if e["step"] == p.best_step), last)
-        return {"run": self.out_dir.name, "architecture": architecture_name(self.config),
+        return {"run": self.out_dir.name, "architecture": self.config.architecture,
                 "params": self.model.num_params(), "steps": p.step, "best_val_loss": p.best_val,
                 "best_val_bpc": best["val_bpc"], "best_step": p.best_step,
                 "final_train_loss": p.history["train_loss"][-1] if p.history["train_loss"] else None,

@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attention import attention_scores
-from modernize import KVCache, RMSNorm, SwiGLU, apply_rotary
+from modernize import RMSNorm, SwiGLU, apply_rotary
 
 
 def sliding_window_mask(length: int, window: int, device=None) -> torch.Tensor:
@@ -41,22 +40,18 @@ class MultiHeadAttention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         return q, k, v
 
-    def forward(self, x, rope=None, cache: KVCache | None = None, window: int | None = None, position=None):
+    def forward(self, x, rope=None, cache=None, window: int | None = None):
+        """Causal self-attention of x (B, T, C). Without a cache, token i attends to tokens i-window+1 .. i
+        (all earlier ones if window is None or T <= window). With a cache (one layer's, see engine.py), this
+        chunk's keys and values are stored and its queries attend over everything the cache holds."""
         B, T, C = x.shape
         q, k, v = self.project(x, rope)
-        mask, causal = None, True
         if cache is not None:
-            k, v, mask, causal = cache.update(k, v) if position is None else cache.update_at(position, k, v)
-            q = q.to(k.dtype)  # the cache may keep a higher precision than the weights
-        elif window is not None and T > window:
-            mask, causal = sliding_window_mask(T, window, x.device), False
-        if position is not None:
-            # one query, written out: SDPA's CPU kernel spends most of each call setting up for a single
-            # query, while torch.compile fuses these two lines into the surrounding kernels
-            weights = attention_scores(q, k).masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            return self.proj((weights @ v).transpose(1, 2).reshape(B, T, C).to(x.dtype))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+            y = cache.attend(q, k, v)
+        else:
+            mask = sliding_window_mask(T, window, x.device) if window is not None and T > window else None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C).to(x.dtype)))
 
 
@@ -97,6 +92,6 @@ class Block(nn.Module):
         self.norm2 = make_norm(config.norm, config.n_embd)
         self.ffn = make_ffn(config.ffn, config.n_embd, config.dropout)
 
-    def forward(self, x, rope=None, cache=None, window=None, position=None):
-        x = x + self.attn(self.norm1(x), rope, cache, window, position)
+    def forward(self, x, rope=None, cache=None, window=None):
+        x = x + self.attn(self.norm1(x), rope, cache, window)
         return x + self.ffn(self.norm2(x))

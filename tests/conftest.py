@@ -1,4 +1,4 @@
-"""Shared fixtures: src/ on the path, a small corpus, tiny configs, and a helper to run scripts."""
+"""Shared fixtures: a small corpus, tiny configs, and helpers to run scripts (pytest.ini puts src/ on the path)."""
 import contextlib
 import importlib.util
 import io
@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-DATA = ROOT / "data" / "input.txt"
+from common import run_cli
+from model import GPTConfig
+from trainer import TrainConfig
 
-from common import run_cli  # noqa: E402
-from model import GPTConfig  # noqa: E402
-from trainer import TrainConfig  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "input.txt"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -59,13 +58,20 @@ def run_script(*args, timeout=300, env=None, cwd=ROOT) -> subprocess.CompletedPr
                           timeout=timeout)
 
 
+def load_script(script: Path):
+    """A script (training/benchmark.py, experiments/visualize.py...) as a module, to test its functions; scripts
+    are not on the import path, since no script imports another."""
+    spec = importlib.util.spec_from_file_location(f"script_{script.parent.name}_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_main(script: Path, *args) -> subprocess.CompletedProcess:
     """Run a script's main(argv) in this process through common.run_cli, as its `__main__` does, capturing the
     exit status and output: the same checks as run_script for bad-input cases, which stop before any work,
     without paying ~3 s of interpreter and torch start-up each. A few tests still start real processes."""
-    spec = importlib.util.spec_from_file_location(f"script_{script.parent.name}_{script.stem}", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(script)
     out, err, status = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

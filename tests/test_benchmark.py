@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, assert_user_error, run_main, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_train_config
 from model_modern import modern_config
 from trainer import train
 
@@ -59,7 +59,8 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     prompts = [s["prompt"] for s in model["samples"]]
     assert prompts[:6] == ["ROMEO:"] * 3 + ["To be"] * 3 and all(s["text"].startswith(s["prompt"]) for s in model["samples"])
     assert (tmp_path / "i" / "benchmark.png").stat().st_size > 10_000
-    assert "| modern | fp32 |" in result.stdout
+    tables = load_script(ROOT / "experiments" / "report.py").benchmark(record)  # the renderer of the tables
+    assert "| modern | fp32 |" in tables and "| cached, int8 weights, C step |" in tables
     (tmp_path / "i" / "benchmark.png").unlink()  # --replot redraws it from the results file alone
     replot = run_script(ROOT / "training" / "benchmark.py", "--replot", "--results-dir", tmp_path / "r",
                         "--images-dir", tmp_path / "i")
@@ -67,9 +68,7 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
 
 
 def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason():
-    import sys
-    sys.path.insert(0, str(ROOT / "training"))
-    import benchmark
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
     ceilings = {"matmul_gflops_fp32": 150.0, "matmul_gflops_bf16": 1.0}
     reason = benchmark.too_slow_to_train("bf16", ceilings)
     assert "bf16 matmuls run at 1.0 GFLOP/s here vs 150.0 in fp32 (150x slower)" in reason
@@ -83,10 +82,8 @@ def test_benchmark_refuses_an_unknown_dtype(tmp_path):
 
 
 def test_attention_components_time_both_sides_of_each_change():
-    import sys
     import torch
-    sys.path.insert(0, str(ROOT / "training"))
-    import benchmark
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
     rows = benchmark.attention_components(torch.device("cpu"), repeats=1, batch=2, decode_tokens=8,
                                           c=tiny_model_config())
     assert [(r["before"], r["after"]) for r in rows] == [("4 teaching heads in a loop", "fused q/k/v + SDPA"),

@@ -1,11 +1,11 @@
 """The C decoding step (src/cdecode.c) computes what the PyTorch model computes with the same int8 weights."""
-import copy
-
 import pytest
 import torch
 
-from cdecode import find_c_compiler
+from cdecode import CDecoder, find_c_compiler
+from checkpoint import save_model_folder
 from conftest import ROOT, run_main, tiny_model_config
+from engine import Cache, generate
 from model import GPT
 from quantize import dequantize, quantize_int8
 
@@ -27,10 +27,10 @@ def test_c_step_gives_the_logits_of_the_pytorch_model_through_its_caches():
     model = modern_int8()
     reference = dequantize(model)
     tokens = torch.randint(0, 11, (1, 30))
-    caches = reference.new_caches(torch.device("cpu"))
-    decoder = model.c_decoder()
+    cache = Cache(reference)
+    decoder = CDecoder(model)
     for t in range(tokens.size(1)):
-        expected = reference(tokens[:, t:t + 1], caches=caches)[0][:, -1]
+        expected = reference(tokens[:, t:t + 1], cache=cache)[0][:, -1]
         got = decoder.feed(tokens[0, t])
         assert torch.allclose(got, expected, atol=1e-5), (t, (got - expected).abs().max())
     assert torch.allclose(decoder.start(tokens[:, :3]), reference(tokens[:, :3])[0][:, -1], atol=1e-5)
@@ -40,24 +40,23 @@ def test_generate_with_the_c_engine_gives_the_tokens_of_the_dequantized_model():
     """Greedy decoding past the block size (the prompt itself is longer than it), as generate() runs it."""
     model = modern_int8(seed=1)
     prompt = torch.randint(0, 11, (1, 12))
-    assert torch.equal(model.generate(prompt, 40, temperature=0.0, engine="c"),
-                       dequantize(model).generate(prompt, 40, temperature=0.0))
-    assert copy.deepcopy(model).c_decoder() is not model.c_decoder()  # a copy decodes with its own weights
+    assert torch.equal(generate(model, prompt, 40, temperature=0.0, engine="c"),
+                       generate(dequantize(model), prompt, 40, temperature=0.0))
     generator = torch.Generator().manual_seed(3)
-    sampled = model.generate(prompt, 20, temperature=1.0, top_k=5, engine="c", generator=generator)
+    sampled = generate(model, prompt, 20, temperature=1.0, top_k=5, engine="c", generator=generator)
     assert sampled.shape == (1, 32) and sampled[:, :12].equal(prompt)
 
 
 def test_c_step_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="modern architecture"):
-        quantize_int8(GPT(tiny_model_config())).c_decoder()
+        CDecoder(quantize_int8(GPT(tiny_model_config())))
     modern = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", attn_proj_bias=False))
     with pytest.raises(ValueError, match="int8 weights"):
-        modern.c_decoder()
+        CDecoder(modern)
     with pytest.raises(ValueError, match="batch 1"):
-        modern_int8().generate(torch.zeros(2, 1, dtype=torch.long), 3, engine="c")
+        generate(modern_int8(), torch.zeros(2, 1, dtype=torch.long), 3, engine="c")
     with pytest.raises(ValueError, match="use_cache"):
-        modern_int8().generate(torch.zeros(1, 1, dtype=torch.long), 3, engine="c", use_cache=False)
+        generate(modern_int8(), torch.zeros(1, 1, dtype=torch.long), 3, engine="c", use_cache=False)
 
 
 def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -79,7 +78,7 @@ def test_generate_cli_with_the_c_engine(tmp_path):
     from tokenizer import CharTokenizer
     model.tokenizer = CharTokenizer.from_text("abcdefghij\n")
     fp32 = dequantize(model)
-    fp32.save_pretrained(tmp_path / "run", fp32.tokenizer)
+    save_model_folder(tmp_path / "run", fp32, fp32.tokenizer, {})
     result = run_main(ROOT / "src" / "generate.py", "--checkpoint", tmp_path / "run", "--prompt", "abc", "--tokens",
                       "30", "--temp", "0", "--dtype", "int8", "--engine", "c", "--device", "cpu")
     assert result.returncode == 0, result.stderr
@@ -87,7 +86,7 @@ def test_generate_cli_with_the_c_engine(tmp_path):
 
 
 def test_a_token_outside_the_vocabulary_is_refused_before_c_reads_it():
-    decoder = modern_int8().c_decoder()
+    decoder = CDecoder(modern_int8())
     for token in (-1, 11):
         with pytest.raises(ValueError, match="outside the vocabulary"):
             decoder.feed(token)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, TINY_FLAGS, assert_user_error, run_main, run_script
+from conftest import ROOT, TINY_FLAGS, assert_user_error, load_script, run_main, run_script
 
 TRAIN = ROOT / "training" / "train.py"
 TRAIN_MODERN = ROOT / "training" / "train_modern.py"
@@ -89,12 +89,12 @@ def test_low_precision_weights_generate_almost_the_same_distribution(tiny_run, d
     trained checkpoint must stay close to fp32's."""
     import torch
     from checkpoint import load_model
-    from generate import cast_for_generation
+    from engine import prepare_weights
     out, _ = tiny_run
     model, _ = load_model(out)
     idx = torch.tensor([model.tokenizer.encode("ROMEO:\nWhat say")])
     full = torch.log_softmax(model(idx)[0].float(), -1)
-    low_model = cast_for_generation(model, dtype, torch.device("cpu"))
+    low_model = prepare_weights(model, dtype, torch.device("cpu"))
     assert next(low_model.parameters()).dtype == torch.bfloat16
     assert low_model.lm_head.weight is low_model.tok_emb.weight
     low = torch.log_softmax(low_model(idx)[0].float(), -1)
@@ -163,12 +163,12 @@ def test_help_shows_defaults():
 
 
 def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkeypatch, capsys):
-    import generate
     import presets
+    generate = load_script(GENERATE)
     monkeypatch.setattr(generate, "CHECKPOINTS", tmp_path / "checkpoints")
     for key, value in dict(n_layer=1, n_embd=16, n_head=2, block_size=16, max_steps=6, eval_interval=3,
                            eval_iters=1, batch_size=4, data=str(small_text)).items():
-        monkeypatch.setitem(presets.CPU_PRESET, key, value)
+        monkeypatch.setitem(presets.PRESETS["cpu"].values, key, value)
     generate.main(["--demo", "--seed", "0", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "No checkpoint found: training" in out
@@ -179,7 +179,7 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkey
 def test_engines_that_cannot_run_are_refused_up_front(monkeypatch):
     import torch
     import cdecode
-    import generate
+    import engine as generate
     from common import UserError
     cpu = torch.device("cpu")
     monkeypatch.setattr(generate.shutil, "which", lambda _name: None)

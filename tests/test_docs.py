@@ -1,11 +1,7 @@
 """No number in the docs is typed by hand: every table re-renders from results/*.json unchanged."""
-import sys
+from conftest import ROOT, load_script
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import report  # noqa: E402
+report = load_script(ROOT / "experiments" / "report.py")
 
 
 def test_docs_match_the_results_files():

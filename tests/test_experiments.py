@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT, run_main, run_script
 
-TINY = ["--preset", "cpu", "--seeds", "2", "--max-steps", "6", "--eval-interval", "3", "--eval-iters", "2",
+TINY = ["--preset", "ab-cpu", "--seeds", "2", "--max-steps", "6", "--eval-interval", "3", "--eval-iters", "2",
         "--batch-size", "4", "--device", "cpu"]
 
 
@@ -43,7 +43,7 @@ def test_swap4_kvcache_times_both_modes_and_checks_greedy_identity(tmp_path):
 
 
 def test_tokenizer_experiment_compares_in_bits_per_character(tmp_path, small_text):
-    result = run_script(ROOT / "experiments" / "tokenizers.py", "--preset", "cpu", "--tokenizers", "char", "bpe:300",
+    result = run_script(ROOT / "experiments" / "compare_tokenizers.py", "--preset", "tokenizers-cpu", "--tokenizers", "char", "bpe:300",
                         "--max-steps", "4", "--eval-interval", "2", "--eval-iters", "2", "--batch-size", "4", "--device", "cpu",
                         "--data", small_text, "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i",
                         "--runs-dir", tmp_path / "runs")
@@ -62,7 +62,7 @@ def test_tokenizer_experiment_compares_in_bits_per_character(tmp_path, small_tex
 
 
 def test_tokenizer_experiment_rejects_a_bad_name_before_training(tmp_path, small_text):
-    result = run_main(ROOT / "experiments" / "tokenizers.py", "--preset", "cpu", "--tokenizers", "char", "bpe:12",
+    result = run_main(ROOT / "experiments" / "compare_tokenizers.py", "--preset", "tokenizers-cpu", "--tokenizers", "char", "bpe:12",
                         "--data", small_text, "--runs-dir", tmp_path / "runs")
     assert result.returncode == 2 and "at least 256" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()

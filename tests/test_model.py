@@ -93,7 +93,8 @@ def test_rope_scores_depend_only_on_relative_distance_and_preserve_norms():
     q, k = torch.randn(head_dim), torch.randn(head_dim)
 
     def rotated(vec, pos):
-        cos, sin = rope.tables(pos, 1)
+        rope.reserve(pos + 1)
+        cos, sin = rope.at(torch.tensor([pos]))
         return apply_rotary(vec.view(1, 1, 1, -1), cos, sin).view(-1)
 
     for m, n in [(3, 1), (10, 2), (40, 0)]:
@@ -104,14 +105,14 @@ def test_rope_scores_depend_only_on_relative_distance_and_preserve_norms():
         assert torch.allclose(rotated(q, m).norm(), q.norm(), atol=1e-5)
     # the rotation is real: different distances give different scores, and pair 0 turns by 1 radian per step
     assert not torch.allclose(rotated(q, 5) @ rotated(k, 0), rotated(q, 6) @ rotated(k, 0))
-    cos, _ = rope.tables(1, 1)
+    cos, _ = rope.at(torch.tensor([1]))
     assert math.isclose(cos[0, 0].item(), math.cos(1.0), abs_tol=1e-6)
 
 
 def test_rope_rotates_interleaved_pairs():
     rope = RotaryEmbedding(4, max_positions=8)
     x = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 4)
-    cos, sin = rope.tables(1, 1)
+    cos, sin = rope.at(torch.tensor([1]))
     out = apply_rotary(x, cos, sin).view(-1)
     angle1 = 10000 ** (-2 / 4)
     expected = torch.tensor([math.cos(1), math.sin(1), math.cos(angle1), math.sin(angle1)])
@@ -127,7 +128,8 @@ def test_config_round_trips_through_json_and_rejects_nonsense():
         GPTConfig(norm="batchnorm")
 
 
-def test_learned_positions_refuse_sequences_longer_than_block_size():
-    model = GPT(tiny_model_config())
-    with pytest.raises(ValueError, match="block_size"):
-        model(torch.zeros(1, 17, dtype=torch.long))
+def test_named_configs_and_the_architecture_they_name():
+    assert GPTConfig.named("vanilla") == GPTConfig() and GPTConfig().architecture == "vanilla"
+    modern = GPTConfig.named("modern", n_layer=2)
+    assert modern.architecture == "modern" and modern.n_layer == 2 and not modern.attn_proj_bias
+    assert GPTConfig(norm="rmsnorm").architecture == "custom(rmsnorm,relu,learned)"

@@ -5,7 +5,8 @@ import torch
 import device
 from common import UserError
 from device import autocast, resolve_dtype
-from conftest import tiny_model_config
+from conftest import ROOT, load_script, tiny_model_config
+from engine import generate
 from model import GPT
 
 
@@ -100,10 +101,7 @@ def test_grad_scaler_only_for_fp16(tmp_path, small_text):
 
 def test_benchmark_flops_count_matches_a_hand_count():
     """6 FLOPs per matmul weight per trained token, plus attention's 12 * layers * width * context."""
-    import sys
-    from conftest import ROOT
-    sys.path.insert(0, str(ROOT / "training"))
-    import benchmark
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
     c = tiny_model_config()
     model = GPT(c)
     per_layer = 3 * c.n_embd * c.n_embd + c.n_embd * c.n_embd + 2 * 4 * c.n_embd * c.n_embd
@@ -134,10 +132,10 @@ def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
 
 @pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_int8_decoding_gives_the_tokens_of_eager_int8_decoding():
-    """generate(engine="compile"): one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
+    """engine "compile": one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
     from quantize import quantize_int8
     torch.manual_seed(0)
     model = quantize_int8(GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1)).eval())
     prompt = torch.randint(0, 65, (1, 3))
-    assert torch.equal(model.generate(prompt, 40, temperature=0.0, engine="compile"),
-                       model.generate(prompt, 40, temperature=0.0))
+    assert torch.equal(generate(model, prompt, 40, temperature=0.0, engine="compile"),
+                       generate(model, prompt, 40, temperature=0.0))

@@ -1,20 +1,18 @@
 """Reading attention out of the model without touching its fast path, and the visualisation script."""
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from attention import record_attention
-from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, assert_user_error, load_script, run_script, tiny_model_config, tiny_train_config
 from model import GPT
 from model_modern import ModernGPT, modern_config
 from trainer import train
 
-sys.path.insert(0, str(ROOT / "experiments"))
-import visualize  # noqa: E402
+visualize = load_script(ROOT / "experiments" / "visualize.py")
 
 
 def tiny_modern():

@@ -3,7 +3,8 @@
     python training/benchmark.py --quick      # about 3 minutes on a 2-core CPU
     python training/benchmark.py              # the full run: more lengths, batch 8, bf16, samples
 
-Measured in one run, each with a warm-up, device synchronisation and the median of --repeats:
+Measured in one run, each with a warm-up, device synchronisation and the median of --repeats (the ceilings: the
+best of up to 20 runs, since a ceiling is what the machine can do):
   ceilings    matmul GFLOP/s (fp32, bf16) and memory copy GB/s of this machine
   training    tokens/s of a full optimizer step (the real step of src/trainer.py), per model and dtype,
               and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype
@@ -18,6 +19,8 @@ Measured in one run, each with a warm-up, device synchronisation and the median 
   samples     "ROMEO:", "To be", "KING HENRY:" at temperatures 0.5 / 0.8 / 1.0 from each checkpoint
 Speed is measured at the reference size (6 layers x 384, block 256) unless --size checkpoint: a dense
 model's speed does not depend on its weights, so random weights stand in when no checkpoint has that size.
+This script measures and writes results/benchmark[_quick].json and its figure; experiments/report.py renders
+the tables (`python experiments/report.py --show benchmark`).
 """
 from __future__ import annotations
 
@@ -39,23 +42,22 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from attention import Head  # noqa: E402
-from checkpoint import load_model  # noqa: E402
-from generate import GENERATION_DTYPES, cast_for_generation, check_engine, start_engine  # noqa: E402
+from checkpoint import describe_record, load_model  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
-from device import DTYPES, describe_hardware, pick_device, resolve_dtype, synchronize  # noqa: E402
-from model import ENGINES, GPT, GPTConfig  # noqa: E402
-from model_modern import ModernGPT, modern_config  # noqa: E402
-from plots import pyplot, save_figure  # noqa: E402
-from modernize import KVCache  # noqa: E402
-from quantize import Int8Linear, dequantize  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
+from device import DTYPES, describe_hardware, pick_device, resolve_dtype, synchronize  # noqa: E402
+from engine import ENGINES, WEIGHTS, check_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+from modernize import KVCache  # noqa: E402
+from plots import pyplot, save_figure  # noqa: E402
+from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
 from trainer import Dist, TrainConfig, Trainer, estimate_loss  # noqa: E402
 from transformer import MultiHeadAttention  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
-MODELS = {"vanilla": GPTConfig, "modern": modern_config}
+MODELS = ("vanilla", "modern")  # model.CONFIGS names
 ENGINE_LABELS = {"eager": "", "compile": ", compiled", "c": ", C step"}
 DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "bf16+compile", "int8+compile", "int8+c"],
                    "quick": ["int8+compile", "int8+c"]}
@@ -64,7 +66,7 @@ DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "bf16+compile", "int
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer settings: fp32 only, batch 1, 200 new tokens")
-    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["vanilla", "modern"])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--size", choices=["reference", "checkpoint"], default="reference",
                    help="time the reference config, or the checkpoint's own config")
     p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"), help="folder with vanilla/ and modern/")
@@ -106,7 +108,7 @@ def fill_defaults(args, device: torch.device) -> None:
         args.decode = DECODE_VARIANTS["quick" if args.quick else "full"]
     for variant in args.decode:
         weights, engine = split_variant(variant)
-        if weights not in GENERATION_DTYPES or engine not in ENGINES:
+        if weights not in WEIGHTS or engine not in ENGINES:
             raise UserError(f"unknown --decode variant {variant!r}; use fp32|bf16|fp16|int8, optionally +compile or +c")
     args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
@@ -254,17 +256,18 @@ def matvec_seconds(model: GPT, repeats: int, device) -> float:
 
 
 def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, repeats: int, device,
-                     ceilings: dict, weights: str = "fp32", engine: str = "eager") -> dict:
+                     ceilings: dict, weights: str = "fp32", engine: str = "eager", decoder=None) -> dict:
     """Greedy decoding from a 1-token prompt: time to first token, then ms per token after it. The first of the
     repeats + 1 runs is the warm-up (and compiles the step for engine "compile")."""
     prompt = torch.zeros(batch, 1, dtype=torch.long, device=device)
+    decoder = decoder or (prepare_decoder(model, engine) if use_cache else None)
     first, totals = [], []
     for i in range(repeats + 1):
         stamps = []
         synchronize(device)
         t0 = time.perf_counter()
-        model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache, engine=engine,
-                       on_token=lambda _ids: stamps.append(time.perf_counter()))
+        generate(model, prompt, new_tokens, temperature=0.0, use_cache=use_cache, decoder=decoder,
+                 on_token=lambda _ids: stamps.append(time.perf_counter()))
         synchronize(device)
         if i:
             first.append(stamps[0] - t0)
@@ -272,7 +275,7 @@ def generation_speed(model: GPT, batch: int, new_tokens: int, use_cache: bool, r
     total, ttft = statistics.median(totals), statistics.median(first)
     step_seconds = (total - ttft) / (new_tokens - 1)
     row = {"batch": batch, "new_tokens": new_tokens, "cached": use_cache, "ttft_ms": sig(ttft * 1e3),
-           "weights_dtype": weights, "engine": engine,
+           "weights_dtype": weights, "engine": engine, "mode": mode_label(use_cache, weights, engine),
            "ms_per_token": sig(step_seconds * 1e3), "tokens_per_sec": sig(batch * new_tokens / total)}
     if use_cache:
         # every decoded token reads all the weights once (plus its cache): the memory-bound ceiling
@@ -293,13 +296,20 @@ def split_variant(variant: str) -> tuple[str, str]:
     return weights, engine or "eager"
 
 
-def prepare_variant(model: GPT, variant: str, device) -> GPT:
-    """A copy of `model` with the variant's weights and its engine ready, or a UserError saying why it cannot run."""
+def mode_label(cached: bool, weights: str, engine: str) -> str:
+    """How a generation row decoded, as the tables and the figure name it: 'cached, int8 weights, C step'."""
+    mode = "cached" if cached else "uncached"
+    if weights != "fp32":
+        mode += f", {weights} weights"
+    return mode + ENGINE_LABELS[engine]
+
+
+def prepare_variant(model: GPT, variant: str, device):
+    """(a copy of `model` with the variant's weights, its decoder), or a UserError saying why it cannot run."""
     weights, engine = split_variant(variant)
     check_engine(engine, device, weights)
-    variant_model = cast_for_generation(copy.deepcopy(model), weights, device)
-    start_engine(variant_model, engine)
-    return variant_model
+    variant_model = prepare_weights(copy.deepcopy(model), weights, device)
+    return variant_model, prepare_decoder(variant_model, engine)
 
 
 def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) -> tuple[list[dict], list[str]]:
@@ -309,12 +319,12 @@ def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) ->
     for variant in args.decode:
         weights, engine = split_variant(variant)
         try:
-            variant_model = prepare_variant(model, variant, device)
+            variant_model, decoder = prepare_variant(model, variant, device)
         except UserError as err:
             skipped.append(f"decoding {variant}: {err}")
             continue
         row = generation_speed(variant_model, 1, args.gen_tokens, True, args.repeats, device, ceilings,
-                               weights=weights, engine=engine)
+                               weights=weights, engine=engine, decoder=decoder)
         row["speedup"] = sig(row["tokens_per_sec"] / uncached["tokens_per_sec"])
         rows.append(row)
         print(f"  decoding {variant}: {row}", flush=True)
@@ -393,16 +403,17 @@ def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> l
     for weights in ("fp32", "bf16", "int8", "int8+c"):
         engine = split_variant(weights)[1]
         try:
-            model = prepare_variant(checkpoint, weights, device)
+            model, decoder = prepare_variant(checkpoint, weights, device)
         except UserError:  # the C step: CPUs, modern checkpoints and a C compiler only
             continue
         evaluated = dequantize(model) if engine == "c" else model  # what the C step computes: fp32 activations
         loss = estimate_loss(evaluated, val, c.block_size, batch_size=8, iters=8, seed=0, device=device, dtype="fp32",
                              d=Dist(device=device))
-        tokens = model.generate(prompt, greedy_tokens, temperature=0.0, engine=engine)[0, prompt.size(1):]
+        tokens = generate(model, prompt, greedy_tokens, temperature=0.0, decoder=decoder)[0, prompt.size(1):]
         reference = tokens if reference is None else reference
         differs = (tokens != reference).nonzero()
-        rows.append({"weights": weights, "val_loss": round(loss, 4), "weights_mb": round(weight_bytes(model) / 2**20, 2),
+        rows.append({"weights": weights, "label": weights_label(weights), "val_loss": round(loss, 4),
+                     "weights_mb": round(weight_bytes(model) / 2**20, 2),
                      "greedy_tokens_identical": int(differs[0, 0]) if len(differs) else greedy_tokens,
                      "greedy_tokens": greedy_tokens})
     return rows
@@ -417,8 +428,8 @@ def samples(model: GPT, sample_tokens: int, device) -> list[dict]:
             except (KeyError, ValueError):
                 continue  # a prompt character outside this checkpoint's vocabulary
             generator = torch.Generator(device=device).manual_seed(1337)
-            text = model.tokenizer.decode(model.generate(ids, sample_tokens, temperature=temperature,
-                                                         generator=generator)[0].tolist())
+            text = model.tokenizer.decode(generate(model, ids, sample_tokens, temperature=temperature,
+                                                   generator=generator)[0].tolist())
             out.append({"prompt": prompt, "temperature": temperature, "text": text})
     return out
 
@@ -433,14 +444,12 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str, bool]:
     if (folder / "best" / "config.json").exists():
         checkpoint, record = load_model(folder, device=device)
         checkpoint.eval()
-        source = f"{repo_relative(folder)} (step {record.get('step')}, {checkpoint.num_params():,} params)"
+        source = describe_record(repo_relative(folder), record)
     if checkpoint is not None and args.size == "checkpoint":
         return checkpoint, checkpoint, source, True
     vocab = checkpoint.config.vocab_size if checkpoint is not None and checkpoint.tokenizer.kind == "char" else 65
-    config = MODELS[name]()
-    config.vocab_size, config.dropout = vocab, 0.0
     torch.manual_seed(0)
-    reference = (ModernGPT if name == "modern" else GPT)(config).to(device).eval()
+    reference = GPT(GPTConfig.named(name, vocab_size=vocab, dropout=0.0)).to(device).eval()
     if checkpoint is None:
         reference.tokenizer = CharTokenizer.from_text(load_text(args.data))
         return reference, reference, (f"random weights at the reference config ({reference.num_params():,} params): "
@@ -449,53 +458,17 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str, bool]:
                                    f"({reference.num_params():,} params, random weights)"), True
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- the figure
 
-def command_line(record: dict) -> str:
-    """The benchmark command that produced a results record, for the plot title and the docs."""
-    compiled = any(t["compiled"] for m in record["models"] for t in m["training"])
-    return "training/benchmark.py" + (" --quick" if record["quick"] else "") + (" --compile" if compiled else "")
+def command_line(args) -> str:
+    """The command that produced a record, stored in it (the figure's title and the docs quote it)."""
+    return "training/benchmark.py" + (" --quick" if args.quick else "") + (" --compile" if args.compile else "")
 
 
 def weights_label(variant: str) -> str:
     """'int8+c' -> 'int8, C step': a quality row's weights as the tables print them."""
     weights, engine = split_variant(variant)
     return weights + ENGINE_LABELS[engine]
-
-
-def mode_label(row: dict) -> str:
-    mode = "cached" if row["cached"] else "uncached"
-    if row.get("weights_dtype", "fp32") != "fp32":
-        mode += f", {row['weights_dtype']} weights"
-    return mode + ENGINE_LABELS[row.get("engine", "eager")]
-
-
-def print_tables(record: dict) -> None:
-    c = record["ceilings"]
-    print("\nceilings: " + ", ".join(f"{k} {v:,}" for k, v in c.items()))
-    print("\n| model | dtype | compiled | train tokens/s | ms/step | model GFLOP/s | MFU | ceiling tokens/s | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for m in record["models"]:
-        for t in m["training"]:
-            print(f"| {m['name']} | {t['dtype']} | {t['compiled']} | {t['tokens_per_sec']:,.0f} | {t['ms_per_step']:,.0f} | "
-                  f"{t['model_gflops']:,.1f} | {t['mfu']:.1%} | {t['ceiling_tokens_per_sec']:,.0f} | {t['peak_memory_mb']:,.0f} |")
-    print("\n| model | batch | tokens | mode | first token ms | ms/token | tokens/s | speedup | vs bandwidth ceiling "
-          "| vs matvec ceiling |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for m in record["models"]:
-        for g in m["generation"]:
-            share = f"{g['fraction_of_bandwidth_ceiling']:.0%}" if g["cached"] else ""
-            kernel = f"{g['fraction_of_matvec_ceiling']:.0%}" if "fraction_of_matvec_ceiling" in g else ""
-            speedup = f"{g['speedup']:.1f}×" if g["cached"] else ""
-            print(f"| {m['name']} | {g['batch']} | {g['new_tokens']} | {mode_label(g)} | "
-                  f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | {speedup} | {share} | {kernel} |")
-    for m in record["models"]:
-        for q in m.get("quality", []):
-            print(f"quality {m['name']} {weights_label(q['weights'])}: val loss {q['val_loss']:.4f}, {q['weights_mb']} MB, "
-                  f"{q['greedy_tokens_identical']}/{q['greedy_tokens']} greedy tokens identical to fp32")
-    for c in record.get("components", []):
-        print(f"{c['component']}: {c['before']} {c['before_value']:,.0f} -> {c['after']} {c['after_value']:,.0f} "
-              f"{c['unit']} ({c['speedup']}x)")
 
 
 def plot(record: dict, path: Path) -> None:
@@ -529,7 +502,7 @@ def plot(record: dict, path: Path) -> None:
     right.grid(alpha=0.3, which="both")
     right.legend(fontsize=8)
     plot_decoding(decode, record)
-    fig.suptitle(f"{command_line(record)}: {record['hardware']}, {record['date']}", fontsize=10)
+    fig.suptitle(f"{record['command']}: {record['hardware']}, {record['date']}", fontsize=10)
     save_figure(fig, path)
 
 
@@ -542,7 +515,7 @@ def plot_decoding(ax, record: dict) -> None:
     ax.bar(x, [g["tokens_per_sec"] for _, g in rows], width=0.5, label="measured")
     ax.scatter(x, [g.get("matvec_ceiling_tokens_per_sec", float("nan")) for _, g in rows], marker="_", s=300,
                color="black", zorder=3, label="matrix-vector products alone")
-    ax.set_xticks(list(x), [f"{name}\n{mode_label(g).replace('cached, ', '').replace(' weights', '').replace(', ', chr(10))}"
+    ax.set_xticks(list(x), [f"{name}\n{g['mode'].replace('cached, ', '').replace(' weights', '').replace(', ', chr(10))}"
                             for name, g in rows], fontsize=7)
     ax.set_ylabel("tokens / second")
     ax.set_title(f"batch-1 cached decoding, {record['config']['gen_tokens']} tokens", fontsize=9)
@@ -565,7 +538,8 @@ def main(argv=None):
     print(f"device: {device} ({describe_hardware(device)}), torch {torch.__version__}", flush=True)
     ceilings = measure_ceilings(device, args.repeats, args.dtypes)
     print("ceilings: " + ", ".join(f"{k} {v:,}" for k, v in ceilings.items()), flush=True)
-    record = {"hardware": describe_hardware(device), "device": str(device), "torch": torch.__version__,
+    record = {"command": command_line(args), "hardware": describe_hardware(device), "device": str(device),
+              "torch": torch.__version__,
               "date": datetime.now(timezone.utc).date().isoformat(), "quick": args.quick, "ceilings": ceilings,
               "training_dtype_auto": vars(resolve_dtype("auto", device)),
               "config": {"size": args.size, "train_batch": args.train_batch, "gen_tokens": args.gen_tokens,
@@ -605,14 +579,13 @@ def main(argv=None):
         print("\ncomponents (one attention layer, reference width):", flush=True)
         record["components"] = attention_components(device, args.repeats)
     record["elapsed_s"] = round(time.perf_counter() - started, 1)
-    print_tables(record)
     for m in record["models"]:
         for s in m["samples"][:3]:
             print(f"\n[{m['name']}, {s['prompt']!r}, temperature {s['temperature']}]\n{s['text']}")
     atomic_write_json(Path(args.results_dir) / f"{out_name}.json", record)
     plot(record, Path(args.images_dir) / f"{out_name}.png")
     print(f"\nwrote {Path(args.results_dir) / f'{out_name}.json'} and {Path(args.images_dir) / f'{out_name}.png'} "
-          f"in {record['elapsed_s']:.0f} s")
+          f"in {record['elapsed_s']:.0f} s; the tables: python experiments/report.py --show {out_name}")
     return record
 
 

@@ -1,7 +1,7 @@
 """Train ModernGPT on GPT-2 BPE tokens (tiktoken, 50,257-token vocabulary; 29.9M params at the reference size).
 
     python -u training/train_bpe.py                  # reference: micro-batch 16 x 4 accumulation, lr 1e-4, clip 1.0, 3000 steps
-    python -u training/train_bpe.py --preset cpu     # a few minutes on a laptop CPU
+    python -u training/train_bpe.py --preset bpe-cpu # a few minutes on a laptop CPU
     python -u training/train_bpe.py --tokenizer bpe:1024   # our own small BPE vocabulary (src/bpe.py)
 
 Losses with different tokenizers are not comparable (a BPE token carries ~3 characters); the bits per
@@ -14,18 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from cli import training_main  # noqa: E402
 from common import run_cli  # noqa: E402
-from model_modern import modern_config  # noqa: E402
 from data import load_text  # noqa: E402
 from tokenizer import CharTokenizer, build_tokenizer  # noqa: E402
-from trainer import TrainConfig  # noqa: E402
 
-MODEL = modern_config(dropout=0.3)
-TRAINING = TrainConfig(tokenizer="gpt2", batch_size=16, grad_accum=4, lr=1e-4, grad_clip=1.0, max_steps=3000,
-                       eval_interval=500, eval_iters=100, out_dir="checkpoints/bpe")
-# GPT-2's 50,257-way output layer is most of the compute at this width: ~1k tokens/s on a 2-core CPU, ~5 minutes
-PRESETS = {"cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.1, batch_size=16, grad_accum=2,
-                       lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=15, max_steps=150, eval_interval=50,
-                       eval_iters=10)}
 EXAMPLE = "ROMEO:\nTo be, or not to be"
 
 
@@ -42,7 +33,7 @@ def compare_tokenizers(model_config, train_config) -> None:
 
 
 def main(argv=None, record_results=True):
-    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, PRESETS, argv,
+    return training_main(__doc__.strip().splitlines()[0], "bpe", ("bpe-cpu",), argv,
                          before_training=compare_tokenizers, record_results=record_results)
 
 

@@ -11,17 +11,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from cli import training_main  # noqa: E402
 from common import run_cli  # noqa: E402
-from model_modern import modern_config  # noqa: E402
-from presets import CPU_PRESET  # noqa: E402
-from trainer import TrainConfig  # noqa: E402
-
-MODEL = modern_config(dropout=0.3)
-TRAINING = TrainConfig(out_dir="checkpoints/modern")
 
 
 def main(argv=None, record_results=True):
-    return training_main(__doc__.strip().splitlines()[0], MODEL, TRAINING, {"cpu": CPU_PRESET}, argv,
-                         record_results=record_results)
+    return training_main(__doc__.strip().splitlines()[0], "modern", ("cpu",), argv, record_results=record_results)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Which tokenizer suits 1 MB of Shakespeare? ModernGPT trained with char, our own BPE at 512/1024/4096 tokens,
 and GPT-2's 50,257-token BPE, at the same model size and the same token budget, compared in bits per character.
 
-    python -u experiments/tokenizers.py --preset cpu          # ~15 minutes on a 2-core CPU
-    python -u experiments/tokenizers.py                       # reference model size (a GPU)
+    python -u experiments/compare_tokenizers.py --preset tokenizers-cpu   # ~15 minutes on a 2-core CPU
+    python -u experiments/compare_tokenizers.py                           # reference model size (a GPU)
 
 Why bits per character: a loss in nats per *token* is not comparable across tokenizers (a GPT-2 token carries
 ~3-4 characters, a char token one). Total nats over the val text / its characters / ln 2 is. Same token budget
@@ -16,19 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from abtest import build_parser, configs_from_args, experiment_record, mean_std, plot_curves, run_arms  # noqa: E402
 from common import REPO_ROOT, atomic_write_json, run_cli  # noqa: E402
-from model_modern import modern_config  # noqa: E402
+from model import GPTConfig  # noqa: E402
 from tokenizer import TiktokenTokenizer, bpe_vocab_size  # noqa: E402
 
 NAME = "tokenizers"
 TITLE = "Tokenizers: char vs our BPE (512, 1024, 4096) vs GPT-2 BPE"
 ARMS = ["char", "bpe:512", "bpe:1024", "bpe:4096", "gpt2"]
-PRESETS = {
-    # the modern reference model (6 x 384, block 256) with the swap experiments' training settings
-    "reference": dict(max_steps=2000, eval_interval=250, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2),
-    # the CPU preset's model; the GPT-2 arm is the slow one (its 50,257-way output layer is most of the compute)
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_steps=400,
-                eval_interval=100, eval_iters=20, lr=1e-3, schedule="cosine", min_lr=1e-4, warmup_steps=40),
-}
+PRESETS = ("tokenizers-reference", "tokenizers-cpu")  # presets.py
 
 
 def comparison_rows(record: dict) -> list[dict]:
@@ -62,7 +56,7 @@ def main(argv=None):
                         help="the arms to train: char | gpt2 | bpe:<vocab_size>")
     parser.set_defaults(runs_dir=str(REPO_ROOT / "checkpoints"))  # -> checkpoints/tokenizers/<arm>/seed<N>
     args = parser.parse_args(argv)
-    model, tc, seeds = configs_from_args(args, PRESETS, cpu_seeds=1, base=modern_config())
+    model, tc, seeds = configs_from_args(args, PRESETS, cpu_seeds=1, base=GPTConfig.named("modern"))
     for name in args.tokenizers:  # a typo fails now, not after the first arms have trained
         if name != "char" and bpe_vocab_size(name) is None:
             TiktokenTokenizer(name)
