@@ -56,7 +56,7 @@ def main(argv=None):
                         help="the arms to train: char | gpt2 | bpe:<vocab_size>")
     parser.set_defaults(runs_dir=str(REPO_ROOT / "checkpoints"))  # -> checkpoints/tokenizers/<arm>/seed<N>
     args = parser.parse_args(argv)
-    model, tc, seeds = configs_from_args(args, PRESETS, cpu_seeds=1, base=GPTConfig.named("modern"))
+    model, tc, seeds = configs_from_args(args, cpu_seeds=1, base=GPTConfig.named("modern"))
     for name in args.tokenizers:  # a typo fails now, not after the first arms have trained
         if name != "char" and bpe_vocab_size(name) is None:
             TiktokenTokenizer(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -105,7 +106,56 @@ def modern_table() -> str:
         best = max((row for row in kv["rows"] if row["batch"] == 1), key=lambda row: row["new_tokens"])
         lines.append(f"| kvcache | recompute the context each token | KV cache | generation {best['speedup']:.1f}× faster "
                      f"({best['new_tokens']} tokens, batch {best['batch']}, {kv['hardware']}) |")
+    lines += ["", "| training | GPT-2 / the original project | nanochat, modded-nanogpt | our measurement: val loss change "
+                  "at the last step |", "|---|---|---|---|"]
+    for name, base, arm, old, new in TRAINING_SWAPS:
+        r = load(name)
+        if not r:
+            lines.append(f"| {new} instead of {old} | {old} | {new} | not measured yet |")
+            continue
+        last = r["table"][-1]
+        d = last[f"{arm} - {base}"]
+        cell = f"{d[0]:+.4f} ± {d[1]:.4f} ({r['seeds']} seeds, {r['preset']} preset, step {last['step']})"
+        if name == "swap5_muon" and "equal_wall_clock" in r:
+            e = r["equal_wall_clock"]
+            cell += (f"; at AdamW's wall clock ({statistics.fmean(e['steps']):.0f} steps): "
+                     f"{e['best_val'][0] - e['adamw_best_val'][0]:+.4f} in best val")
+        lines.append(f"| {new} instead of {old} | {old} | {new} | {cell} |")
     return "\n".join(lines)
+
+
+TRAINING_SWAPS = [  # (results file, base arm, arm, old, new)
+    ("swap5_muon", "adamw", "muon", "AdamW for every weight", "Muon for the hidden matrices"),
+    ("swap6_schedule", "cosine", "wsd", "cosine decay", "warmup-stable-decay"),
+]
+
+
+def training_swaps() -> str:
+    """Swaps 5 and 6 in full: val loss per step per arm, mean ± std over seeds, and the paired difference."""
+    blocks = []
+    for name, base, arm, old, new in TRAINING_SWAPS:
+        r = load(name)
+        if r is None:
+            blocks.append(missing(name, f"python -u experiments/{name}.py --preset ab-cpu"))
+            continue
+        lines = [f"**{new} vs {old}** (`experiments/{name}.py`, {r['seeds']} seeds, {r['preset']} preset, ModernGPT "
+                 f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}, {r['hardware']}, {r['date']}, "
+                 f"{r['arms'][base]['precision']['dtype']}):", "",
+                 f"| step | {base} | {arm} | {arm} − {base} |", "|---|---|---|---|"]
+        for row in r["table"]:
+            d = row[f"{arm} - {base}"]
+            lines.append(f"| {row['step']} | {fmt(row[base])} | {fmt(row[arm])} | {d[0]:+.4f} ± {d[1]:.4f} |")
+        lines.append("")
+        for label, a in r["arms"].items():
+            lines.append(f"- {label}: {a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
+                         f"{a['tokens_per_sec'][1]:,.0f} training tokens/s, best val {fmt(a['best_val'])}")
+        if "equal_wall_clock" in r:
+            e = r["equal_wall_clock"]
+            lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "
+                         f"so {', '.join(map(str, e['steps']))} steps): best val {fmt(e['best_val'])}, against "
+                         f"{fmt(e['adamw_best_val'])} for {base}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def extras() -> str:
@@ -167,8 +217,6 @@ def fmt3(mean_std) -> str:
     return f"{mean_std[0]:.3f}" + (f" ± {mean_std[1]:.3f}" if mean_std[1] else "")
 
 
-BENCH_TARGETS = {"train_tokens_per_sec": 7000, "cached_tokens_per_sec": 1200, "cached_speedup": 5}
-SAME_TIME_RUN = "modern_defaults_same_time"  # the defaults stopped at the preset run's wall clock (--max-time)
 
 
 def benchmark_record() -> dict | None:
@@ -191,6 +239,10 @@ def benchmark(r: dict | None = None) -> str:
         for t in m["training"]:
             lines.append(f"| {m['name']} | {t['dtype']}{' compiled' if t['compiled'] else ''} | {t['tokens_per_sec']:,.0f} | "
                          f"{t['ms_per_step']:,.0f} | {t['mfu']:.0%} | {t['ceiling_tokens_per_sec']:,.0f} |")
+    nano = r.get("nanogpt")
+    for t in nano["training"] if nano else []:
+        lines.append(f"| nanoGPT (its model.py, same run) | {t['dtype']} | {t['tokens_per_sec']:,.0f} | {t['ms_per_step']:,.0f} | "
+                     f"{t['mfu']:.0%} | |")
     skipped = sorted({reason for m in r["models"] for reason in m.get("skipped", [])})
     lines += [f"\nNot timed: {reason}." for reason in skipped]
     lines += ["", "| model | batch | new tokens | mode | first token (ms) | ms/token | tokens/s | cached speedup | "
@@ -202,6 +254,17 @@ def benchmark(r: dict | None = None) -> str:
                          f"{g['ttft_ms']:,.1f} | {g['ms_per_token']:,.2f} | {g['tokens_per_sec']:,.0f} | "
                          f"{str(g['speedup']) + '×' if g['cached'] else ''} | "
                          f"{format(g['fraction_of_bandwidth_ceiling'], '.0%') if g['cached'] else ''} | {kernel} |")
+    peers = [("nanoGPT (same run)", nano["generation"])] if nano else []
+    peers += [("modern (same weights)", row) for m in r["models"] for row in m.get("llama_cpp", [])]
+    for who, g in peers:
+        lines.append(f"| {who} | {g['batch']} | {g['new_tokens']} | {g['mode']} | | | {g['tokens_per_sec']:,.0f} | | | |")
+    memory = [(m["name"], row) for m in r["models"] for row in m.get("memory", [])]
+    if memory:
+        lines += ["", "| model | peak resident memory of a fresh process | MB |", "|---|---|---|"]
+        for name, row in memory:
+            task = (f"training, batch {row['size']}, {row['dtype']}" if row["task"] == "training"
+                    else f"generating {row['size']} tokens, default path")
+            lines.append(f"| {name} | {task} | {row['peak_resident_mb']:,.0f} |")
     lines += ["", *benchmark_quality(r), "", *benchmark_components(r), "", *benchmark_targets(r)]
     return "\n".join(lines)
 
@@ -260,41 +323,48 @@ def benchmark_components(r: dict) -> list[str]:
 
 
 def benchmark_targets(r: dict) -> list[str]:
-    """Issue #6's targets for the modern model next to the measurement and the machine's own ceiling."""
-    m = modern_entry(r)
-    if m is None:
+    """Issue #22's targets for the modern model at the reference size, each next to what the run measured."""
+    m, nano = modern_entry(r), r.get("nanogpt")
+    if m is None or not m["training"]:
         return []
-    train = m["training"][0]  # the default dtype comes first
-    cached = fastest_decoding(m)
-    mode = cached['mode']
-    kernel = (f"; {cached['matvec_ceiling_tokens_per_sec']:,.0f} (its matrix-vector products alone)"
-              if "matvec_ceiling_tokens_per_sec" in cached else "")
-    checks = [("training tokens/s, batch 8, default dtype", BENCH_TARGETS["train_tokens_per_sec"], train["tokens_per_sec"],
-               f"{train['ceiling_tokens_per_sec']:,.0f} (fp32 matmul ceiling)"),
-              (f"generation tokens/s, batch 1, {cached['new_tokens']} tokens ({mode})",
-               BENCH_TARGETS["cached_tokens_per_sec"],
-               cached["tokens_per_sec"], f"{cached['bandwidth_ceiling_steps_per_sec']:,.0f} (weights read once per token "
-               f"at the measured copy bandwidth){kernel}"),
-              (f"cached / uncached speedup, batch 1 ({mode})", BENCH_TARGETS["cached_speedup"], cached["speedup"], "")]
-    lines = ["| target (modern, reference size) | wanted | measured | this machine's ceiling | met |", "|---|---|---|---|---|"]
-    for what, wanted, got, ceiling in checks:
-        lines.append(f"| {what} | ≥ {wanted:,} | {got:,.1f} | {ceiling} | {'yes' if got >= wanted else 'no'} |")
-    return lines + wall_clock_target()
-
-
-def wall_clock_target() -> list[str]:
-    """The `--preset cpu` modern run against the default config in fp32 stopped (--max-time) at the preset run's
-    wall clock: which reaches the lower val loss in the same time on this machine."""
-    preset, defaults = load("train_modern"), load(f"train_{SAME_TIME_RUN}")
-    if not (preset and defaults):
-        return [f"\n_No same-wall-clock comparison yet: run `python -u training/train_modern.py --max-time <seconds of "
-                f"the preset run> --dtype fp32 --eval-iters 4 --out-dir checkpoints/{SAME_TIME_RUN}`._"]
-    d_tc = defaults["train_config"]
-    met = preset["best_val_loss"] < defaults["best_val_loss"]
-    return [f"| `--preset cpu` val loss vs the defaults in fp32 stopped at the same wall clock ({preset['elapsed_s']:.0f} s "
-            f"vs --max-time {d_tc['max_time']:g} s: {defaults['steps']} steps of batch {defaults['effective_batch']}, "
-            f"val on {d_tc['eval_iters']} batches) | < {defaults['best_val_loss']:.4f} | {preset['best_val_loss']:.4f} | "
-            f"| {'yes' if met else 'no'} |"]
+    train = m["training"][0]  # the default dtype (what --dtype auto picks here) comes first
+    native_bf16 = r["training_dtype_auto"]["dtype"] == "bf16"
+    checks = []
+    nano_train = {t["dtype"]: t for t in nano["training"]} if nano else {}
+    if native_bf16:
+        checks.append((f"training tokens/s (default flags: {train['dtype']}) / nanoGPT fp32", 2.0,
+                       train["tokens_per_sec"] / nano_train["fp32"]["tokens_per_sec"] if "fp32" in nano_train else None))
+        checks.append(("... / nanoGPT bf16 autocast", 1.3,
+                       train["tokens_per_sec"] / nano_train["bf16"]["tokens_per_sec"] if "bf16" in nano_train else None))
+        checks.append((f"training MFU against the measured {train['dtype']} matmul ceiling", 0.70, train["mfu"]))
+    else:
+        checks.append((f"training tokens/s (default flags: {train['dtype']}) / nanoGPT fp32", 1.1,
+                       train["tokens_per_sec"] / nano_train["fp32"]["tokens_per_sec"] if "fp32" in nano_train else None))
+        checks.append((f"training MFU against the measured {train['dtype']} matmul ceiling", 0.80, train["mfu"]))
+    rows = {g["mode"]: g for g in m["generation"] if g["batch"] == 1 and g["cached"]}
+    default = rows.get("cached, C step" if m.get("default_engine") == "c" else "cached")
+    llama = {row["weights"]: row for row in m.get("llama_cpp", [])}
+    fastest = rows.get("cached, int8 weights, C step")
+    if default:
+        checks.append((f"generation, default path ({default['mode']}) / nanoGPT's GPT.generate, batch 1, "
+                       f"{default['new_tokens']} tokens", 20.0,
+                       default["tokens_per_sec"] / nano["generation"]["tokens_per_sec"] if nano else None))
+        checks.append(("... / llama.cpp f32 on the same weights", 0.8,
+                       default["tokens_per_sec"] / llama["f32"]["tokens_per_sec"] if "f32" in llama else None))
+    if fastest:
+        checks.append(("fastest opt-in path (int8 weights, C step) / llama.cpp q8_0", 1.0,
+                       fastest["tokens_per_sec"] / llama["q8_0"]["tokens_per_sec"] if "q8_0" in llama else None))
+    memory = {row["task"]: row for row in m.get("memory", [])}
+    lines = ["| target (modern, reference size) | wanted | measured | met |", "|---|---|---|---|"]
+    for what, wanted, got in checks:
+        shown = "not measured (see above)" if got is None else f"{got:.2f}"
+        met = "–" if got is None else ("yes" if got >= wanted else "no")
+        lines.append(f"| {what} | ≥ {wanted:g} | {shown} | {met} |")
+    if "training" in memory:
+        t = memory["training"]
+        lines.append(f"| peak resident memory, training at batch {t['size']} ({t['dtype']}) | ≤ 4,096 MB | "
+                     f"{t['peak_resident_mb']:,.0f} MB | {'yes' if t['peak_resident_mb'] <= 4096 else 'no'} |")
+    return lines
 
 
 def inside() -> str:
@@ -318,12 +388,34 @@ def inside() -> str:
     return "\n".join(lines)
 
 
+def llama_cpp() -> str:
+    """An exported checkpoint in real llama.cpp against ours (experiments/llama_cpp_check.py)."""
+    r = load("llama_cpp")
+    if r is None:
+        return missing("llama_cpp", "python -u experiments/llama_cpp_check.py")
+    lines = [f"`{r['commands'][1]}` on {r['hardware']}, llama-cpp-python {r['llama_cpp_python']}, {r['date']}: "
+             f"{r['checkpoint']}, exported by `{r['commands'][0]}`.", "",
+             "| GGUF | prompt tokenized to our ids | largest logit difference over a block_size window | greedy tokens "
+             "identical within block_size | first greedy difference | most probability on a special token |",
+             "|---|---|---|---|---|---|"]
+    for gguf_type, g in r["gguf"].items():
+        lines.append(f"| {gguf_type} | {'yes' if g['tokenizes_prompt_to_our_ids'] else 'NO'} | "
+                     f"{g['max_logit_difference']:.2g} | {g['greedy_identical_within_block']} of "
+                     f"{g['greedy_tokens_within_block']} | token {g['greedy_first_difference']} of {g['greedy_tokens']} | "
+                     f"{g['max_special_token_probability']:.1g} |")
+    f32 = r["gguf"]["f32"]
+    return "\n".join(lines + ["", f"llama.cpp's greedy continuation of {r['prompt']!r} (f32), as far as block_size:",
+                               "", "```", f32["llama_cpp_text"], "```"])
+
+
 FIGURE_CAPTIONS = {
     "losses.png": "train and validation loss of every run in checkpoints/, and val bits/char — `experiments/visualize.py losses`",
     "swap1_rmsnorm.png": "LayerNorm vs RMSNorm, val loss (band: min–max over seeds) — `experiments/swap1_rmsnorm.py`",
     "swap2_swiglu.png": "ReLU vs SwiGLU vs ReLU² — `experiments/swap2_swiglu.py`",
     "swap3_rope.png": "learned positions vs RoPE — `experiments/swap3_rope.py`",
     "swap4_kvcache.png": "generation speed with and without the KV cache — `experiments/swap4_kvcache.py`",
+    "swap5_muon.png": "AdamW vs Muon on ModernGPT, val loss (band: min–max over seeds) — `experiments/swap5_muon.py`",
+    "swap6_schedule.png": "cosine vs warmup-stable-decay on ModernGPT — `experiments/swap6_schedule.py`",
     "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
     "benchmark.png": "training and generation speed against the machine's measured ceilings — `training/benchmark.py`",
     "benchmark_quick.png": "the same, from `training/benchmark.py --quick`",
@@ -349,7 +441,8 @@ def gallery() -> str:
     return "\n".join(lines) or "_No figures yet._"
 
 
-BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "extras": extras, "kvcache": kvcache,
+BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
+          "llama_cpp": llama_cpp, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
           "speed": speed}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)

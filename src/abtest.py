@@ -6,8 +6,8 @@ much of a difference is noise. Results go to results/<name>.json and a plot to i
 """
 from __future__ import annotations
 
-import argparse
 import json
+import re
 import statistics
 import time
 from dataclasses import replace
@@ -24,15 +24,14 @@ from plots import pyplot, save_figure
 from presets import apply_preset, describe
 from trainer import TrainConfig, train
 
-AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default, at one seed; the others at cpu_seeds
+AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default; *-reference presets run one seed
 
 
 def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_seeds: int = 3) -> ArgumentParser:
-    p = ArgumentParser(description=description, epilog=describe(presets),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=description, epilog=describe(presets))
     p.add_argument("--preset", choices=presets, default=presets[0], help=f"model/training size (default: {presets[0]})")
     p.add_argument("--seeds", type=int, default=None,
-                   help=f"seeds per arm (default: 1 for {presets[0]}, {cpu_seeds} for the others)")
+                   help=f"seeds per arm (default: 1 for a *-reference preset (a GPU's size), {cpu_seeds} for the others)")
     p.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--eval-interval", type=int, default=None, help="override the preset's eval interval")
     p.add_argument("--eval-iters", type=int, default=None, help="override the preset's eval batches")
@@ -46,10 +45,9 @@ def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_se
     return p
 
 
-def configs_from_args(args, presets: tuple[str, ...] = AB_PRESETS, cpu_seeds: int = 3,
-                      base: GPTConfig | None = None) -> tuple[GPTConfig, TrainConfig, int]:
+def configs_from_args(args, cpu_seeds: int = 3, base: GPTConfig | None = None) -> tuple[GPTConfig, TrainConfig, int]:
     """The experiment's model and training configs: `base` (default: the vanilla GPT) with the preset applied."""
-    seeds = args.seeds if args.seeds is not None else (1 if args.preset == presets[0] else cpu_seeds)
+    seeds = args.seeds if args.seeds is not None else (1 if args.preset.endswith("reference") else cpu_seeds)
     check_int(seeds, "--seeds", 1, 1000)
     model, tc = apply_preset(args.preset, base or GPTConfig(), TrainConfig(device=args.device, data=args.data,
                                                                             sample_tokens=0))
@@ -63,14 +61,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir) -> dict:
-    """Train every arm for every seed; returns the per-arm curves, params and tokens/s."""
+def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir,
+             first_seed: int = 0) -> dict:
+    """Train every arm for seeds first_seed .. first_seed + seeds - 1; returns the per-arm curves, params, tokens/s."""
     out = {label: {"overrides": overrides, "curves": [], "bpc_curves": [], "tokens_per_sec": [], "params": None,
                    "best_val": [], "best_bpc": [], "elapsed_s": []} for label, overrides in arms.items()}
     model_fields = set(GPTConfig.__dataclass_fields__)
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for label, overrides in arms.items():
-            run_dir = Path(runs_dir) / name / label.replace(":", "") / f"seed{seed}"  # no ':' in Windows paths
+            run_dir = Path(runs_dir) / name / re.sub(r"[^\w.-]+", "_", label) / f"seed{seed}"  # a portable folder name
             print(f"--- {name}: {label}, seed {seed} ---", flush=True)
             arm_model = replace(model, **{k: v for k, v in overrides.items() if k in model_fields})
             arm_train = replace(tc, **{k: v for k, v in overrides.items() if k not in model_fields},
@@ -147,10 +146,12 @@ def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds:
             "table": summarise(arms), **extra}
 
 
-def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=None) -> dict:
-    """The whole experiment: parse flags, train the arms, print the table, write JSON and plot."""
-    args = build_parser(title).parse_args(argv)
-    model, tc, seeds = configs_from_args(args)
+def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=None,
+             base: GPTConfig | None = None, presets: tuple[str, ...] = AB_PRESETS) -> dict:
+    """The whole experiment: parse flags, train the arms, print the table, write JSON and plot. base: the model
+    the arms change (default: the vanilla GPT); presets: the ones offered, the first the default."""
+    args = build_parser(title, presets).parse_args(argv)
+    model, tc, seeds = configs_from_args(args, base=base)
     started = time.perf_counter()
     results = run_arms(name, arms, model, tc, seeds, args.runs_dir)
     extra = extra_fn(args, model, tc, seeds, results) if extra_fn else {}

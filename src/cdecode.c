@@ -1,30 +1,30 @@
-/* One decoding step of ModernGPT (RMSNorm, SwiGLU, RoPE, KV cache) in plain C, with int8 weights.
+/* One decoding step of ModernGPT (RMSNorm, SwiGLU, RoPE, KV cache) in plain C, with fp32 or int8 weights.
  *
  * Why C: at batch 1 a decoding step multiplies one vector by each of 30 small matrices and runs a few dozen
- * tiny element-wise ops. PyTorch (even compiled) pays a fixed cost per op, and its int8 kernel reads the
- * weights well below this CPU's memory bandwidth (training/benchmark.py times it alone). Here the whole step
- * is one function call, each matrix-vector product reads the int8 weights once with AVX2 (8 weights per
- * instruction, plain loops on other CPUs), and nothing is allocated.
+ * tiny element-wise ops. PyTorch (even compiled) pays a fixed cost per op, which at this size costs more than
+ * the arithmetic. Here the whole step is one function call: each matrix-vector product streams its weights once
+ * (16 per instruction with AVX-512, 8 with AVX2, plain loops elsewhere), rows split across the cores with
+ * OpenMP, and nothing is allocated.
  * src/cdecode.py builds this file with the system C compiler and checks it against the PyTorch model
- * (tests/test_cdecode.py). It computes what `GPT.forward` computes for one token through its caches:
- * the same int8 weights (quantize.py) with fp32 activations, so it is as close to the fp32 model as the
- * weights allow. The idea (a whole transformer step in one small C file) is llama2.c's run.c.
+ * (tests/test_cdecode.py). It computes what `GPT.forward` computes for one token through its cache: with fp32
+ * weights the fp32 model itself; with int8 weights (quantize.py) the fp32 model holding those weights, since the
+ * activations stay fp32. The idea (a whole transformer step in one small C file) is llama2.c's run.c.
  */
 #include <math.h>
 #include <stdint.h>
-#ifdef __AVX2__
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-typedef struct {          /* one block: int8 weights with one fp32 scale per output row, and its cache */
+typedef struct {          /* one block: weights (out, in), row-major as nn.Linear stores them, and its cache */
     const float *norm1, *norm2;
-    const int8_t *qkv, *proj, *gate, *up, *down;      /* (out, in), row-major, as nn.Linear stores them */
-    const float *qkv_scale, *proj_scale, *gate_scale, *up_scale, *down_scale;
+    const void *qkv, *proj, *gate, *up, *down;        /* float, or int8 with one fp32 scale per output row */
+    const float *qkv_scale, *proj_scale, *gate_scale, *up_scale, *down_scale;  /* int8 only */
     float *keys, *values;                             /* (n_head, capacity, head_dim) */
 } Layer;
 
 typedef struct {
-    int n_layer, n_head, head_dim, dim, hidden, vocab, capacity, threads;
+    int n_layer, n_head, head_dim, dim, hidden, vocab, capacity, threads, int8_weights;
     float eps;
     const float *embedding;  /* (vocab, dim): the token embedding, also the output layer (tied) */
     const float *norm_f;
@@ -34,7 +34,7 @@ typedef struct {
                                                                      n_head capacity, head_dim / 2, head_dim / 2 */
 } Model;
 
-#ifdef __AVX2__
+#if defined(__AVX2__)
 static float sum8(__m256 v) {
     __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     half = _mm_hadd_ps(half, half);
@@ -42,13 +42,47 @@ static float sum8(__m256 v) {
 }
 #endif
 
-/* sum_i w[i] * x[i] for int8 w: the inner loop of every matrix-vector product */
+/* sum_i a[i] * b[i] in fp32: a weight row against the activations, or a query against a cached key */
+static float dot_float(const float *a, const float *b, int n) {
+    int i = 0;
+    float sum = 0.0f;
+#if defined(__AVX512F__)
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {  /* two independent sums hide the latency of the multiply-add */
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+    }
+    for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif defined(__AVX2__)
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    sum = sum8(_mm256_add_ps(acc0, acc1));
+#endif
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+/* sum_i w[i] * x[i] for int8 w: each weight widened to fp32, multiplied with the fp32 activation */
 static float dot_int8(const int8_t *w, const float *x, int n) {
     int i = 0;
     float sum = 0.0f;
-#ifdef __AVX2__
+#if defined(__AVX512F__)
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (; i + 32 <= n; i += 32) {
+        __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i))));
+        __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i + 16))));
+        acc0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), acc1);
+    }
+    sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif defined(__AVX2__)
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (; i + 16 <= n; i += 16) {  /* two independent sums hide the latency of the multiply-add */
+    for (; i + 16 <= n; i += 16) {
         __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w + i))));
         __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w + i + 8))));
         acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc0);
@@ -60,31 +94,24 @@ static float dot_int8(const int8_t *w, const float *x, int n) {
     return sum;
 }
 
-/* sum_i a[i] * b[i]: a query against one cached key */
-static float dot_float(const float *a, const float *b, int n) {
-    int i = 0;
-    float sum = 0.0f;
-#ifdef __AVX2__
-    __m256 acc = _mm256_setzero_ps();
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    sum = sum8(acc);
-#endif
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
+/* row r of W times x: fp32 weights, or int8 weights times their row's scale */
+static float row_dot(const Model *m, const void *w, const float *scale, int64_t r, int cols, const float *x) {
+    if (m->int8_weights) return dot_int8((const int8_t *)w + r * cols, x, cols) * scale[r];
+    return dot_float((const float *)w + r * cols, x, cols);
 }
 
-/* y = (W x) * scale, rows split across threads */
-static void matvec(float *y, const int8_t *w, const float *scale, const float *x, int rows, int cols, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int r = 0; r < rows; r++) y[r] = dot_int8(w + (int64_t)r * cols, x, cols) * scale[r];
+/* y = W x, rows split across threads */
+static void matvec(const Model *m, float *y, const void *w, const float *scale, const float *x, int rows, int cols) {
+    #pragma omp parallel for schedule(static) num_threads(m->threads)
+    for (int r = 0; r < rows; r++) y[r] = row_dot(m, w, scale, r, cols, x);
 }
 
 /* SwiGLU's hidden layer: silu(gate x) * (up x), both products and the gate for a row in one pass */
-static void swiglu_hidden(float *y, const Layer *l, const float *x, int rows, int cols, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int r = 0; r < rows; r++) {
-        float gate = dot_int8(l->gate + (int64_t)r * cols, x, cols) * l->gate_scale[r];
-        float up = dot_int8(l->up + (int64_t)r * cols, x, cols) * l->up_scale[r];
+static void swiglu_hidden(const Model *m, float *y, const Layer *l, const float *x) {
+    #pragma omp parallel for schedule(static) num_threads(m->threads)
+    for (int r = 0; r < m->hidden; r++) {
+        float gate = row_dot(m, l->gate, l->gate_scale, r, m->dim, x);
+        float up = row_dot(m, l->up, l->up_scale, r, m->dim, x);
         y[r] = gate / (1.0f + expf(-gate)) * up;
     }
 }
@@ -142,7 +169,7 @@ void decode_step(Model *m, int token, int64_t position, float *logits) {
     for (int layer = 0; layer < m->n_layer; layer++) {
         Layer *l = &m->layers[layer];
         rmsnorm(m->h, m->x, l->norm1, dim, m->eps);
-        matvec(m->qkv, l->qkv, l->qkv_scale, m->h, 3 * dim, dim, m->threads);  /* rows: q, k, v */
+        matvec(m, m->qkv, l->qkv, l->qkv_scale, m->h, 3 * dim, dim);  /* rows: q, k, v */
         rope(m->qkv, m->n_head, hd, m->cos, m->sin);
         rope(m->qkv + dim, m->n_head, hd, m->cos, m->sin);
         for (int h = 0; h < m->n_head; h++)
@@ -152,11 +179,11 @@ void decode_step(Model *m, int token, int64_t position, float *logits) {
                 l->values[at] = m->qkv[2 * dim + h * hd + j];
             }
         attend(m, l, filled);
-        matvec(m->h, l->proj, l->proj_scale, m->att, dim, dim, m->threads);
+        matvec(m, m->h, l->proj, l->proj_scale, m->att, dim, dim);
         for (int i = 0; i < dim; i++) m->x[i] += m->h[i];
         rmsnorm(m->h, m->x, l->norm2, dim, m->eps);
-        swiglu_hidden(m->hidden_act, l, m->h, m->hidden, dim, m->threads);
-        matvec(m->h, l->down, l->down_scale, m->hidden_act, dim, m->hidden, m->threads);
+        swiglu_hidden(m, m->hidden_act, l, m->h);
+        matvec(m, m->h, l->down, l->down_scale, m->hidden_act, dim, m->hidden);
         for (int i = 0; i < dim; i++) m->x[i] += m->h[i];
     }
     rmsnorm(m->h, m->x, m->norm_f, dim, m->eps);

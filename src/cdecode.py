@@ -1,6 +1,6 @@
-"""The C decoding step (src/cdecode.c): build it, hand it a ModernGPT's int8 weights, run it one token at a time.
+"""The C decoding step (src/cdecode.c): build it, hand it a ModernGPT's fp32 or int8 weights, run it one token at a time.
 
-engine.py uses it (engine "c") for batch-1 decoding on a CPU. The library is compiled once per source
+engine.py uses it (engine "c", and "auto" where it can run) for batch-1 decoding on a CPU. The library is compiled once per source
 version and compiler flags with the system C compiler and kept in ~/.cache/tinyllm (or $TINYLLM_CACHE_DIR);
 ctypes calls it with pointers into tensors this object owns, so nothing is copied per token.
 """
@@ -20,7 +20,7 @@ import torch
 from quantize import Int8Linear
 
 SOURCE = Path(__file__).with_name("cdecode.c")
-# tried in order: AVX2/NEON for this CPU and threads; without OpenMP (e.g. Apple clang); plain
+# tried in order: AVX-512/AVX2/NEON for this CPU and threads; without OpenMP (e.g. Apple clang); plain
 FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-march=native"], ["-O3"])
 LAYER_FIELDS = ("norm1", "norm2", "qkv", "proj", "gate", "up", "down",
                 "qkv_scale", "proj_scale", "gate_scale", "up_scale", "down_scale", "keys", "values")
@@ -33,7 +33,7 @@ class _Layer(ctypes.Structure):
 
 class _Model(ctypes.Structure):
     _fields_ = ([(name, ctypes.c_int) for name in ("n_layer", "n_head", "head_dim", "dim", "hidden", "vocab",
-                                                   "capacity", "threads")]
+                                                   "capacity", "threads", "int8_weights")]
                 + [("eps", ctypes.c_float)]
                 + [(name, ctypes.c_void_p) for name in ("embedding", "norm_f", "inv_freq", "layers", *SCRATCH)])
 
@@ -94,15 +94,22 @@ def load_library() -> ctypes.CDLL:
     return library
 
 
+def block_linears(model) -> list:
+    return [m for b in model.blocks for m in (b.attn.qkv, b.attn.proj, b.ffn.gate, b.ffn.up, b.ffn.down)]
+
+
 def unsupported_reason(model) -> str | None:
-    """Why the C step cannot run this model (None if it can): it implements the modern block with int8 weights."""
+    """Why the C step cannot run this model (None if it can): it implements the modern block, on the CPU, with
+    fp32 weights or int8 ones (quantize.py)."""
     if model.config.architecture != "modern":
         return "the C decoder runs the modern architecture (RMSNorm, SwiGLU, RoPE); this model is not one"
-    if not all(isinstance(m, Int8Linear) for b in model.blocks for m in (b.attn.qkv, b.attn.proj, b.ffn.gate,
-                                                                         b.ffn.up, b.ffn.down)):
-        return "the C decoder runs int8 weights; quantize the model first (--dtype int8)"
     if model.tok_emb.weight.device.type != "cpu":
         return "the C decoder runs on the CPU; move the model there (--device cpu)"
+    linears = block_linears(model)
+    int8 = all(isinstance(m, Int8Linear) for m in linears)
+    fp32 = all(isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32 for m in linears)
+    if not (int8 or fp32) or model.tok_emb.weight.dtype != torch.float32 and not int8:
+        return "the C decoder runs fp32 or int8 weights (--dtype fp32 or int8), not bf16 or fp16"
     return None
 
 
@@ -118,21 +125,24 @@ class CDecoder:
         head_dim, hidden = c.n_embd // c.n_head, model.blocks[0].ffn.gate.out_features
         self.tensors = []  # everything the C structs point into, kept alive here
         self.layers = (_Layer * c.n_layer)()
+        int8 = isinstance(model.blocks[0].attn.qkv, Int8Linear)
         for block, layer in zip(model.blocks, self.layers):
             attn, ffn = block.attn, block.ffn
             for name, weight in (("norm1", block.norm1.weight), ("norm2", block.norm2.weight)):
                 setattr(layer, name, self._pointer(weight.float()))
             for name, linear in (("qkv", attn.qkv), ("proj", attn.proj), ("gate", ffn.gate), ("up", ffn.up),
                                  ("down", ffn.down)):
-                setattr(layer, name, self._pointer(linear.q))
-                setattr(layer, f"{name}_scale", self._pointer(linear.scale.float()))
+                # fp32 weights are the model's own tensors (no copy: 40 MB at the reference size)
+                setattr(layer, name, self._pointer(linear.q if int8 else linear.weight))
+                if int8:
+                    setattr(layer, f"{name}_scale", self._pointer(linear.scale.float()))
             layer.keys = self._pointer(torch.zeros(c.n_head, c.block_size, head_dim))
             layer.values = self._pointer(torch.zeros(c.n_head, c.block_size, head_dim))
         sizes = {"x": c.n_embd, "h": c.n_embd, "qkv": 3 * c.n_embd, "att": c.n_embd, "hidden_act": hidden,
                  "scores": c.n_head * c.block_size, "cos": head_dim // 2, "sin": head_dim // 2}
         self.logits = torch.zeros(1, c.vocab_size)
         self.model = _Model(c.n_layer, c.n_head, head_dim, c.n_embd, hidden, c.vocab_size, c.block_size,
-                            torch.get_num_threads(), model.norm_f.eps,
+                            torch.get_num_threads(), int(int8), model.norm_f.eps,
                             self._pointer(model.tok_emb.weight.float()), self._pointer(model.norm_f.weight.float()),
                             self._pointer(model.rope.inv_freq.double()), ctypes.addressof(self.layers),
                             *(self._pointer(torch.zeros(sizes[name])) for name in SCRATCH))

@@ -4,6 +4,9 @@
     checkpoints/<run>/last/   model.safetensors, config.json, train_state.pt (optimizer, RNG, step, history)
     checkpoints/<run>/history.json, summary.json
 
+A folder that publish.py or export.py wrote for transformers holds transformers' config.json and weights, and our
+record in tinyllm.json; loading reads those too (convert.from_hf_state maps the weights back).
+
 Why safetensors: a pickled `.pt` can run arbitrary code when loaded; safetensors holds only tensors.
 The optimizer state still needs `torch.save`, and is read back with `weights_only=True`, which refuses
 anything but tensors and plain containers; every field is then checked before use.
@@ -31,6 +34,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from checks import check_float, check_fits_in_memory, check_int
 from common import REPO_ROOT, UserError, atomic_write_bytes, atomic_write_json, is_our_temp, one_line, temp_name
+from convert import TINYLLM_CONFIG, from_hf_state
 from model import GPT, GPTConfig
 from tokenizer import tokenizer_from_dict
 
@@ -232,17 +236,18 @@ def resolve_folder(name_or_path, **hub_kwargs) -> Path:
 
 
 def download_from_hub(repo_id: str, **hub_kwargs) -> Path:
-    """Fetch only config.json and model.safetensors: nothing that could execute code is downloaded."""
+    """Fetch only config.json, model.safetensors and tinyllm.json: nothing that could execute code is downloaded."""
     from huggingface_hub import snapshot_download
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG, WEIGHTS], **hub_kwargs))
+        return Path(snapshot_download(repo_id, allow_patterns=[CONFIG, WEIGHTS, TINYLLM_CONFIG], **hub_kwargs))
     except Exception as err:  # network, auth, missing repo, invalid id: all user-facing
         raise UserError(f"could not download {repo_id} from the Hugging Face Hub: {type(err).__name__}: "
                         f"{one_line(err)[:300]}") from None
 
 
 def read_config(folder: Path) -> dict:
-    path = Path(folder) / CONFIG
+    """Our record of a checkpoint: its config.json, or tinyllm.json in a folder published for transformers."""
+    path = Path(folder) / (TINYLLM_CONFIG if (Path(folder) / TINYLLM_CONFIG).exists() else CONFIG)
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -302,7 +307,10 @@ def load_model(name_or_path, device="cpu", build=GPT, architecture: str | None =
     folder = resolve_folder(name_or_path, **hub_kwargs)
     config = read_config(folder)
     model = build_model(config, build, architecture)
-    load_state_into(model, load_weights(folder), folder)
+    state = load_weights(folder)
+    if config.get("layout") == "transformers":
+        state = from_hf_state(state, model.config)
+    load_state_into(model, state, folder)
     if config.get("tokenizer") is not None:
         model.tokenizer = tokenizer_from_dict(config["tokenizer"])
         if model.tokenizer.vocab_size != model.config.vocab_size:
@@ -323,7 +331,7 @@ def describe_record(folder, record: dict) -> str:
 
 # ----------------------------------------------------------------------------- the training state
 
-TRAIN_STATE_FIELDS = {"optimizer": dict, "step": int, "best_val": float, "best_step": int, "bad_evals": int,
+TRAIN_STATE_FIELDS = {"optimizer": (list, dict), "step": int, "best_val": float, "best_step": int, "bad_evals": int,
                       "history": dict, "elapsed_s": float, "data_rng": torch.Tensor, "torch_rng": list}
 
 
@@ -350,7 +358,8 @@ def check_train_state(state, path) -> None:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = state[key] = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise UserError(f"{damaged}: field {key!r} should be a {kind.__name__}, got {value!r:.60}")
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise UserError(f"{damaged}: field {key!r} should be a {names}, got {value!r:.60}")
     try:
         check_int(state["step"], "step", 0)
         check_int(state["best_step"], "best_step", 0, state["step"])

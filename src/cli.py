@@ -5,7 +5,6 @@ precedence is script defaults < `--preset` values < flags given explicitly.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -36,10 +35,12 @@ TRAIN_FLAGS = {
     "batch_size": (int, "sequences per micro-batch (per rank)"),
     "grad_accum": (int, "micro-batches per optimizer step"),
     "lr": (float, "peak learning rate"),
-    "schedule": (str, "constant | cosine"),
+    "optimizer": (str, "adamw | muon (Muon for the blocks' matrices, AdamW for embeddings, norms, biases)"),
+    "schedule": (str, "constant | cosine | wsd (warmup-stable-decay)"),
     "warmup_steps": (int, "linear warmup steps"),
     "min_lr": (float, "final learning rate of the cosine schedule"),
-    "weight_decay": (float, "AdamW weight decay"),
+    "decay_fraction": (float, "wsd: the last fraction of --max-steps, where lr falls linearly to zero"),
+    "weight_decay": (float, "weight decay (decoupled, both optimizers)"),
     "grad_clip": (float, "clip the gradient norm to this (0 = off)"),
     "eval_interval": (int, "evaluate every N steps"),
     "eval_iters": (int, "batches per split in each evaluation"),
@@ -66,7 +67,7 @@ RUN_DEFAULTS = {
 
 def build_parser(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
                  presets: tuple[str, ...]) -> ArgumentParser:
-    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ArgumentParser(description=description,
                             epilog=describe(presets) if presets else None)
     parser.add_argument("--preset", choices=presets, help="a named set of defaults (flags still override)")
     for flags, defaults in ((MODEL_FLAGS, model_defaults), (TRAIN_FLAGS, train_defaults)):

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,12 +42,22 @@ def run_cli(main) -> None:
         sys.exit(130)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's default in --help, once: not where the help text already says it, nor for switches and unset
+    values (None, False), whose default is the absence of the flag. Descriptions and epilogs keep their lines."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the repo's error convention: a bad flag is a UserError (one `error:` line, exit 2), not
     argparse's usage block. Defaults are shown in --help."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
@@ -102,6 +113,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def replace_atomically(out: Path, write) -> None:
+    """write(tmp) fills a temporary path next to `out` (a file or a folder); it then takes `out`'s place by renames
+    (an earlier `out` is moved aside first and deleted last). A failure at any point leaves `out` as it was and no
+    temporary file behind."""
+    out = Path(out)
+    tmp, old = out.parent / temp_name(out.name), out.parent / temp_name(out.name)
+    try:
+        write(tmp)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise UserError(f"could not write {out}: {err.strerror or err}; nothing was left behind") from None
+    finally:
+        for leftover in (tmp, old):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def check_writable(folder: Path, flag: str = "--out-dir") -> None:

@@ -9,8 +9,10 @@ model.py computes logits for a sequence. Generating text one token at a time is 
     eager    `EagerDecoder`: PyTorch, op by op;
     compile  `CompiledDecoder`: the step through torch.compile, every shape fixed (`StaticCache`), so one graph
              serves every step;
-    c        cdecode.CDecoder: the whole step in one C call (src/cdecode.c), batch 1, modern models on a CPU.
-  All three compute the same function as the model run without a cache over its attention window
+    c        cdecode.CDecoder: the whole step in one C call (src/cdecode.c), batch 1, modern models with fp32 or
+             int8 weights on a CPU;
+    auto     the C step where it can run, else eager (`choose_engine`): the default of src/generate.py.
+  All of them compute the same function as the model run without a cache over its attention window
   (tests/test_engine.py, tests/test_cdecode.py).
 - `generate`: the loop. `generate_text`: text in, text out, streamed.
 """
@@ -29,7 +31,7 @@ from common import UserError
 from device import DTYPES
 from modernize import KVCache
 
-ENGINES = ("eager", "compile", "c")
+ENGINES = ("auto", "eager", "compile", "c")
 WEIGHTS = ("fp32", "bf16", "fp16", "int8")  # weights a model can decode with (see prepare_weights)
 
 
@@ -203,8 +205,21 @@ class CompiledDecoder(EagerDecoder):
         return logits
 
 
-def make_decoder(model, engine: str = "eager"):
-    """A decoder for `model`: start(prompt) -> logits, then feed(token) -> logits."""
+def choose_engine(model, batch: int = 1) -> str:
+    """What engine "auto" runs: the C step where it can (batch 1, a modern model with fp32 or int8 weights on a
+    CPU, a C compiler), else eager PyTorch."""
+    from cdecode import find_c_compiler, unsupported_reason
+    return "c" if batch == 1 and unsupported_reason(model) is None and find_c_compiler() is not None else "eager"
+
+
+def make_decoder(model, engine: str = "eager", batch: int = 1):
+    """A decoder for `model`: start(prompt) -> logits, then feed(token) -> logits. "auto" falls back to eager
+    if the C step cannot be built here."""
+    if engine == "auto":
+        try:
+            return make_decoder(model, choose_engine(model, batch))
+        except RuntimeError:  # a C compiler that fails to build or load the step
+            return EagerDecoder(model)
     if engine == "eager":
         return EagerDecoder(model)
     if engine == "compile":
@@ -231,7 +246,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     C step and the compiled step are built once), else one for `engine`. on_token(ids (B, 1)) streams output.
     use_cache=False recomputes the whole context every step (the reference the cache is tested against)."""
     check_sampling_args(temperature, top_k, top_p)
-    if not use_cache and (decoder is not None or engine != "eager"):
+    if not use_cache and (decoder is not None or engine not in ("eager", "auto")):
         raise ValueError(f"engine {engine!r} runs the cached step; it needs use_cache=True")
     was_training = model.training
     model.eval()
@@ -239,7 +254,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     out = torch.empty(B, T0 + max_new_tokens, dtype=idx.dtype, device=idx.device)
     out[:, :T0] = idx
     if use_cache and max_new_tokens > 0:
-        decoder = decoder or make_decoder(model, engine)
+        decoder = decoder or make_decoder(model, engine, batch=B)
         if hasattr(decoder, "reserve"):
             decoder.reserve(T0 + max_new_tokens)
         logits = decoder.start(idx[:, -model.context_length():])
@@ -260,9 +275,9 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
 
 def check_engine(engine: str, device: torch.device, weights: str, use_cache: bool = True) -> None:
     """Refuse an engine that cannot run here before anything is loaded: torch.compile on a CPU writes and builds
-    C++, the C step needs a C compiler and int8 weights; without them both would fail deep inside."""
+    C++, the C step needs a C compiler and fp32 or int8 weights; without them both would fail deep inside."""
     from cdecode import find_c_compiler
-    if engine != "eager" and not use_cache:
+    if engine not in ("eager", "auto") and not use_cache:
         raise UserError(f"--engine {engine} runs the cached decoding step; drop --no-cache or use --engine eager")
     if engine == "compile" and device.type == "cpu" and not any(
             shutil.which(cxx) for cxx in (os.environ.get("CXX", "g++"), "g++", "clang++")):
@@ -270,8 +285,8 @@ def check_engine(engine: str, device: torch.device, weights: str, use_cache: boo
     if engine == "c":
         if device.type != "cpu":
             raise UserError(f"--engine c runs on the CPU, not {device.type}; add --device cpu")
-        if weights != "int8":
-            raise UserError(f"--engine c runs int8 weights, not {weights}; add --dtype int8")
+        if weights not in ("fp32", "int8"):
+            raise UserError(f"--engine c runs fp32 or int8 weights, not {weights}; use --dtype fp32 or int8")
         if find_c_compiler() is None:
             raise UserError("--engine c needs a C compiler (cc, gcc or clang); install one or use --engine eager")
 

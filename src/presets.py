@@ -2,7 +2,7 @@
 
 A preset is a set of GPTConfig and TrainConfig field values laid over a script's own defaults; flags given
 explicitly still win. Every script takes its presets from here, by name:
-- training/train.py, train_modern.py: `cpu`
+- training/train.py, train_modern.py: `cpu`, `demo` (what `src/generate.py --demo` trains on a fresh clone)
 - training/train_bpe.py: `bpe-cpu`
 - experiments/swap*.py (the A/B harness, src/abtest.py): `ab-reference` (default), `ab-cpu`
 - experiments/compare_tokenizers.py: `tokenizers-reference` (default), `tokenizers-cpu`
@@ -26,6 +26,11 @@ PRESETS = {
         "a laptop CPU: recognisable Shakespeare (names, line breaks, word shapes) in about five minutes on 2 cores",
         dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=2000,
              eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100)),
+    "demo": Preset(
+        "src/generate.py --demo on a fresh clone: Shakespeare in about two minutes, stopped by --max-time on any machine",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=2000,
+             eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100,
+             max_time=120.0)),
     "bpe-cpu": Preset(
         "train_bpe.py on a CPU in a few minutes: GPT-2's 50,257-way output layer is most of the compute",
         dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.1, batch_size=16, grad_accum=2, lr=1e-3,

@@ -4,7 +4,7 @@ Read it top to bottom:
 1. `TrainConfig`: every optimisation and bookkeeping setting, checked in one place.
 2. Setup, as small functions that return what they build and change none of their inputs: the run folder is
    claimed (`claim_run_folder`: a lock, no overwrite without --resume or --overwrite), then the data
-   (`prepare_data`), the model (`build_model`) and the optimizer (`build_optimizer`), and the progress so far
+   (`prepare_data`), the model (`build_model`) and the optimizers (`build_optimizers`), and the progress so far
    (`Progress`: fresh, or restored from `last/` by `restore`).
 3. `Trainer`: `train_step()` (one optimizer step: forward/backward over `grad_accum` micro-batches, clip, step),
    `evaluate()` (fixed batches of both splits), `save()` (`last/`, and `best/` on improvement), and `fit()`,
@@ -41,7 +41,8 @@ from model import GPT, GPTConfig
 from tokenizer import build_tokenizer, tokenizer_from_dict
 
 WARMUP_STEPS_UNTIMED = 3  # first steps (allocation, autotuning, compilation) left out of tokens/s
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "wsd")
+OPTIMIZERS = ("adamw", "muon")
 MAX_WEIGHT = 1e4  # weights start at std 0.02; beyond this a run has diverged even if its loss still looks finite
 
 
@@ -53,9 +54,11 @@ class TrainConfig:
     batch_size: int = 64          # per rank, per micro-step
     grad_accum: int = 1           # micro-steps per optimizer step
     lr: float = 3e-4
-    schedule: str = "constant"    # constant | cosine (with linear warmup)
+    schedule: str = "constant"    # constant | cosine | wsd, each after a linear warmup
     warmup_steps: int = 0
     min_lr: float = 3e-5          # floor of the cosine schedule
+    decay_fraction: float = 0.2   # wsd: the last fraction of max_steps, where lr falls linearly to zero
+    optimizer: str = "adamw"      # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
     weight_decay: float = 0.01    # torch's AdamW default
     grad_clip: float = 0.0        # 0 = off
     eval_interval: int = 500
@@ -82,8 +85,10 @@ class TrainConfig:
             check_int(getattr(self, name), flag(name), low, high)
         check_float(self.lr, "--lr", above=0.0)
         check_float(self.min_lr, "--min-lr", minimum=0.0)
-        if self.schedule != "constant" and self.min_lr > self.lr:
+        if self.schedule == "cosine" and self.min_lr > self.lr:
             raise UserError(f"--min-lr ({self.min_lr:g}) must not exceed --lr ({self.lr:g})")
+        check_float(self.decay_fraction, "--decay-fraction", above=0.0, maximum=1.0)
+        check_choice(self.optimizer, "--optimizer", OPTIMIZERS)
         for name in ("weight_decay", "grad_clip", "max_time"):
             check_float(getattr(self, name), flag(name), minimum=0.0)
         check_choice(self.schedule, "--schedule", SCHEDULES)
@@ -100,11 +105,19 @@ class TrainConfig:
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
-    """Linear warmup, then constant or cosine decay to min_lr at max_steps."""
+    """The learning rate of optimizer step `step` (0-based): a linear warmup, then
+    - constant: lr;
+    - cosine: from lr down to min_lr at max_steps, along half a cosine;
+    - wsd (warmup-stable-decay): lr until the last `decay_fraction` of max_steps, then linearly to zero at
+      max_steps. The long stable phase explores at full speed; the short decay settles into a minimum.
+      Unlike cosine, the stable phase does not depend on where the run will end."""
     if step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
     if tc.schedule == "constant":
         return tc.lr
+    if tc.schedule == "wsd":
+        decay_steps = max(1, round(tc.decay_fraction * tc.max_steps))
+        return tc.lr * min(1.0, (tc.max_steps - step) / decay_steps)
     progress = (step - tc.warmup_steps) / max(1, tc.max_steps - tc.warmup_steps)
     return tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -225,8 +238,27 @@ def build_model(model_config: GPTConfig, tc: TrainConfig, device) -> GPT:
     return GPT(c).to(device)
 
 
-def build_optimizer(model: GPT, tc: TrainConfig, device) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=device.type == "cuda")
+def build_optimizers(model: GPT, tc: TrainConfig, device) -> list[torch.optim.Optimizer]:
+    """AdamW for every parameter, or with --optimizer muon: Muon for the blocks' 2-D weight matrices and AdamW for
+    the rest (the embedding, which is also the output layer, the position table, norms and biases).
+
+    Muon (momentum orthogonalised by Newton-Schulz) replaces each matrix's momentum by the nearest orthogonal
+    matrix: every singular value becomes ~1, so an update moves all directions of the matrix by the same amount
+    instead of letting a few dominant directions take the whole step, as the raw gradient (and Adam's
+    per-coordinate scaling) does. Five Newton-Schulz iterations of a quintic polynomial, X <- aX + b(XX^T)X +
+    c(XX^T)^2 X on the normalised matrix, push its singular values towards 1 without an SVD; only matrix products,
+    cheap next to the forward pass. It suits matrices that map one hidden space to another, not embeddings
+    (each row is a token, updated only when it occurs) nor vectors. torch.optim.Muon implements it; its
+    "match_rms_adamw" scaling (Moonshot's: 0.2 * sqrt(max(rows, cols))) gives updates of AdamW's size, so one
+    --lr and --weight-decay serve both optimizers."""
+    fused = device.type in ("cpu", "cuda")  # one kernel for all tensors instead of several per tensor
+    if tc.optimizer == "adamw":
+        return [torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
+    hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and name.startswith("blocks.")]
+    hidden_ids = {id(p) for p in hidden}
+    rest = [p for p in model.parameters() if id(p) not in hidden_ids]
+    return [torch.optim.Muon(hidden, lr=tc.lr, weight_decay=tc.weight_decay, adjust_lr_fn="match_rms_adamw"),
+            torch.optim.AdamW(rest, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
 
 
 @dataclass
@@ -263,7 +295,7 @@ class Trainer:
             check_resume_matches(record, self.config)
         self.model = build_model(self.config, tc, self.device)
         self.model.tokenizer = self.tokenizer
-        self.optimizer = build_optimizer(self.model, tc, self.device)
+        self.optimizers = build_optimizers(self.model, tc, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == "fp16")
         self.data_generator = torch.Generator().manual_seed(tc.seed)
         self.progress = Progress()
@@ -285,7 +317,12 @@ class Trainer:
         load_state_into(self.model, load_weights(folder), folder)
         state = load_train_state(folder)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            saved = state["optimizer"] if isinstance(state["optimizer"], list) else [state["optimizer"]]
+            if len(saved) != len(self.optimizers):
+                raise ValueError(f"it holds {len(saved)} optimizer state(s), this run has {len(self.optimizers)}: "
+                                 "the --optimizer differs")
+            for optimizer, optimizer_state in zip(self.optimizers, saved):
+                optimizer.load_state_dict(optimizer_state)
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.data_generator.set_state(state["data_rng"])
@@ -309,8 +346,9 @@ class Trainer:
     def train_step(self) -> float:
         """One optimizer step over batch_size x world x grad_accum sequences; returns the mean loss."""
         tc, d = self.tc, self.d
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.progress.step, tc)
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(self.progress.step, tc)
         block = self.config.block_size
         starts = sample_starts(len(self.data.train), block, tc.batch_size * d.world * tc.grad_accum,
                                self.data_generator)
@@ -326,11 +364,14 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         if tc.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
+            for optimizer in self.optimizers:
+                self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
-        self.scaler.step(self.optimizer)
+        for optimizer in self.optimizers:
+            self.scaler.step(optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         return mean_over_ranks(total, d)
 
     # -- evaluation and saving
@@ -389,7 +430,7 @@ class Trainer:
             gathered = [None] * self.d.world
             dist.all_gather_object(gathered, rng[0])
             rng = gathered
-        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": p.step,
+        return {"optimizer": [o.state_dict() for o in self.optimizers], "scaler": self.scaler.state_dict(), "step": p.step,
                 "best_val": p.best_val, "best_step": p.best_step, "bad_evals": p.bad_evals, "history": p.history,
                 "elapsed_s": self.elapsed(), "data_rng": self.data_generator.get_state(), "torch_rng": rng,
                 "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}

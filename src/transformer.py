@@ -50,9 +50,21 @@ class MultiHeadAttention(nn.Module):
             y = cache.attend(q, k, v)
         else:
             mask = sliding_window_mask(T, window, x.device) if window is not None and T > window else None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            y = causal_attention(q, k, v, mask, self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C).to(x.dtype)))
+
+
+def causal_attention(q, k, v, mask=None, dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d), causal or `mask`) v over whole sequences, by `F.scaled_dot_product_attention`.
+
+    On a CPU it runs in fp32 even under bf16 autocast: PyTorch's CPU flash-attention kernel accumulates in fp32
+    either way, and was faster with fp32 inputs than with bf16 ones on the AVX512_BF16 CPU we measured it on
+    (training/benchmark.py times both, as a component row, on the machine it runs on)."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=mask is None,
+                                              dropout_p=dropout)
 
 
 class FeedForward(nn.Module):

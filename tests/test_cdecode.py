@@ -1,4 +1,5 @@
-"""The C decoding step (src/cdecode.c) computes what the PyTorch model computes with the same int8 weights."""
+"""The C decoding step (src/cdecode.c) computes what the PyTorch model computes: with fp32 weights the fp32 model
+itself, with int8 weights the fp32 model holding those weights."""
 import pytest
 import torch
 
@@ -12,20 +13,24 @@ from quantize import dequantize, quantize_int8
 pytestmark = pytest.mark.skipif(find_c_compiler() is None, reason="the C step needs a C compiler")
 
 
-def modern_int8(seed=0, **overrides):
-    """A tiny modern model with int8 weights. Widths that are not multiples of the vector length (40 wide,
-    heads of 20) run the C loops' remainders too."""
+def modern_fp32(seed=0, **overrides):
+    """A tiny modern model. Widths that are not multiples of the vector length (40 wide, heads of 20, hidden 64)
+    run the C loops' remainders too."""
     torch.manual_seed(seed)
-    config = tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", attn_proj_bias=False, vocab_size=11,
-                               n_embd=40, n_head=2, block_size=8, **overrides)
-    return quantize_int8(GPT(config).eval())
+    sizes = {**dict(vocab_size=11, n_embd=40, n_head=2, block_size=8), **overrides}
+    return GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", attn_proj_bias=False, **sizes)).eval()
 
 
+def modern_int8(seed=0, **overrides):
+    return quantize_int8(modern_fp32(seed, **overrides))
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int8"])
 @torch.inference_mode()
-def test_c_step_gives_the_logits_of_the_pytorch_model_through_its_caches():
+def test_c_step_gives_the_logits_of_the_pytorch_model_through_its_caches(weights):
     """30 tokens through a cache of 8 slots: the ring buffer wraps around three times."""
-    model = modern_int8()
-    reference = dequantize(model)
+    model = modern_int8() if weights == "int8" else modern_fp32()
+    reference = dequantize(model) if weights == "int8" else model
     tokens = torch.randint(0, 11, (1, 30))
     cache = Cache(reference)
     decoder = CDecoder(model)
@@ -36,8 +41,15 @@ def test_c_step_gives_the_logits_of_the_pytorch_model_through_its_caches():
     assert torch.allclose(decoder.start(tokens[:, :3]), reference(tokens[:, :3])[0][:, -1], atol=1e-5)
 
 
-def test_generate_with_the_c_engine_gives_the_tokens_of_the_dequantized_model():
-    """Greedy decoding past the block size (the prompt itself is longer than it), as generate() runs it."""
+def test_generate_with_the_c_engine_gives_the_tokens_of_the_pytorch_model():
+    """Greedy decoding past the block size (the prompt itself is longer than it), as generate() runs it: 200 tokens
+    with fp32 weights identical to eager fp32 (the default path), and int8 identical to its dequantized model."""
+    model = modern_fp32(seed=2, vocab_size=65, n_embd=64, n_head=4, block_size=16)
+    prompt = torch.randint(0, 65, (1, 20))
+    assert torch.equal(generate(model, prompt, 200, temperature=0.0, engine="c"),
+                       generate(model, prompt, 200, temperature=0.0, engine="eager"))
+    assert torch.equal(generate(model, prompt, 50, temperature=0.0, engine="auto"),
+                       generate(model, prompt, 50, temperature=0.0, engine="eager"))
     model = modern_int8(seed=1)
     prompt = torch.randint(0, 11, (1, 12))
     assert torch.equal(generate(model, prompt, 40, temperature=0.0, engine="c"),
@@ -51,8 +63,8 @@ def test_c_step_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="modern architecture"):
         CDecoder(quantize_int8(GPT(tiny_model_config())))
     modern = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", attn_proj_bias=False))
-    with pytest.raises(ValueError, match="int8 weights"):
-        CDecoder(modern)
+    with pytest.raises(ValueError, match="fp32 or int8"):
+        CDecoder(modern.to(torch.bfloat16))
     with pytest.raises(ValueError, match="batch 1"):
         generate(modern_int8(), torch.zeros(2, 1, dtype=torch.long), 3, engine="c")
     with pytest.raises(ValueError, match="use_cache"):

@@ -119,7 +119,7 @@ def test_generate_demo_with_a_checkpoint(tiny_run):
     (["--top_p", "1.5"], "--top_p"),
     (["--tokens", "-5"], "--tokens"),
     (["--dtype", "fp16", "--device", "cpu"], "fp16"),
-    (["--engine", "c"], "--dtype int8"),
+    (["--engine", "c", "--dtype", "bf16"], "fp32 or int8"),
     (["--engine", "c", "--dtype", "int8", "--no-cache"], "--no-cache"),
 ])
 def test_generate_rejects_bad_arguments(tiny_run, flags, needle):
@@ -168,12 +168,12 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkey
     monkeypatch.setattr(generate, "CHECKPOINTS", tmp_path / "checkpoints")
     for key, value in dict(n_layer=1, n_embd=16, n_head=2, block_size=16, max_steps=6, eval_interval=3,
                            eval_iters=1, batch_size=4, data=str(small_text)).items():
-        monkeypatch.setitem(presets.PRESETS["cpu"].values, key, value)
+        monkeypatch.setitem(presets.PRESETS["demo"].values, key, value)
     generate.main(["--demo", "--seed", "0", "--device", "cpu"])
     out = capsys.readouterr().out
-    assert "No checkpoint found: training" in out
+    assert "No checkpoint found: training" in out and "--preset demo" in out
     assert out.count("=== temperature") == 5
-    assert (tmp_path / "checkpoints" / "modern" / "best" / "model.safetensors").exists()
+    assert (tmp_path / "checkpoints" / "demo" / "best" / "model.safetensors").exists()
 
 
 def test_engines_that_cannot_run_are_refused_up_front(monkeypatch):
@@ -189,7 +189,7 @@ def test_engines_that_cannot_run_are_refused_up_front(monkeypatch):
     generate.check_engine("compile", torch.device("cuda"), "fp32")  # GPUs compile with Triton, no C++ compiler needed
     with pytest.raises(UserError, match="needs a C compiler"):
         generate.check_engine("c", cpu, "int8")
-    with pytest.raises(UserError, match="add --dtype int8"):
+    with pytest.raises(UserError, match="use --dtype fp32 or int8"):
         generate.check_engine("c", cpu, "bf16")
     with pytest.raises(UserError, match="add --device cpu"):
         generate.check_engine("c", torch.device("cuda"), "int8")

@@ -1,10 +1,11 @@
-"""DistributedDataParallel on the CPU (gloo): 2 ranks x batch 4 must train exactly like 1 rank x batch 8."""
+"""DistributedDataParallel on the CPU (gloo): 2 ranks x batch 4 must train exactly like 1 rank x batch 8, with Muon
+(each rank orthogonalises the same averaged gradient) and the warmup-stable-decay schedule."""
 import json
 
 from conftest import ROOT, TINY_FLAGS, run_script
 
 TRAIN = ROOT / "training" / "train.py"
-FLAGS = [*TINY_FLAGS, "--max-steps", "10", "--eval-interval", "5", "--seed", "5"]
+FLAGS = [*TINY_FLAGS, "--max-steps", "10", "--eval-interval", "5", "--seed", "5", "--optimizer", "muon", "--schedule", "wsd"]
 
 
 def torchrun(nproc, *args):

@@ -66,3 +66,36 @@ def test_tokenizer_experiment_rejects_a_bad_name_before_training(tmp_path, small
                         "--data", small_text, "--runs-dir", tmp_path / "runs")
     assert result.returncode == 2 and "at least 256" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_muon_and_schedule_swaps_compare_at_equal_steps_and_muon_at_equal_time(tmp_path, small_text):
+    common = [*TINY, "--seeds", "1", "--data", small_text, "--results-dir", tmp_path / "r", "--images-dir",
+              tmp_path / "i", "--runs-dir", tmp_path / "runs"]
+    for script in ("swap5_muon.py", "swap6_schedule.py"):
+        assert run_main(ROOT / "experiments" / script, *common).returncode == 0
+    muon = json.loads((tmp_path / "r" / "swap5_muon.json").read_text())
+    assert set(muon["arms"]) == {"adamw", "muon"} and muon["arms"]["muon"]["overrides"] == {"optimizer": "muon"}
+    same_time = muon["equal_wall_clock"]
+    assert len(same_time["steps"]) == 1 and 1 <= same_time["steps"][0] <= 12
+    assert same_time["adamw_best_val"] == muon["arms"]["adamw"]["best_val"]
+    schedule = json.loads((tmp_path / "r" / "swap6_schedule.json").read_text())
+    assert {a["overrides"]["schedule"] for a in schedule["arms"].values()} == {"cosine", "wsd"}
+    assert (tmp_path / "i" / "swap6_schedule.png").exists()
+
+
+def test_the_recipe_search_records_one_row_per_step_against_its_budget(tmp_path, small_text, monkeypatch):
+    from conftest import load_script
+    recipe = load_script(ROOT / "experiments" / "recipe_search.py")
+    tiny = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_steps=10_000, eval_interval=5,
+                eval_iters=1, lr=1e-3, dtype="fp32")
+    monkeypatch.setitem(recipe.STEPS, "tiny", ("a tiny model", tiny))
+    monkeypatch.setitem(recipe.STEPS, "tiny-muon", ("+ Muon", {**tiny, "optimizer": "muon"}))
+    args = ["--budget", "1.5", "--seeds", "1", "--data", str(small_text), "--results-dir", str(tmp_path), "--runs-dir",
+            str(tmp_path / "runs")]
+    recipe.main([*args, "--steps", "tiny"])
+    record = recipe.main([*args, "--steps", "tiny-muon", "tiny"])  # rows are replaced by name, in the order run
+    assert [row["step"] for row in record["rows"]] == ["tiny-muon", "tiny"]
+    row = record["rows"][-1]
+    assert row["budget_s"] == 1.5 and 0 < row["steps_done"][0] < 10_000  # stopped by the budget
+    assert row["elapsed_s"][0] >= 1.5 and row["val"][0] == row["vals"][0] and "threads" in row["hardware"]
+    assert json.loads((tmp_path / "recipe_1.5s.json").read_text()) == record

@@ -51,20 +51,26 @@ def test_dry_run_builds_a_filled_card_whose_snippet_generates(tiny_run, tmp_path
                         "--out", out, env={"HF_TOKEN": ""})
     assert result.returncode == 0, result.stderr
     assert "nothing uploaded" in result.stdout
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md", "loss.png", "results.json",
-                                               ".tinyllm-export"}  # the list of what publish.py wrote (not uploaded)
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                                               "tokenizer_config.json", "tinyllm.json", "README.md", "loss.png",
+                                               "results.json", ".tinyllm-export"}  # the mark is not uploaded
     card = (out / "README.md").read_text()
     assert not re.search(r"\{\{\w+\}\}", card), "unfilled placeholder"
-    assert card.startswith("---\nlicense: mit\n") and "pipeline_tag: text-generation" in card
+    assert card.startswith("---\nlicense: mit\nlibrary_name: transformers\n") and "pipeline_tag: text-generation" in card
     record = json.loads((tiny_run / "best" / "config.json").read_text())
     assert f"| validation loss | {record['val_loss']:.4f} nats/token |" in card
     assert f"| validation bits per character | {record['val_bpc']:.3f} |" in card
     assert f"| checkpoint step | {record['step']} |" in card and f"| parameters | {record['params']:,} |" in card
-    assert (out / "config.json").read_bytes() == (tiny_run / "best" / "config.json").read_bytes()
-    # the usage snippet exactly as the card shows it, with the repo id pointed at the built folder
-    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace("someone/tiny", str(out))
-    run = run_script("-c", snippet, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llama"  # transformers' config...
+    assert json.loads((out / "tinyllm.json").read_text())["model"] == record["model"]  # ...and ours, apart
+    assert "llama-cli -m model.gguf" in card and "python src/export.py someone/tiny --to gguf" in card
+    # both usage snippets exactly as the card shows them (transformers alone, then tinyllm), with the repo id
+    # pointed at the built folder
+    snippets = [s.replace("someone/tiny", str(out)) for s in re.findall(r"```python\n(.*?)```", card, re.S)]
+    assert len(snippets) == 2 and "AutoModelForCausalLM" in snippets[0] and "trust_remote_code" not in snippets[0]
+    for snippet in snippets:
+        run = run_script("-c", snippet, cwd=ROOT)
+        assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("ROMEO:") and len(run.stdout) > 150
 
 
@@ -81,7 +87,7 @@ def test_publish_needs_a_repo_id(tiny_run):
 
 def test_a_hub_repo_id_downloads_only_config_and_weights(tiny_run, tmp_path, monkeypatch):
     """`from_pretrained("user/repo")` (and generate.py --checkpoint user/repo) go through snapshot_download,
-    asking for config.json and model.safetensors only: nothing executable is fetched."""
+    asking for config.json, model.safetensors and tinyllm.json only: nothing executable is fetched."""
     import huggingface_hub
     calls = []
 
@@ -91,5 +97,5 @@ def test_a_hub_repo_id_downloads_only_config_and_weights(tiny_run, tmp_path, mon
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     model = ModernGPT.from_pretrained("someone/tiny")
-    assert calls == [("someone/tiny", ["config.json", "model.safetensors"])]
+    assert calls == [("someone/tiny", ["config.json", "model.safetensors", "tinyllm.json"])]
     assert model.tokenizer is not None and model.tokenizer.decode(model.tokenizer.encode("ROMEO:")) == "ROMEO:"

@@ -113,26 +113,62 @@ def test_lr_schedule_warmup_and_cosine():
     assert lr_at(50, TrainConfig(lr=3e-4)) == 3e-4
 
 
-def test_patience_stops_early(tmp_path, small_text):
-    summary = train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=400, eval_interval=2,
-                                                           lr=3.0, patience=2), log=lambda *_: None)
-    assert summary["stopped_early"] and summary["steps"] < 400
+def test_warmup_stable_decay_holds_the_peak_then_falls_linearly_to_zero():
+    tc = TrainConfig(lr=1e-3, warmup_steps=10, schedule="wsd", decay_fraction=0.25, max_steps=100)
+    assert lr_at(0, tc) == pytest.approx(1e-4) and lr_at(9, tc) == pytest.approx(1e-3)
+    assert [lr_at(s, tc) for s in (10, 50, 75)] == [1e-3] * 3  # stable until the last quarter
+    assert lr_at(80, tc) == pytest.approx(0.8e-3) and lr_at(99, tc) == pytest.approx(0.04e-3)
+    assert lr_at(100, tc) == 0.0  # zero at the end
+    decay = [lr_at(s, tc) for s in range(75, 101)]
+    assert all(b < a for a, b in zip(decay, decay[1:])) and max(abs((a - b) - 0.04e-3) for a, b in zip(decay, decay[1:])) < 1e-12
 
 
-def test_max_time_stops_with_a_last_evaluation_and_checkpoint(tmp_path, small_text):
-    out = tmp_path / "run"
-    summary = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=100_000, eval_interval=50_000,
-                                                           max_time=1.5), log=lambda *_: None)
-    assert summary["time_limit_reached"] and not summary["stopped_early"] and 0 < summary["steps"] < 100_000
-    assert summary["elapsed_s"] >= 1.5  # no upper bound: a busy machine may take longer, never fewer seconds
-    evals = json.loads((out / "history.json").read_text())["evals"]
-    assert [e["step"] for e in evals] == [0, summary["steps"]]  # the untrained loss, then the one at the limit
-    assert load_train_state(out / "last")["step"] == summary["steps"]
-    with pytest.raises(UserError, match="--max-time"):
-        TrainConfig(max_time=-1).validate()
+def test_muon_orthogonalises_the_update_of_the_hidden_matrices_only():
+    """One Muon step on a gradient whose singular values spread over 100x: the update's are all near 1."""
+    from trainer import build_optimizers
+    torch.manual_seed(0)
+    model = GPT(tiny_model_config())
+    muon, adamw = build_optimizers(model, TrainConfig(optimizer="muon", lr=0.01, weight_decay=0.0), torch.device("cpu"))
+    weight = model.blocks[0].ffn.up.weight  # (128, 32)
+    assert {id(p) for g in muon.param_groups for p in g["params"]} == {
+        id(p) for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2}
+    assert any(p is model.tok_emb.weight for g in adamw.param_groups for p in g["params"])
+    u, _, v = torch.linalg.svd(torch.randn(128, 32), full_matrices=False)
+    gradient = u @ torch.diag(torch.logspace(0, -2, 32)) @ v
+    before = weight.detach().clone()
+    weight.grad = gradient
+    muon.step()
+    step = 0.2 * 0.01 * math.sqrt(128)  # match_rms_adamw: 0.2 * lr * sqrt(max(rows, cols))
+    singular = torch.linalg.svdvals((before - weight.detach()) / step)
+    assert singular.min() > 0.6 and singular.max() < 1.3, singular
+    assert torch.allclose(torch.linalg.svdvals(gradient)[[0, -1]], torch.tensor([1.0, 1e-2]), rtol=1e-3)
 
 
-def test_train_state_loads_with_weights_only(tmp_path, small_text):
-    train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=10), log=lambda *_: None)
-    state = load_train_state(tmp_path / "run" / "last")
-    assert state["step"] == 10 and "optimizer" in state
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_resume_is_exact_with_each_optimizer_and_the_wsd_schedule(tmp_path, small_text, monkeypatch, optimizer):
+    """A run killed right after its step-10 checkpoint, then resumed, ends exactly like an uninterrupted one
+    (optimizer states, Muon's momentum included, and the schedule's position survive)."""
+    import trainer
+    quiet = lambda *_: None  # noqa: E731
+    kw = dict(optimizer=optimizer, schedule="wsd", decay_fraction=0.5)
+    straight = train(tiny_model_config(dropout=0.1), tiny_train_config(tmp_path / "a", small_text, **kw), log=quiet)
+    real_save = trainer.Trainer.save
+
+    def save_then_die(self, *args):
+        real_save(self, *args)
+        if self.progress.step == 10:
+            raise KeyboardInterrupt  # killed right after the checkpoint
+
+    monkeypatch.setattr(trainer.Trainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model_config(dropout=0.1), tiny_train_config(tmp_path / "b", small_text, **kw), log=quiet)
+    monkeypatch.undo()
+    other = "adamw" if optimizer == "muon" else "muon"
+    with pytest.raises(UserError, match="optimizer"):  # a checkpoint of the other optimizer does not resume
+        train(tiny_model_config(dropout=0.1), tiny_train_config(tmp_path / "b", small_text, resume=True,
+                                                                **{**kw, "optimizer": other}), log=quiet)
+    resumed = train(tiny_model_config(dropout=0.1), tiny_train_config(tmp_path / "b", small_text, resume=True, **kw),
+                    log=quiet)
+    assert straight["final_train_loss"] == resumed["final_train_loss"]
+    a, b = (json.loads((tmp_path / run / "history.json").read_text()) for run in ("a", "b"))
+    assert a["train_loss"] == b["train_loss"]

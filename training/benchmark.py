@@ -25,9 +25,11 @@ the tables (`python experiments/report.py --show benchmark`).
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,10 +45,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_line, repo_relative, run_cli  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
-from device import DTYPES, describe_hardware, pick_device, resolve_dtype, synchronize  # noqa: E402
-from engine import ENGINES, WEIGHTS, check_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
+from device import DTYPES, autocast, describe_hardware, pick_device, resolve_dtype, synchronize  # noqa: E402
+from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from modernize import KVCache  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
@@ -59,8 +61,9 @@ PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
 MODELS = ("vanilla", "modern")  # model.CONFIGS names
 ENGINE_LABELS = {"eager": "", "compile": ", compiled", "c": ", C step"}
-DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "bf16+compile", "int8+compile", "int8+c"],
-                   "quick": ["int8+compile", "int8+c"]}
+DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "int8+compile", "fp32+c", "int8+c"],
+                   "quick": ["fp32+c", "int8+c"]}
+NANOGPT = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, dropout=0.0, bias=False)
 
 
 def build_parser() -> ArgumentParser:
@@ -85,6 +88,12 @@ def build_parser() -> ArgumentParser:
                         "'+compile' for a torch.compile'd step or '+c' for the C step (int8 only) "
                         f"(default: {' '.join(DECODE_VARIANTS['full'])}; quick: {' '.join(DECODE_VARIANTS['quick'])})")
     p.add_argument("--no-components", action="store_true", help="skip the attention-layer before/after timings")
+    p.add_argument("--nanogpt", default=None, metavar="DIR",
+                   help="a checkout of karpathy/nanoGPT: its model.py is timed beside ours in the same run (training "
+                        "fp32 and bf16 autocast, GPT.generate), at its Shakespeare-char size: 6 x 384, block 256")
+    p.add_argument("--memory-batch", type=int, default=None,
+                   help="peak resident memory of a training step at this batch and of generation, each in a fresh "
+                        "process (default: 64; quick: not measured)")
     p.add_argument("--replot", action="store_true", help="measure nothing: redraw the plot from the results file")
     p.add_argument("--sample-tokens", type=int, default=None, help="characters per sample (default: 200, quick 60)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
@@ -113,6 +122,12 @@ def fill_defaults(args, device: torch.device) -> None:
     args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
     args.sample_tokens = args.sample_tokens if args.sample_tokens is not None else (60 if args.quick else 200)
+    if args.memory_batch is None:
+        args.memory_batch = 0 if args.quick else 64
+    if args.memory_batch < 0:
+        raise UserError(f"--memory-batch must be >= 0 (0: not measured), got {args.memory_batch}")
+    if args.nanogpt:
+        load_nanogpt(args.nanogpt)  # a wrong path fails now, not after minutes of measuring
     if min(args.gen_tokens, args.batched_gen_tokens) < 2 or min(args.batches) < 1:
         raise UserError("--gen-tokens and --batched-gen-tokens must be at least 2, --batches positive")
 
@@ -190,14 +205,15 @@ def measure_ceilings(device, repeats: int, dtypes: list[str]) -> dict:
 
 # ----------------------------------------------------------------------------- training
 
-def flops_per_token(model: GPT) -> float:
+def flops_per_token(model) -> float:
     """Forward + backward FLOPs per trained token: 6 per matmul weight (the output layer included, position
     tables and the embedding lookup excluded) plus attention's scores and weighted sum, 12 * layers * width
-    * context (the PaLM appendix formula, counting the causal mask's skipped half as done)."""
+    * context (the PaLM appendix formula, counting the causal mask's skipped half as done). Any GPT whose config
+    names vocab_size, n_embd, n_layer and block_size (ours, nanoGPT's)."""
     c = model.config
-    matmul_weights = sum(p.numel() for name, p in model.named_parameters()
-                         if p.dim() == 2 and "emb" not in name) + c.vocab_size * c.n_embd
-    return 6 * matmul_weights + 12 * c.n_layer * c.n_embd * c.block_size
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    matmul_weights = sum(p.numel() for p in model.parameters() if p.dim() == 2 and id(p) not in tables)
+    return 6 * (matmul_weights + c.vocab_size * c.n_embd) + 12 * c.n_layer * c.n_embd * c.block_size
 
 
 def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
@@ -331,6 +347,127 @@ def decode_variants(model: GPT, args, device, ceilings: dict, uncached: dict) ->
     return rows, skipped
 
 
+# ----------------------------------------------------------------------------- peers: nanoGPT and llama.cpp
+
+def load_nanogpt(folder: str):
+    """nanoGPT's model.py as a module, from a checkout the user points to (nothing of it is in this repo)."""
+    path = Path(folder) / "model.py"
+    if not path.is_file():
+        raise UserError(f"--nanogpt {folder}: no model.py there; pass a checkout of github.com/karpathy/nanoGPT")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def nanogpt_rows(folder: str, args, device, ceilings: dict) -> dict:
+    """nanoGPT's GPT at its Shakespeare-char size, timed like ours: its training step (forward, backward, AdamW
+    from its configure_optimizers) in fp32 and under bf16 autocast at our batch, and its GPT.generate (no cache:
+    the whole cropped context every token) over --gen-tokens tokens at batch 1, timed over the whole call."""
+    nanogpt = load_nanogpt(folder)
+    torch.manual_seed(0)
+    model = nanogpt.GPT(nanogpt.GPTConfig(**NANOGPT)).to(device)
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type)
+    x = torch.randint(0, NANOGPT["vocab_size"], (args.train_batch, NANOGPT["block_size"]), device=device)
+    training = []
+    for dtype in dict.fromkeys(["fp32", *[d for d in args.dtypes if d != "fp16"]]):
+        if too_slow_to_train(dtype, ceilings):
+            continue
+
+        def step():
+            with autocast(device, dtype):
+                loss = model(x, x)[1]
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        seconds = median_seconds(step, args.repeats, device, warmup=2)
+        tokens_per_sec = args.train_batch * NANOGPT["block_size"] / seconds
+        achieved = tokens_per_sec * flops_per_token(model) / 1e9
+        training.append({"dtype": dtype, "batch": args.train_batch, "tokens_per_sec": sig(tokens_per_sec),
+                         "ms_per_step": sig(seconds * 1e3), "mfu": sig(achieved / ceilings[f"matmul_gflops_{dtype}"])})
+        print(f"  nanoGPT training {training[-1]}", flush=True)
+    model.eval()
+    prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def generate_call():
+        model.generate(prompt, args.gen_tokens, temperature=0.8, top_k=200)  # its sample.py's settings
+    seconds = median_seconds(generate_call, max(1, args.repeats // 2), device, warmup=1)
+    generation = {"batch": 1, "new_tokens": args.gen_tokens, "tokens_per_sec": sig(args.gen_tokens / seconds),
+                  "mode": "nanoGPT GPT.generate (no cache)"}
+    print(f"  nanoGPT generation {generation}", flush=True)
+    return {"source": "karpathy/nanoGPT model.py", "config": NANOGPT, "params": sum(p.numel() for p in model.parameters()),
+            "training": training, "generation": generation}
+
+
+def llama_cpp_rows(model: GPT, args) -> list[dict]:
+    """llama.cpp (through llama-cpp-python) decoding the same weights exported to GGUF (src/convert.py) at batch 1,
+    greedy, with as many threads as PyTorch uses: f32 (the same function as ours, within block_size) and q8_0."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return []
+    from convert import save_gguf
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for gguf_type in ("f32", "q8_0"):
+            path = Path(folder) / f"model-{gguf_type}.gguf"
+            save_gguf(path, model, gguf_type, "tinyllm benchmark")
+            llm = llama_cpp.Llama(model_path=str(path), n_ctx=args.gen_tokens + 8, n_threads=torch.get_num_threads(),
+                                  n_threads_batch=torch.get_num_threads(), verbose=False)
+
+            def generate_call():
+                for i, _token in enumerate(llm.generate([0], temp=0.0, top_k=1, reset=True)):
+                    if i + 1 == args.gen_tokens:
+                        break
+            seconds = median_seconds(generate_call, args.repeats, torch.device("cpu"), warmup=1)
+            rows.append({"batch": 1, "new_tokens": args.gen_tokens, "weights": gguf_type,
+                         "tokens_per_sec": sig(args.gen_tokens / seconds), "weights_mb": sig(path.stat().st_size / 2**20),
+                         "mode": f"llama.cpp {gguf_type} (llama-cpp-python {llama_cpp.__version__})"})
+            print(f"  llama.cpp {rows[-1]}", flush=True)
+            del llm
+    return rows
+
+
+# ----------------------------------------------------------------------------- memory
+
+MEMORY_CHILD = """
+import json, resource, sys, tempfile, torch
+sys.path.insert(0, sys.argv[1])
+from engine import generate
+from model import GPT, GPTConfig
+from trainer import TrainConfig, Trainer
+config = GPTConfig.from_dict(json.loads(sys.argv[3]))
+if sys.argv[2] == "training":
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, TrainConfig(batch_size=int(sys.argv[4]), device="cpu", out_dir=out,
+                                              data=sys.argv[5] or None), log=lambda *_: None)
+        for _ in range(2):
+            trainer.train_step()
+        print(trainer.dtype)
+else:
+    model = GPT(config).eval()
+    generate(model, torch.zeros(1, 1, dtype=torch.long), int(sys.argv[4]), temperature=0.0, engine="auto")
+    print("fp32")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_resident_mb(task: str, config: GPTConfig, size: int, args) -> dict:
+    """Peak resident memory of one task in a fresh process (this one has grown with every measurement before):
+    two training steps at batch `size` (the default dtype), or generating `size` tokens on the default path."""
+    result = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(REPO_ROOT / "src"), task,
+                             json.dumps(config.to_dict()), str(size), args.data or ""],
+                            capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise UserError(f"measuring the memory of {task} failed: {one_line(result.stderr)[-300:]}")
+    dtype, rss = result.stdout.split()[-2:]
+    scale = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
+    row = {"task": task, "size": size, "dtype": dtype, "peak_resident_mb": sig(int(rss) * scale / 2**20)}
+    print(f"  memory {row}", flush=True)
+    return row
+
+
 # ----------------------------------------------------------------------------- components (before / after)
 
 def attention_components(device, repeats: int, batch: int = 8, decode_tokens: int = 256,
@@ -447,11 +584,12 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str, bool]:
         source = describe_record(repo_relative(folder), record)
     if checkpoint is not None and args.size == "checkpoint":
         return checkpoint, checkpoint, source, True
-    vocab = checkpoint.config.vocab_size if checkpoint is not None and checkpoint.tokenizer.kind == "char" else 65
+    char = checkpoint is not None and checkpoint.tokenizer.kind == "char"
+    tokenizer = checkpoint.tokenizer if char else CharTokenizer.from_text(load_text(args.data))
     torch.manual_seed(0)
-    reference = GPT(GPTConfig.named(name, vocab_size=vocab, dropout=0.0)).to(device).eval()
+    reference = GPT(GPTConfig.named(name, vocab_size=tokenizer.vocab_size, dropout=0.0)).to(device).eval()
+    reference.tokenizer = tokenizer  # the GGUF export of the llama.cpp rows needs a vocabulary
     if checkpoint is None:
-        reference.tokenizer = CharTokenizer.from_text(load_text(args.data))
         return reference, reference, (f"random weights at the reference config ({reference.num_params():,} params): "
                                       f"no checkpoint in {repo_relative(folder)}; samples are noise"), False
     return checkpoint, reference, (f"samples from {source}; speed at the reference config "
@@ -570,11 +708,22 @@ def main(argv=None):
                 rows += variants
                 entry["skipped"] = entry.get("skipped", []) + skipped
             entry["generation"] += rows
+        if name == "modern" and device.type == "cpu":
+            entry["default_engine"] = choose_engine(timed)  # what src/generate.py runs without flags
+            entry["llama_cpp"] = llama_cpp_rows(timed, args)
+            if not entry["llama_cpp"]:
+                entry["skipped"] = entry.get("skipped", []) + ["llama.cpp: llama-cpp-python is not installed here"]
+        if name == "modern" and args.memory_batch:
+            entry["memory"] = [peak_resident_mb("generation", timed.config, args.gen_tokens, args),
+                               peak_resident_mb("training", timed.config, args.memory_batch, args)]
         if trained:
             entry["quality"] = weight_quality(sampler, args, device)
             print(f"  quality {entry['quality']}", flush=True)
         entry["samples"] = samples(sampler, args.sample_tokens, device) if args.sample_tokens else []
         record["models"].append(entry)
+    if args.nanogpt:
+        print("\nnanoGPT, in the same run:", flush=True)
+        record["nanogpt"] = nanogpt_rows(args.nanogpt, args, device, ceilings)
     if not args.no_components:
         print("\ncomponents (one attention layer, reference width):", flush=True)
         record["components"] = attention_components(device, args.repeats)

@@ -1,7 +1,8 @@
 """Train ModernGPT (RMSNorm, SwiGLU, RoPE; 10.6M params), keeping the best checkpoint, with early stopping.
 
     python -u training/train_modern.py                 # reference config: dropout 0.3, 5000 steps
-    python -u training/train_modern.py --preset cpu    # ~5 minutes on a laptop CPU
+    python -u training/train_modern.py --preset cpu    # ~10 minutes on a laptop CPU
+    python -u training/train_modern.py --preset demo   # what src/generate.py --demo trains: about two minutes
     python -u training/train_modern.py --patience 4    # stop after 4 evaluations without improvement
 """
 import sys
@@ -14,7 +15,7 @@ from common import run_cli  # noqa: E402
 
 
 def main(argv=None, record_results=True):
-    return training_main(__doc__.strip().splitlines()[0], "modern", ("cpu",), argv, record_results=record_results)
+    return training_main(__doc__.strip().splitlines()[0], "modern", ("cpu", "demo"), argv, record_results=record_results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""The CPU recipe, searched like a speedrun log: each step is one change to a recipe, trained against a wall-clock
+budget on this machine, and kept only if it wins beyond seed noise.
+
+    python -u experiments/recipe_search.py --budget 120 --steps demo-baseline demo-muon   # the demo's budget
+    python -u experiments/recipe_search.py --budget 600 --steps cpu-baseline cpu-muon     # --preset cpu's budget
+    python -u experiments/recipe_search.py --list                                          # every step defined
+
+A step is a full set of GPTConfig/TrainConfig values for ModernGPT (not a diff: a loser is simply not carried
+into the next step). Each run stops at its own max_steps or at --budget seconds of wall clock, evaluations
+included (--max-time), whichever comes first; the row records the val loss at that point (the best checkpoint),
+the steps done and the wall clock. Rows accumulate in results/recipe_<budget>s.json, one per step, each with the
+hardware it ran on.
+"""
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import torch  # noqa: E402
+
+from checks import check_float, check_int  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, run_cli  # noqa: E402
+from device import describe_hardware, pick_device  # noqa: E402
+from model import GPTConfig  # noqa: E402
+from presets import MODEL_FIELDS  # noqa: E402
+from trainer import TrainConfig, train  # noqa: E402
+
+OLD_CPU = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=2000,
+               eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100)
+# name -> (what changed, the step's full values). Steps are added as the search goes; none is ever edited after
+# its row is recorded, so every row stays reproducible.
+STEPS = {
+    "demo-baseline": ("the --preset cpu of 2026-11-24, fp32, stopped by the budget", {**OLD_CPU, "dtype": "fp32"}),
+    "cpu-baseline": ("the --preset cpu of 2026-11-24, fp32", {**OLD_CPU, "dtype": "fp32"}),
+}
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--budget", type=float, default=120.0, help="seconds of wall clock per run (--max-time)")
+    p.add_argument("--steps", nargs="+", default=[], help="the steps to run (see --list)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per step")
+    p.add_argument("--list", action="store_true", help="print every step and exit")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
+    p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
+    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    p.add_argument("--runs-dir", default=str(REPO_ROOT / "checkpoints" / "recipe"))
+    return p
+
+
+def step_configs(values: dict, budget: float, seed: int, out_dir: Path, args) -> tuple[GPTConfig, TrainConfig]:
+    model = GPTConfig.named("modern", **{k: v for k, v in values.items() if k in MODEL_FIELDS})
+    train_config = TrainConfig(**{k: v for k, v in values.items() if k not in MODEL_FIELDS}, max_time=budget, seed=seed,
+                               device=args.device, data=args.data, out_dir=str(out_dir), overwrite=True,
+                               sample_tokens=0)
+    train_config.validate()
+    return model, train_config
+
+
+def run_step(name: str, args) -> dict:
+    what, values = STEPS[name]
+    runs = []
+    for seed in range(args.seeds):
+        model, tc = step_configs(values, args.budget, seed, Path(args.runs_dir) / name / f"seed{seed}", args)
+        print(f"--- {name} (seed {seed}): {what}", flush=True)
+        summary = train(model, tc, log=lambda *_: None)
+        runs.append(summary)
+        print(f"    val {summary['best_val_loss']:.4f} after {summary['steps']} steps, {summary['elapsed_s']:.0f} s, "
+              f"{summary['tokens_per_sec']:,.0f} tok/s ({summary['dtype']})", flush=True)
+    vals = [r["best_val_loss"] for r in runs]
+    return {"step": name, "change": what, "values": values, "seeds": args.seeds, "budget_s": args.budget,
+            "val": [statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0], "vals": vals,
+            "steps_done": [r["steps"] for r in runs], "elapsed_s": [r["elapsed_s"] for r in runs],
+            "tokens_per_sec": [r["tokens_per_sec"] for r in runs], "params": runs[0]["params"],
+            "dtype": runs[0]["dtype"], "hardware": describe_hardware(pick_device(args.device)),
+            "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__}
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        for name, (what, values) in STEPS.items():
+            print(f"{name}: {what}\n    {values}")
+        return {}
+    check_float(args.budget, "--budget", above=0.0)
+    check_int(args.seeds, "--seeds", 1, 100)
+    unknown = [s for s in args.steps if s not in STEPS]
+    if unknown or not args.steps:
+        raise UserError(f"unknown or no --steps {' '.join(unknown)}; choose from: {', '.join(STEPS)}")
+    path = Path(args.results_dir) / f"recipe_{args.budget:g}s.json"
+    record = {"budget_s": args.budget, "rows": []}
+    if path.exists():
+        record = json.loads(path.read_text())
+    started = time.perf_counter()
+    for name in args.steps:
+        row = run_step(name, args)
+        record["rows"] = [r for r in record["rows"] if r["step"] != name] + [row]
+        atomic_write_json(path, record)
+        print(f"{name}: val {row['val'][0]:.4f} ± {row['val'][1]:.4f} at {args.budget:g} s", flush=True)
+    print(f"wrote {path} in {time.perf_counter() - started:.0f} s")
+    return record
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,167 @@
+"""Export to transformers and GGUF: the exported model computes our function, checked by code we did not write
+(transformers' AutoModelForCausalLM and AutoTokenizer, gguf's reader, llama.cpp where it is installed)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint import load_model
+from conftest import ROOT, assert_user_error, run_main, tiny_model_config, tiny_train_config
+from engine import generate
+from trainer import train
+
+transformers = pytest.importorskip("transformers")
+EXPORT = ROOT / "src" / "export.py"
+TEXT = "ROMEO:\nWhat light through yonder window breaks? It is the east, and Juliet is the sun!\n\nJULIET:\nAy me."
+
+
+def tiny(architecture: str, **overrides):
+    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    from model import GPTConfig
+    return GPTConfig.named(architecture, **{**sizes, "n_embd": 64, **overrides})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, shakespeare):
+    """Tiny trained runs: modern (char), vanilla (char), modern with our own BPE, and their transformers exports."""
+    root = tmp_path_factory.mktemp("export")
+    data = root / "small.txt"
+    data.write_text(shakespeare[:30_000])
+    out = {}
+    for name, config, tokenizer in (("modern", tiny("modern"), "char"), ("vanilla", tiny("vanilla"), "char"),
+                                    ("bpe", tiny("modern"), "bpe:300")):
+        train(config, tiny_train_config(root / name, data, max_steps=20, tokenizer=tokenizer), log=lambda *_: None)
+        result = run_main(EXPORT, root / name, "--to", "hf", "--out", root / f"{name}-hf")
+        assert result.returncode == 0, result.stderr
+        out[name] = (root / name, root / f"{name}-hf")
+    return out
+
+
+@pytest.mark.parametrize("name, model_type", [("modern", "llama"), ("vanilla", "gpt2"), ("bpe", "llama")])
+def test_transformers_computes_our_logits_and_tokens(runs, name, model_type):
+    run, exported = runs[name]
+    ours, _ = load_model(run)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(exported).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    config = json.loads((exported / "config.json").read_text())
+    assert config["model_type"] == model_type and hf.config.model_type == model_type
+    assert all(config[k] is None for k in ("bos_token_id", "eos_token_id", "pad_token_id"))
+    # the tokenizer: the same ids, and the same text back, newlines and spaces included
+    ids = tokenizer(TEXT)["input_ids"]
+    assert ids == ours.tokenizer.encode(TEXT) and tokenizer.decode(ids) == TEXT
+    # the model: logits equal to 1e-4 for prompts up to block_size
+    block = ours.config.block_size
+    for length in (1, 5, block):
+        x = torch.tensor([ids[:length]])
+        with torch.no_grad():
+            assert torch.allclose(hf(x).logits, ours(x)[0], atol=1e-4), length
+    # greedy continuations identical within block_size
+    prompt = torch.tensor([ids[:4]])
+    theirs = hf.generate(prompt, do_sample=False, max_new_tokens=block - 4, min_new_tokens=block - 4)
+    assert torch.equal(theirs, generate(ours, prompt, block - 4, temperature=0.0))
+
+
+def test_the_gpt2_tokenizer_becomes_gpt2s_byte_level_bpe(tmp_path):
+    """A gpt2-tokenizer checkpoint exports GPT-2's tokenizer, rebuilt from tiktoken's ranks (merges recovered)."""
+    from convert import hf_tokenizer_files
+    from tokenizer import TiktokenTokenizer
+    ours = TiktokenTokenizer("gpt2")
+    for name, text in hf_tokenizer_files(ours, 256).items():
+        (tmp_path / name).write_text(text)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    text = TEXT + " Ünïcödé — 日本語 🎭 naïve  \t\n x"
+    assert theirs(text)["input_ids"] == ours.encode(text) and theirs.decode(ours.encode(text)) == text
+    assert theirs.eos_token == "<|endoftext|>" and theirs.convert_tokens_to_ids("<|endoftext|>") == 50256
+
+
+def test_a_published_folder_loads_back_into_our_model(runs):
+    run, exported = runs["modern"]
+    from model_modern import ModernGPT
+    ours, _ = load_model(run)
+    back = ModernGPT.from_pretrained(exported)
+    x = torch.tensor([ours.tokenizer.encode(TEXT[:16])])
+    assert torch.equal(back(x)[0], ours(x)[0]) and back.tokenizer.encode(TEXT) == ours.tokenizer.encode(TEXT)
+
+
+@pytest.mark.parametrize("gguf_type, tolerance", [("f32", 0.0), ("f16", 1e-3), ("q8_0", 2e-2)])
+def test_gguf_holds_our_weights_and_llama_cpp_metadata(runs, tmp_path, gguf_type, tolerance):
+    gguf = pytest.importorskip("gguf")
+    from convert import gguf_tensors
+    run, _ = runs["modern"]
+    ours, _ = load_model(run)
+    path = tmp_path / "m.gguf"
+    assert run_main(EXPORT, run, "--to", "gguf", "--out", path, "--gguf-type", gguf_type).returncode == 0
+    reader = gguf.GGUFReader(path)
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    c = ours.config
+    assert field("general.architecture") == "llama" and field("llama.context_length") == c.block_size
+    assert (field("llama.embedding_length"), field("llama.block_count"), field("llama.attention.head_count")) == (
+        c.n_embd, c.n_layer, c.n_head)
+    assert field("llama.rope.dimension_count") == c.n_embd // c.n_head and field("llama.rope.freq_base") == c.rope_theta
+    tokens, chars = field("tokenizer.ggml.tokens"), ours.tokenizer.chars
+    assert tokens[chars.index(" ")] == "\u2581" and tokens[chars.index("\n")] == "<0x0A>"
+    assert tokens[chars.index("R")] == "R" and tokens[c.vocab_size:] == ["<unk>", "<s>", "</s>"]
+    assert [field(f"tokenizer.ggml.{k}_token_id") for k in ("unknown", "bos", "eos")] == [c.vocab_size + i for i in range(3)]
+    assert field("tokenizer.ggml.add_bos_token") is False and field("tokenizer.ggml.add_space_prefix") is False
+    expected = gguf_tensors(ours)
+    assert {t.name for t in reader.tensors} == set(expected)
+    for t in reader.tensors:
+        weights = gguf.quants.dequantize(t.data, t.tensor_type).reshape(expected[t.name].shape)
+        assert np.allclose(weights, expected[t.name].numpy(), atol=tolerance), t.name
+    assert np.array_equal(weights.shape, expected[t.name].shape)
+
+
+def test_llama_cpp_generates_our_greedy_tokens(runs, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install "
+                                    "llama-cpp-python builds llama.cpp from source: several minutes)")
+    run, _ = runs["modern"]
+    ours, _ = load_model(run)
+    path = tmp_path / "m.gguf"
+    assert run_main(EXPORT, run, "--to", "gguf", "--out", path).returncode == 0
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=ours.config.block_size, logits_all=True, verbose=False)
+    prompt = "ROMEO:"
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=False)
+    assert ids == ours.tokenizer.encode(prompt)
+    n = ours.config.block_size - len(ids)
+    theirs = []
+    for token in llm.generate(ids, temp=0.0, top_k=1):
+        theirs.append(token)
+        if len(theirs) == n:
+            break
+    mine = generate(ours, torch.tensor([ids]), n, temperature=0.0)[0, len(ids):].tolist()
+    assert theirs == mine
+
+
+@pytest.mark.parametrize("problem", ["missing weights", "vanilla to gguf", "exists", "not ours", "unwritable"])
+def test_bad_exports_are_one_line_and_leave_nothing(runs, tmp_path, problem):
+    run, _ = runs["modern"]
+    args = [run, "--to", "hf", "--out", tmp_path / "out"]
+    if problem == "missing weights":
+        import shutil
+        shutil.copytree(run / "best", tmp_path / "broken")
+        (tmp_path / "broken" / "model.safetensors").unlink()
+        args, needle = [tmp_path / "broken", "--to", "hf", "--out", tmp_path / "out"], "model.safetensors"
+    elif problem == "vanilla to gguf":
+        args, needle = [runs["vanilla"][0], "--to", "gguf", "--out", tmp_path / "out"], "modern"
+    elif problem == "exists":
+        (tmp_path / "out").mkdir()
+        needle = "--force"
+    elif problem == "not ours":
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "thesis.tex").write_text("mine")
+        args, needle = [*args, "--force"], "not an earlier export"
+    else:
+        (tmp_path / "file").write_text("x")
+        args, needle = [run, "--to", "hf", "--out", tmp_path / "file" / "out"], "cannot write"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert_user_error(run_main(EXPORT, *args), needle)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before, "a failed export left something behind"
+
+
+def test_force_replaces_an_earlier_export(runs, tmp_path):
+    run, _ = runs["vanilla"]
+    for _ in range(2):
+        assert run_main(EXPORT, run, "--to", "hf", "--out", tmp_path / "out", "--force").returncode == 0
+    assert (tmp_path / "out" / "config.json").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tinyllm-tmp-" in p.name]
