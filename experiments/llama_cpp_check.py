@@ -47,7 +47,7 @@ def compare(llama_cpp, path: Path, model, prompt_ids: list[int], text_ids: list[
     window = text_ids[:c.block_size]
     llm.reset()
     llm.eval(window)
-    theirs = np.asarray(llm.scores[:len(window)])
+    theirs = np.array(llm.scores[:len(window)])  # a copy: generate() below overwrites llama's score buffer
     with torch.no_grad():
         ours = model(torch.tensor([window]))[0][0].numpy()
     special = torch.softmax(torch.from_numpy(theirs), -1)[:, c.vocab_size:].sum(-1).max().item()

@@ -34,9 +34,32 @@ OLD_CPU = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dr
                eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100)
 # name -> (what changed, the step's full values). Steps are added as the search goes; none is ever edited after
 # its row is recorded, so every row stays reproducible.
+DEMO_BF16 = {**OLD_CPU, "max_steps": 1700, "eval_interval": 425}
+DEMO = {**OLD_CPU, "max_steps": 1400, "eval_interval": 350}  # ends inside 120 s here, in bf16
+CPU = {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 6500, "eval_interval": 1300}
 STEPS = {
     "demo-baseline": ("the --preset cpu of 2026-11-24, fp32, stopped by the budget", {**OLD_CPU, "dtype": "fp32"}),
+    "demo-bf16": ("--dtype auto (bf16 on this CPU), 1700 steps to fit the budget, 4 evaluations instead of 8",
+                  {**DEMO_BF16, "dtype": "auto"}),
+    "demo-fit": ("1400 steps, so that the schedule ends inside the budget", DEMO),
+    "demo-wsd": ("+ warmup-stable-decay instead of cosine", {**DEMO, "schedule": "wsd", "decay_fraction": 0.2}),
+    "demo-lr": ("+ lr 2e-3 (wsd)", {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "lr": 2e-3}),
+    "demo-muon": ("+ Muon (wsd, lr 2e-3; 1000 steps: Muon's steps are slower)",
+                  {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "lr": 2e-3, "optimizer": "muon",
+                   "max_steps": 1000, "eval_interval": 250}),
+    "demo-margin": ("1300 steps instead of 1400: a margin for a shared machine's slow spells",
+                    {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 1300, "eval_interval": 325}),
     "cpu-baseline": ("the --preset cpu of 2026-11-24, fp32", {**OLD_CPU, "dtype": "fp32"}),
+    "cpu-long": ("the demo's recipe (bf16, wsd), run for the budget: 6500 steps", {**CPU}),
+    "cpu-block128": ("+ block 128 (twice the context, half the steps: 3200)",
+                     {**CPU, "block_size": 128, "max_steps": 3200, "eval_interval": 800}),
+    "cpu-6layers": ("+ 6 layers instead of 4 (3500 steps)", {**CPU, "n_layer": 6, "max_steps": 3500, "eval_interval": 875}),
+    "cpu-6layers-long": ("6 layers for the whole budget: 4800 steps", {**CPU, "n_layer": 6, "max_steps": 4800,
+                                                                        "eval_interval": 1200}),
+    "cpu-decay": ("+ the last 40% of the steps decay instead of 20%", {**CPU, "n_layer": 6, "max_steps": 4800,
+                                                                       "eval_interval": 1200, "decay_fraction": 0.4}),
+    "cpu-final": ("6 layers, 5000 steps: 200 more than cpu-6layers-long",
+                  {**CPU, "n_layer": 6, "max_steps": 5000, "eval_interval": 1250}),
 }
 
 

@@ -43,13 +43,14 @@ def fmt(mean_std) -> str:
 
 def runs() -> str:
     rows = []
-    for name in ("train_vanilla", "train_modern", "train_bpe"):
+    for name in ("train_vanilla", "train_modern", "train_demo", "train_bpe"):
         r = load(name)
         if r is None:
             continue
         tc, mc = r["train_config"], r["model_config"]
         config = (f"{mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']}, batch {r['effective_batch']}, "
-                  f"{tc['max_steps']} steps, lr {tc['lr']:g} {tc['schedule']}, dropout {mc['dropout']}")
+                  f"{tc['max_steps']} steps, {tc.get('optimizer', 'adamw')} lr {tc['lr']:g} {tc['schedule']}, "
+                  f"dropout {mc['dropout']}")
         rows.append(f"| {r['architecture']} | {r['tokenizer']} | {r['params']:,} | {config} | {r['best_val_loss']:.4f} | "
                     f"{r['best_val_bpc']:.3f} | {r['best_step']} | {r['tokens_per_sec']:,.0f} | {r['elapsed_s'] / 60:.1f} min | "
                     f"{r['hardware']}, {r['dtype']}, {r['time'][:10]} |")
@@ -108,7 +109,7 @@ def modern_table() -> str:
                      f"({best['new_tokens']} tokens, batch {best['batch']}, {kv['hardware']}) |")
     lines += ["", "| training | GPT-2 / the original project | nanochat, modded-nanogpt | our measurement: val loss change "
                   "at the last step |", "|---|---|---|---|"]
-    for name, base, arm, old, new in TRAINING_SWAPS:
+    for name, base, arm, old, new, _ in TRAINING_SWAPS:
         r = load(name)
         if not r:
             lines.append(f"| {new} instead of {old} | {old} | {new} | not measured yet |")
@@ -124,23 +125,28 @@ def modern_table() -> str:
     return "\n".join(lines)
 
 
-TRAINING_SWAPS = [  # (results file, base arm, arm, old, new)
-    ("swap5_muon", "adamw", "muon", "AdamW for every weight", "Muon for the hidden matrices"),
-    ("swap6_schedule", "cosine", "wsd", "cosine decay", "warmup-stable-decay"),
+TRAINING_SWAPS = [  # (results file, base arm, arm, old, new, the command that writes it)
+    ("swap5_muon", "adamw", "muon", "AdamW for every weight", "Muon for the hidden matrices",
+     "python -u experiments/swap5_muon.py --preset ab-cpu"),
+    ("swap6_schedule", "cosine", "wsd", "cosine decay", "warmup-stable-decay",
+     "python -u experiments/swap6_schedule.py --preset ab-cpu"),
+    ("swap7_bf16", "fp32", "bf16", "fp32", "bf16 autocast (a CPU with native bf16)",
+     "python -u experiments/swap7_bf16.py --preset cpu --seeds 2 --max-steps 1000 --eval-interval 250"),
 ]
 
 
 def training_swaps() -> str:
     """Swaps 5 and 6 in full: val loss per step per arm, mean ± std over seeds, and the paired difference."""
     blocks = []
-    for name, base, arm, old, new in TRAINING_SWAPS:
+    for name, base, arm, old, new, command in TRAINING_SWAPS:
         r = load(name)
         if r is None:
-            blocks.append(missing(name, f"python -u experiments/{name}.py --preset ab-cpu"))
+            blocks.append(missing(name, command))
             continue
+        dtypes = " vs ".join(dict.fromkeys(a["precision"]["dtype"] for a in r["arms"].values()))
         lines = [f"**{new} vs {old}** (`experiments/{name}.py`, {r['seeds']} seeds, {r['preset']} preset, ModernGPT "
-                 f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}, {r['hardware']}, {r['date']}, "
-                 f"{r['arms'][base]['precision']['dtype']}):", "",
+                 f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}, {r['train_config']['max_steps']} "
+                 f"steps, {r['hardware']}, {r['date']}, {dtypes}):", "",
                  f"| step | {base} | {arm} | {arm} − {base} |", "|---|---|---|---|"]
         for row in r["table"]:
             d = row[f"{arm} - {base}"]
@@ -234,15 +240,18 @@ def benchmark(r: dict | None = None) -> str:
              "(the fastest of several runs): "
              + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",
              "| model | dtype | train tokens/s (batch " + str(r["config"]["train_batch"]) + ") | ms/step | MFU | "
-             "tokens/s at the matmul ceiling |", "|---|---|---|---|---|---|"]
+             "tokens/s at the matmul ceiling | tokens/s of the step's products and attention kernels alone (MFU) | "
+             "share of that |", "|---|---|---|---|---|---|---|---|"]
     for m in r["models"]:
         for t in m["training"]:
+            kernels = (f"{t['kernel_ceiling_tokens_per_sec']:,.0f} ({t['kernel_ceiling_mfu']:.0%}) | "
+                       f"{t['fraction_of_kernel_ceiling']:.0%}" if "kernel_ceiling_tokens_per_sec" in t else " | ")
             lines.append(f"| {m['name']} | {t['dtype']}{' compiled' if t['compiled'] else ''} | {t['tokens_per_sec']:,.0f} | "
-                         f"{t['ms_per_step']:,.0f} | {t['mfu']:.0%} | {t['ceiling_tokens_per_sec']:,.0f} |")
+                         f"{t['ms_per_step']:,.0f} | {t['mfu']:.0%} | {t['ceiling_tokens_per_sec']:,.0f} | {kernels} |")
     nano = r.get("nanogpt")
     for t in nano["training"] if nano else []:
         lines.append(f"| nanoGPT (its model.py, same run) | {t['dtype']} | {t['tokens_per_sec']:,.0f} | {t['ms_per_step']:,.0f} | "
-                     f"{t['mfu']:.0%} | |")
+                     f"{t['mfu']:.0%} | | | |")
     skipped = sorted({reason for m in r["models"] for reason in m.get("skipped", [])})
     lines += [f"\nNot timed: {reason}." for reason in skipped]
     lines += ["", "| model | batch | new tokens | mode | first token (ms) | ms/token | tokens/s | cached speedup | "
@@ -388,6 +397,43 @@ def inside() -> str:
     return "\n".join(lines)
 
 
+def recipe() -> str:
+    """The CPU recipe search, one row per change, per wall-clock budget (experiments/recipe_search.py)."""
+    blocks = []
+    for budget, purpose in ((120, "the demo's budget"), (600, "--preset cpu's budget")):
+        r = load(f"recipe_{budget}s")
+        if r is None:
+            blocks.append(missing(f"recipe_{budget}s", f"python -u experiments/recipe_search.py --budget {budget} --steps ..."))
+            continue
+        lines = [f"**{budget} s of wall clock** ({purpose}; evaluations included, `--max-time {budget}`):", "",
+                 "| step | what changed | val loss at the budget | seeds | steps done | wall clock (s) | train tokens/s | "
+                 "params | dtype | measured on |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in r["rows"]:
+            lines.append(f"| {row['step']} | {row['change']} | {fmt(row['val'])} | {row['seeds']} | "
+                         f"{', '.join(map(str, row['steps_done']))} | {', '.join(f'{t:.0f}' for t in row['elapsed_s'])} | "
+                         f"{statistics.fmean(row['tokens_per_sec']):,.0f} | {row['params']:,} | {row['dtype']} | "
+                         f"{row['hardware']}, {row['date']} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def cpu_recipes() -> str:
+    """The README's line on the two CPU presets: how long each trained here and the val loss it reached."""
+    rows = []
+    for name, preset, target in (("train_demo", "demo", 1.58), ("train_modern", "cpu", 1.50)):
+        r = load(name)
+        if r is None or r["train_config"].get("max_time") in (None, 0):
+            continue
+        rows.append(f"| `--preset {preset}` | {r['params']:,} | {r['steps']:,} | {r['elapsed_s']:.0f} s "
+                    f"(budget {r['train_config']['max_time']:g} s) | {r['best_val_loss']:.4f} | ≤ {target} | "
+                    f"{'yes' if r['best_val_loss'] <= target and r['elapsed_s'] <= r['train_config']['max_time'] else 'no'} | "
+                    f"{r['hardware']}, {r['dtype']}, {r['time'][:10]} |")
+    if not rows:
+        return missing("train_demo", "python -u training/train_modern.py --preset demo --out-dir checkpoints/demo")
+    return "\n".join(["| preset | params | steps | wall clock, evaluations included | val loss | target | met | "
+                       "measured on |", "|---|---|---|---|---|---|---|---|", *rows])
+
+
 def llama_cpp() -> str:
     """An exported checkpoint in real llama.cpp against ours (experiments/llama_cpp_check.py)."""
     r = load("llama_cpp")
@@ -416,6 +462,7 @@ FIGURE_CAPTIONS = {
     "swap4_kvcache.png": "generation speed with and without the KV cache — `experiments/swap4_kvcache.py`",
     "swap5_muon.png": "AdamW vs Muon on ModernGPT, val loss (band: min–max over seeds) — `experiments/swap5_muon.py`",
     "swap6_schedule.png": "cosine vs warmup-stable-decay on ModernGPT — `experiments/swap6_schedule.py`",
+    "swap7_bf16.png": "fp32 vs bf16 autocast training on the CPU recipe — `experiments/swap7_bf16.py`",
     "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
     "benchmark.png": "training and generation speed against the machine's measured ceilings — `training/benchmark.py`",
     "benchmark_quick.png": "the same, from `training/benchmark.py --quick`",
@@ -442,7 +489,7 @@ def gallery() -> str:
 
 
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
-          "llama_cpp": llama_cpp, "extras": extras, "kvcache": kvcache,
+          "llama_cpp": llama_cpp, "recipe": recipe, "cpu_recipes": cpu_recipes, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
           "speed": speed}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)

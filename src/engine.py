@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from attention import attention_scores
 from checks import check_float, check_int
 from common import UserError
-from device import DTYPES
+from device import DTYPES, Precision, cpu_bf16_reason
 from modernize import KVCache
 
 ENGINES = ("auto", "eager", "compile", "c")
-WEIGHTS = ("fp32", "bf16", "fp16", "int8")  # weights a model can decode with (see prepare_weights)
+WEIGHTS = ("fp32", "bf16", "fp16", "int8")  # weights a model can decode with (see prepare_weights, choose_weights)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -289,6 +289,23 @@ def check_engine(engine: str, device: torch.device, weights: str, use_cache: boo
             raise UserError(f"--engine c runs fp32 or int8 weights, not {weights}; use --dtype fp32 or int8")
         if find_c_compiler() is None:
             raise UserError("--engine c needs a C compiler (cc, gcc or clang); install one or use --engine eager")
+
+
+def choose_weights(device: torch.device):
+    """--dtype auto for decoding: the fastest weights at batch 1 (a Precision: the weights and why).
+
+    On a CPU, int8 through the C step wherever a C compiler can build it: it reads a quarter of fp32's bytes per
+    token, and was the fastest row of training/benchmark.py on each CPU we ran it on (AVX2-only and AVX512_BF16).
+    Without the C step, bf16 where the CPU runs bf16 natively, else fp32. CUDA: bf16 (fp16 without bf16). The
+    default stays fp32: the exact model; auto trades a little accuracy (the benchmark's quality table) for speed."""
+    from cdecode import find_c_compiler
+    if device.type == "cuda":
+        return Precision(*(("bf16", "this GPU has bf16") if torch.cuda.is_bf16_supported() else ("fp16", "no bf16 here")))
+    if device.type == "cpu" and find_c_compiler() is not None:
+        return Precision("int8", "the C step can be built here: int8 weights read a quarter of fp32's bytes per token")
+    if device.type == "cpu" and cpu_bf16_reason()[0]:
+        return Precision("bf16", cpu_bf16_reason()[1])
+    return Precision("fp32", "neither the C step nor native bf16 is available here")
 
 
 def prepare_weights(model, weights: str, device: torch.device):

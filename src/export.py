@@ -25,7 +25,7 @@ from convert import (EXPORT_MARK, GGUF_TYPES, check_exportable, is_earlier_expor
                      save_hf_folder)
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = ArgumentParser(description=__doc__)
     p.add_argument("checkpoint", help="run folder (its best/), checkpoint folder (run/best, run/last) or Hub repo id")
     p.add_argument("--to", choices=("hf", "gguf"), required=True,
                    help="hf: a transformers folder (Llama for modern, GPT-2 for vanilla checkpoints); gguf: llama.cpp")

@@ -19,8 +19,8 @@ from checkpoint import describe_record, load_model  # noqa: E402
 from cli import training_main  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, run_cli  # noqa: E402
 from device import pick_device  # noqa: E402
-from engine import (ENGINES, WEIGHTS, check_engine, check_sampling_args, encode_prompt, generate_text,  # noqa: E402
-                    prepare_decoder, prepare_weights)
+from engine import (ENGINES, WEIGHTS, check_engine, check_sampling_args, choose_weights, encode_prompt,  # noqa: E402
+                    generate_text, prepare_decoder, prepare_weights)
 
 DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
     ("temperature 0.5", 0.5, None, None),
@@ -75,10 +75,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every step (no KV cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--dtype", choices=WEIGHTS, default="fp32",
-                   help="weights for generation: bf16 halves the bytes read per token and int8 (weight-only, "
-                        "src/quantize.py) quarters them, which speeds up batch-1 decoding of RoPE models on a CPU "
-                        "(training/benchmark.py measures it); fp16 on GPUs only")
+    p.add_argument("--dtype", choices=(*WEIGHTS, "auto"), default="fp32",
+                   help="weights for generation: fp32 is the exact model; bf16 halves the bytes read per token and int8 "
+                        "(weight-only, src/quantize.py) quarters them, which speeds up batch-1 decoding on a CPU at a "
+                        "small cost in accuracy (training/benchmark.py measures both); fp16 on GPUs only; auto: the "
+                        "fastest weights here (engine.choose_weights), with the reason printed")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="how each cached step runs: c = src/cdecode.c, one C call per token (modern models with fp32 or "
                         "int8 weights on a CPU; needs a C compiler, builds once on first use); eager = PyTorch op by "
@@ -102,6 +103,10 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     check_args(args)
     device = pick_device(args.device)
+    if args.dtype == "auto":
+        choice = choose_weights(device)
+        print(f"[--dtype auto: {choice.dtype} weights, since {choice.reason}]", file=sys.stderr)
+        args.dtype = choice.dtype
     check_engine(args.engine, device, args.dtype, use_cache=not args.no_cache)
     checkpoint = args.checkpoint or find_default_checkpoint()
     if checkpoint is None:

@@ -23,14 +23,17 @@ class Preset:
 
 PRESETS = {
     "cpu": Preset(
-        "a laptop CPU: recognisable Shakespeare (names, line breaks, word shapes) in about five minutes on 2 cores",
-        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=2000,
-             eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100)),
+        "a laptop CPU: the recipe search's cpu-6layers-long row (DEVLOG section 3), stopped by --max-time 600 on any "
+        "machine",
+        dict(n_layer=6, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=4800,
+             eval_interval=1200, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_fraction=0.2,
+             warmup_steps=100, max_time=600.0)),
     "demo": Preset(
-        "src/generate.py --demo on a fresh clone: Shakespeare in about two minutes, stopped by --max-time on any machine",
-        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=2000,
-             eval_interval=250, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="cosine", warmup_steps=100,
-             max_time=120.0)),
+        "src/generate.py --demo on a fresh clone: the recipe search's demo-margin row, stopped by --max-time 120 "
+        "on any machine (DEVLOG section 3)",
+        dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=1300,
+             eval_interval=325, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_fraction=0.2,
+             warmup_steps=100, max_time=120.0)),
     "bpe-cpu": Preset(
         "train_bpe.py on a CPU in a few minutes: GPT-2's 50,257-way output layer is most of the compute",
         dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.1, batch_size=16, grad_accum=2, lr=1e-3,

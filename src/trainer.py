@@ -38,9 +38,13 @@ from common import UserError, atomic_write_json, check_writable, repo_relative
 from data import encode_corpus, get_batch, load_text, sample_starts, train_val_split
 from device import Precision, autocast, describe_hardware, pick_device, resolve_dtype, synchronize
 from model import GPT, GPTConfig
+from muon import Muon
 from tokenizer import build_tokenizer, tokenizer_from_dict
 
 WARMUP_STEPS_UNTIMED = 3  # first steps (allocation, autotuning, compilation) left out of tokens/s
+# The evaluation batches of the train and val splits: fixed, whatever --seed trains, so runs of different seeds (and
+# every arm of an A/B test) are scored on the same text and their spread is the models', not the samples'.
+EVAL_SEEDS = (1, 2)
 SCHEDULES = ("constant", "cosine", "wsd")
 OPTIMIZERS = ("adamw", "muon")
 MAX_WEIGHT = 1e4  # weights start at std 0.02; beyond this a run has diverged even if its loss still looks finite
@@ -57,14 +61,14 @@ class TrainConfig:
     schedule: str = "constant"    # constant | cosine | wsd, each after a linear warmup
     warmup_steps: int = 0
     min_lr: float = 3e-5          # floor of the cosine schedule
-    decay_fraction: float = 0.2   # wsd: the last fraction of max_steps, where lr falls linearly to zero
+    decay_fraction: float = 0.2   # wsd: the last fraction of max_steps (or of max_time), where lr falls linearly to 0
     optimizer: str = "adamw"      # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
     weight_decay: float = 0.01    # torch's AdamW default
     grad_clip: float = 0.0        # 0 = off
     eval_interval: int = 500
     eval_iters: int = 200
     patience: int = 0             # evaluations without improvement before stopping; 0 = never stop early
-    max_time: float = 0.0         # seconds of wall clock (evaluations included) before stopping; 0 = no limit
+    max_time: float = 0.0         # seconds of wall clock, the last evaluation included, before stopping; 0 = no limit
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
@@ -104,20 +108,25 @@ class TrainConfig:
                 "data": repo_relative(self.data) if self.data else None}
 
 
-def lr_at(step: int, tc: TrainConfig) -> float:
+def lr_at(step: int, tc: TrainConfig, time_left: float = 1.0) -> float:
     """The learning rate of optimizer step `step` (0-based): a linear warmup, then
     - constant: lr;
     - cosine: from lr down to min_lr at max_steps, along half a cosine;
-    - wsd (warmup-stable-decay): lr until the last `decay_fraction` of max_steps, then linearly to zero at
-      max_steps. The long stable phase explores at full speed; the short decay settles into a minimum.
-      Unlike cosine, the stable phase does not depend on where the run will end."""
+    - wsd (warmup-stable-decay): lr until the last `decay_fraction` of the run, then linearly to zero at its
+      end. The long stable phase explores at full speed; the short decay settles into a minimum, and most of
+      what the schedule gives comes from it. Unlike cosine, the stable phase does not depend on where the run
+      will end, so the end can be set by the clock: with --max-time, the run ends at max_steps or when the
+      time is up, whichever comes first, and the decay takes the last `decay_fraction` of whichever that is.
+      `time_left` is the fraction of --max-time still left (1.0 without one). On a machine fast enough to
+      finish its steps in time, the schedule is the step-counted one, bit for bit; on a slower one the decay
+      still finishes, instead of being cut off in the middle when the time runs out."""
     if step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
     if tc.schedule == "constant":
         return tc.lr
     if tc.schedule == "wsd":
         decay_steps = max(1, round(tc.decay_fraction * tc.max_steps))
-        return tc.lr * min(1.0, (tc.max_steps - step) / decay_steps)
+        return tc.lr * max(0.0, min(1.0, (tc.max_steps - step) / decay_steps, time_left / tc.decay_fraction))
     progress = (step - tc.warmup_steps) / max(1, tc.max_steps - tc.warmup_steps)
     return tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -159,14 +168,18 @@ def mean_over_ranks(value: torch.Tensor, d: Dist) -> float:
     return value.item()
 
 
-def out_of_time(elapsed_s: float, tc: TrainConfig, d: Dist) -> bool:
-    """Has the run used up --max-time? Under DDP rank 0's clock decides for all, so every rank stops at the
-    same step (a rank leaving the loop alone would hang the others' collectives)."""
-    if tc.max_time <= 0 or d.world == 1:
-        return 0 < tc.max_time <= elapsed_s
-    flag = torch.tensor([float(elapsed_s >= tc.max_time)], device=d.device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+def fraction_of_time_left(elapsed_s: float, reserve_s: float, tc: TrainConfig, d: Dist) -> float:
+    """The fraction of --max-time left once `reserve_s` (what the last evaluation took: the run ends with one) is
+    set aside; 1.0 without --max-time, <= 0 when the run must stop. Under DDP rank 0's clock decides for all, so
+    every rank uses the same learning rate and stops at the same step (a rank leaving the loop alone would hang
+    the others' collectives)."""
+    if tc.max_time <= 0:
+        return 1.0
+    left = torch.tensor([1.0 - (elapsed_s + reserve_s) / tc.max_time], dtype=torch.float64)
+    if d.world > 1:
+        left = left.to(d.device)
+        dist.broadcast(left, src=0)
+    return left.item()
 
 
 # ----------------------------------------------------------------------------- setup
@@ -239,25 +252,19 @@ def build_model(model_config: GPTConfig, tc: TrainConfig, device) -> GPT:
 
 
 def build_optimizers(model: GPT, tc: TrainConfig, device) -> list[torch.optim.Optimizer]:
-    """AdamW for every parameter, or with --optimizer muon: Muon for the blocks' 2-D weight matrices and AdamW for
-    the rest (the embedding, which is also the output layer, the position table, norms and biases).
-
-    Muon (momentum orthogonalised by Newton-Schulz) replaces each matrix's momentum by the nearest orthogonal
-    matrix: every singular value becomes ~1, so an update moves all directions of the matrix by the same amount
-    instead of letting a few dominant directions take the whole step, as the raw gradient (and Adam's
-    per-coordinate scaling) does. Five Newton-Schulz iterations of a quintic polynomial, X <- aX + b(XX^T)X +
-    c(XX^T)^2 X on the normalised matrix, push its singular values towards 1 without an SVD; only matrix products,
-    cheap next to the forward pass. It suits matrices that map one hidden space to another, not embeddings
-    (each row is a token, updated only when it occurs) nor vectors. torch.optim.Muon implements it; its
-    "match_rms_adamw" scaling (Moonshot's: 0.2 * sqrt(max(rows, cols))) gives updates of AdamW's size, so one
-    --lr and --weight-decay serve both optimizers."""
+    """AdamW for every parameter, or with --optimizer muon: Muon (src/muon.py: momentum orthogonalised by
+    Newton-Schulz) for the blocks' 2-D weight matrices and AdamW for the rest (the embedding, which is also the
+    output layer, the position table, norms and biases). Muon's products run in bf16 only where the device runs
+    bf16 natively (torch.optim.Muon always uses bf16, which a CPU without AVX512_BF16 or AMX emulates a hundred
+    times slower); its update scaling gives AdamW's RMS, so one --lr and --weight-decay serve both."""
     fused = device.type in ("cpu", "cuda")  # one kernel for all tensors instead of several per tensor
     if tc.optimizer == "adamw":
         return [torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
     hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and name.startswith("blocks.")]
     hidden_ids = {id(p) for p in hidden}
     rest = [p for p in model.parameters() if id(p) not in hidden_ids]
-    return [torch.optim.Muon(hidden, lr=tc.lr, weight_decay=tc.weight_decay, adjust_lr_fn="match_rms_adamw"),
+    ns_dtype = "bf16" if resolve_dtype("auto", device).dtype == "bf16" else "fp32"
+    return [Muon(hidden, lr=tc.lr, weight_decay=tc.weight_decay, ns_dtype=ns_dtype),
             torch.optim.AdamW(rest, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
 
 
@@ -310,6 +317,8 @@ class Trainer:
             ddp_device = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ddp_device)
         self.t_start = time.perf_counter()
+        self.eval_seconds = 0.0  # what the last evaluation took (--max-time keeps that much for the final one)
+        self.lr = lr_at(max(self.progress.step - 1, 0), tc)  # the learning rate of the last step taken
 
     def restore(self) -> None:
         """Weights, optimizer, scaler, progress and every RNG from last/: the run continues bit for bit."""
@@ -341,14 +350,18 @@ class Trainer:
     def elapsed(self) -> float:
         return self.progress.elapsed_before + time.perf_counter() - self.t_start
 
+    def time_left(self) -> float:
+        return fraction_of_time_left(self.elapsed(), self.eval_seconds, self.tc, self.d)
+
     # -- one step
 
     def train_step(self) -> float:
         """One optimizer step over batch_size x world x grad_accum sequences; returns the mean loss."""
         tc, d = self.tc, self.d
+        self.lr = lr_at(self.progress.step, tc, self.time_left())
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(self.progress.step, tc)
+                group["lr"] = self.lr
         block = self.config.block_size
         starts = sample_starts(len(self.data.train), block, tc.batch_size * d.world * tc.grad_accum,
                                self.data_generator)
@@ -377,12 +390,15 @@ class Trainer:
     # -- evaluation and saving
 
     def evaluate(self) -> dict:
-        tc, block, step = self.tc, self.config.block_size, self.progress.step
+        """Train and val loss on the fixed evaluation batches, and the lr of the step just taken. Its duration is
+        kept: --max-time sets that much aside for the run's last evaluation."""
+        tc, block, step, started = self.tc, self.config.block_size, self.progress.step, self.elapsed()
         args = (block, tc.batch_size, tc.eval_iters)
-        train_loss = estimate_loss(self.model, self.data.train, *args, tc.seed + 1, self.device, self.dtype, self.d)
-        val_loss = estimate_loss(self.model, self.data.val, *args, tc.seed + 2, self.device, self.dtype, self.d)
+        train_loss = estimate_loss(self.model, self.data.train, *args, EVAL_SEEDS[0], self.device, self.dtype, self.d)
+        val_loss = estimate_loss(self.model, self.data.val, *args, EVAL_SEEDS[1], self.device, self.dtype, self.d)
+        self.eval_seconds = self.elapsed() - started
         return {"step": step, "train_loss": train_loss, "val_loss": val_loss,
-                "val_bpc": val_loss / self.data.chars_per_val_token / math.log(2), "lr": lr_at(max(step - 1, 0), tc),
+                "val_bpc": val_loss / self.data.chars_per_val_token / math.log(2), "lr": self.lr,
                 "elapsed_s": round(self.elapsed(), 1)}
 
     def diverged(self, what: str) -> UserError:
@@ -454,10 +470,12 @@ class Trainer:
     def log_eval(self, e: dict, tokens_per_sec: float, bar) -> None:
         done = self.progress.step - self.first_step
         seconds = time.perf_counter() - self.t_start
-        eta = seconds / done * (self.tc.max_steps - self.progress.step) if done else float("nan")
+        eta = seconds / done * (self.tc.max_steps - self.progress.step) if done else None
+        if eta is not None and self.tc.max_time:  # --max-time stops the run first when it comes first
+            eta = min(eta, max(0.0, self.tc.max_time - e["elapsed_s"]))
         msg = (f"step {e['step']:>5}/{self.tc.max_steps} | train {e['train_loss']:.4f} | val {e['val_loss']:.4f} | "
                f"val bpc {e['val_bpc']:.3f} | lr {e['lr']:.2e} | {tokens_per_sec:,.0f} tok/s | "
-               f"{e['elapsed_s']:.0f}s elapsed, ETA {eta:.0f}s")
+               f"{e['elapsed_s']:.0f}s elapsed, ETA {'–' if eta is None else f'{eta:.0f}s'}")
         if self.d.master:
             (bar.write if not bar.disable else self.log)(msg)
 
@@ -507,7 +525,7 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if self.device.type == "mps" and p.step % 100 == 0:
                 torch.mps.empty_cache()  # the original project's workaround for silent MPS memory growth
-            time_up = out_of_time(self.elapsed(), tc, d)
+            time_up = self.time_left() <= 0
             if p.step % tc.eval_interval == 0 or p.step == tc.max_steps or time_up:
                 tps = tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0
                 evaluation = self.evaluate()

@@ -68,10 +68,11 @@ def test_tokenizer_experiment_rejects_a_bad_name_before_training(tmp_path, small
     assert not (tmp_path / "runs").exists()
 
 
-def test_muon_and_schedule_swaps_compare_at_equal_steps_and_muon_at_equal_time(tmp_path, small_text):
+def test_training_swaps_muon_schedule_and_precision(tmp_path, small_text):
+    """Muon at equal steps and at equal time, cosine vs WSD, fp32 vs bf16: each arm runs what its label says."""
     common = [*TINY, "--seeds", "1", "--data", small_text, "--results-dir", tmp_path / "r", "--images-dir",
               tmp_path / "i", "--runs-dir", tmp_path / "runs"]
-    for script in ("swap5_muon.py", "swap6_schedule.py"):
+    for script in ("swap5_muon.py", "swap6_schedule.py", "swap7_bf16.py"):
         assert run_main(ROOT / "experiments" / script, *common).returncode == 0
     muon = json.loads((tmp_path / "r" / "swap5_muon.json").read_text())
     assert set(muon["arms"]) == {"adamw", "muon"} and muon["arms"]["muon"]["overrides"] == {"optimizer": "muon"}
@@ -81,6 +82,8 @@ def test_muon_and_schedule_swaps_compare_at_equal_steps_and_muon_at_equal_time(t
     schedule = json.loads((tmp_path / "r" / "swap6_schedule.json").read_text())
     assert {a["overrides"]["schedule"] for a in schedule["arms"].values()} == {"cosine", "wsd"}
     assert (tmp_path / "i" / "swap6_schedule.png").exists()
+    precision = json.loads((tmp_path / "r" / "swap7_bf16.json").read_text())
+    assert {label: a["precision"]["dtype"] for label, a in precision["arms"].items()} == {"fp32": "fp32", "bf16": "bf16"}
 
 
 def test_the_recipe_search_records_one_row_per_step_against_its_budget(tmp_path, small_text, monkeypatch):
@@ -99,3 +102,14 @@ def test_the_recipe_search_records_one_row_per_step_against_its_budget(tmp_path,
     assert row["budget_s"] == 1.5 and 0 < row["steps_done"][0] < 10_000  # stopped by the budget
     assert row["elapsed_s"][0] >= 1.5 and row["val"][0] == row["vals"][0] and "threads" in row["hardware"]
     assert json.loads((tmp_path / "recipe_1.5s.json").read_text()) == record
+
+
+def test_the_cpu_presets_are_the_recipe_rows_they_cite():
+    """`--preset cpu` and `demo` must train exactly what the recipe search measured (its rows are their evidence)."""
+    from conftest import load_script
+    from presets import PRESETS
+    recipe = load_script(ROOT / "experiments" / "recipe_search.py")
+    for preset, step, budget in (("cpu", "cpu-6layers-long", 600.0), ("demo", "demo-margin", 120.0)):
+        values = dict(PRESETS[preset].values)
+        assert values.pop("max_time") == budget
+        assert values == {k: v for k, v in recipe.STEPS[step][1].items() if k != "dtype" or v != "auto"}, preset

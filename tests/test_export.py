@@ -131,6 +131,13 @@ def test_llama_cpp_generates_our_greedy_tokens(runs, tmp_path):
             break
     mine = generate(ours, torch.tensor([ids]), n, temperature=0.0)[0, len(ids):].tolist()
     assert theirs == mine
+    window = ids + mine  # a full block_size window: llama.cpp's logits at every position against ours
+    llm.reset()
+    llm.eval(window)
+    with torch.no_grad():
+        expected = ours(torch.tensor([window]))[0][0]
+    got = torch.tensor(llm.scores[:len(window)])[:, :ours.config.vocab_size]
+    assert torch.allclose(got, expected, atol=1e-3), (got - expected).abs().max()
 
 
 @pytest.mark.parametrize("problem", ["missing weights", "vanilla to gguf", "exists", "not ours", "unwritable"])
@@ -165,3 +172,10 @@ def test_force_replaces_an_earlier_export(runs, tmp_path):
         assert run_main(EXPORT, run, "--to", "hf", "--out", tmp_path / "out", "--force").returncode == 0
     assert (tmp_path / "out" / "config.json").exists()
     assert not [p for p in tmp_path.iterdir() if ".tinyllm-tmp-" in p.name]
+
+
+def test_help_documents_both_targets():
+    result = run_main(EXPORT, "--help")
+    assert result.returncode == 0
+    assert "--to hf" in result.stdout and "--to gguf" in result.stdout and "LlamaForCausalLM" in result.stdout
+    assert "(default: f32)" in result.stdout

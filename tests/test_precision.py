@@ -139,3 +139,18 @@ def test_compiled_int8_decoding_gives_the_tokens_of_eager_int8_decoding():
     prompt = torch.randint(0, 65, (1, 3))
     assert torch.equal(generate(model, prompt, 40, temperature=0.0, engine="compile"),
                        generate(model, prompt, 40, temperature=0.0))
+
+
+def test_decoding_weights_auto_picks_the_fastest_path_of_the_machine(monkeypatch):
+    import cdecode
+    from engine import choose_weights
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(cdecode, "find_c_compiler", lambda: "/usr/bin/cc")
+    assert choose_weights(cpu).dtype == "int8"  # the C step: a quarter of the bytes per token
+    monkeypatch.setattr(cdecode, "find_c_compiler", lambda: None)
+    cpu_with(monkeypatch, {"avx512_bf16"}, 0.01)
+    assert choose_weights(cpu).dtype == "bf16" and "AVX512_BF16" in choose_weights(cpu).reason
+    cpu_with(monkeypatch, {"avx2"}, 0.01)
+    assert choose_weights(cpu).dtype == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert choose_weights(torch.device("cuda")).dtype == "bf16"

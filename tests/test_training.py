@@ -123,6 +123,43 @@ def test_warmup_stable_decay_holds_the_peak_then_falls_linearly_to_zero():
     assert all(b < a for a, b in zip(decay, decay[1:])) and max(abs((a - b) - 0.04e-3) for a, b in zip(decay, decay[1:])) < 1e-12
 
 
+def test_wsd_decay_follows_the_clock_when_max_time_comes_first():
+    tc = TrainConfig(lr=1e-3, warmup_steps=10, schedule="wsd", decay_fraction=0.25, max_steps=100, max_time=60.0)
+    # plenty of time left: exactly the step-counted schedule
+    assert [lr_at(s, tc, time_left=1.0 - s / 200) for s in range(101)] == [lr_at(s, tc) for s in range(101)]
+    # the clock comes first: stable until a quarter of the time is left, then linearly to zero with the time
+    assert lr_at(40, tc, time_left=0.3) == 1e-3 and lr_at(40, tc, time_left=0.125) == pytest.approx(0.5e-3)
+    assert lr_at(40, tc, time_left=0.0) == 0.0 and lr_at(40, tc, time_left=-0.01) == 0.0
+    assert lr_at(5, tc, time_left=0.1) == pytest.approx(0.6e-3)  # warmup is counted in steps, never cut
+
+
+def fake_clock(monkeypatch, seconds_per_step: float):
+    """The trainer's clock made a function of its step count: time-budget tests that no busy machine can change."""
+    from trainer import Trainer
+    monkeypatch.setattr(Trainer, "elapsed", lambda self: self.progress.step * seconds_per_step)
+
+
+def test_max_time_stops_the_run_with_its_decay_finished(tmp_path, small_text, monkeypatch):
+    fake_clock(monkeypatch, 0.01)  # 100 steps fill the 1 s budget, long before max_steps
+    summary = train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=1000,
+                                                           eval_interval=50, schedule="wsd", decay_fraction=0.2,
+                                                           lr=1e-3, max_time=1.0), log=lambda *_: None)
+    assert summary["steps"] == 100
+    lrs = {e["step"]: e["lr"] for e in json.loads((tmp_path / "run" / "history.json").read_text())["evals"]}
+    assert lrs[50] == 1e-3  # stable until the last 20% of the time
+    assert lrs[100] == pytest.approx(0.05e-3)  # the last step ran at 1/20 of the peak: the decay is complete
+
+
+def test_a_time_budget_that_never_binds_changes_nothing(tmp_path, small_text, monkeypatch):
+    quiet = lambda *_: None  # noqa: E731
+    config = dict(max_steps=40, eval_interval=20, schedule="wsd", decay_fraction=0.5, lr=1e-3)
+    train(tiny_model_config(), tiny_train_config(tmp_path / "a", small_text, **config), log=quiet)
+    fake_clock(monkeypatch, 0.001)  # 40 steps use 4% of the budget
+    train(tiny_model_config(), tiny_train_config(tmp_path / "b", small_text, **config, max_time=1.0), log=quiet)
+    a, b = (json.loads((tmp_path / run / "history.json").read_text()) for run in "ab")
+    assert a["train_loss"] == b["train_loss"] and a["evals"][-1]["val_loss"] == b["evals"][-1]["val_loss"]
+
+
 def test_muon_orthogonalises_the_update_of_the_hidden_matrices_only():
     """One Muon step on a gradient whose singular values spread over 100x: the update's are all near 1."""
     from trainer import build_optimizers
@@ -138,10 +175,32 @@ def test_muon_orthogonalises_the_update_of_the_hidden_matrices_only():
     before = weight.detach().clone()
     weight.grad = gradient
     muon.step()
-    step = 0.2 * 0.01 * math.sqrt(128)  # match_rms_adamw: 0.2 * lr * sqrt(max(rows, cols))
+    step = 0.2 * 0.01 * math.sqrt(128)  # 0.2 * lr * sqrt(max(rows, cols)): AdamW's update RMS
     singular = torch.linalg.svdvals((before - weight.detach()) / step)
     assert singular.min() > 0.6 and singular.max() < 1.3, singular
     assert torch.allclose(torch.linalg.svdvals(gradient)[[0, -1]], torch.tensor([1.0, 1e-2]), rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_newton_schulz_gives_near_unit_singular_values_in_either_precision(dtype):
+    from muon import orthogonalize
+    torch.manual_seed(0)
+    for shape in ((64, 32), (32, 96)):  # tall and wide
+        u, _, v = torch.linalg.svd(torch.randn(*shape), full_matrices=False)
+        spread = u @ torch.diag(torch.logspace(0, -2, min(shape))) @ v
+        singular = torch.linalg.svdvals(orthogonalize(spread, dtype=dtype))
+        assert singular.min() > 0.6 and singular.max() < 1.3, (shape, singular)
+
+
+def test_muon_multiplies_in_bf16_only_where_the_cpu_does_it_natively(monkeypatch):
+    import device
+    from trainer import build_optimizers
+    model = GPT(tiny_model_config())
+    for flags, expected in (({"avx2"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16")):
+        monkeypatch.setattr(device, "cpu_flags", lambda: set(flags))
+        monkeypatch.setattr(device, "bf16_matmul_speedup", lambda: 0.01)
+        muon, _ = build_optimizers(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
+        assert muon.param_groups[0]["ns_dtype"] == expected
 
 
 @pytest.mark.parametrize("optimizer", ["muon", "adamw"])
@@ -172,3 +231,22 @@ def test_resume_is_exact_with_each_optimizer_and_the_wsd_schedule(tmp_path, smal
     assert straight["final_train_loss"] == resumed["final_train_loss"]
     a, b = (json.loads((tmp_path / run / "history.json").read_text()) for run in ("a", "b"))
     assert a["train_loss"] == b["train_loss"]
+
+
+def test_fused_adamw_takes_the_steps_of_the_per_tensor_adamw():
+    """build_optimizers uses the fused AdamW kernel on the CPU: the same update as PyTorch's reference one."""
+    torch.manual_seed(0)
+    models = [GPT(tiny_model_config()) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    start = models[0].tok_emb.weight.detach().clone()
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1, fused=fused)
+                  for m, fused in zip(models, (True, False))]
+    x = torch.randint(0, 65, (4, 16))
+    for _ in range(3):
+        for model, optimizer in zip(models, optimizers):
+            model(x, x)[1].backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert (models[0].tok_emb.weight - start).abs().max() > 1e-3  # the steps did move the weights

@@ -7,7 +7,11 @@ Measured in one run, each with a warm-up, device synchronisation and the median 
 best of up to 20 runs, since a ceiling is what the machine can do):
   ceilings    matmul GFLOP/s (fp32, bf16) and memory copy GB/s of this machine
   training    tokens/s of a full optimizer step (the real step of src/trainer.py), per model and dtype,
-              and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype
+              and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype; and the step's
+              kernel ceiling: its matrix products and attention kernels alone, at the model's own shapes
+  peers       with --nanogpt DIR, nanoGPT's model.py timed the same way in the same run; where llama-cpp-python
+              is installed, llama.cpp decoding the same weights (GGUF f32 and q8_0)
+  memory      peak resident memory of a training step at batch 64 and of generation, each in a fresh process
   generation  time to first token, ms per token and tokens/s, cached and uncached, batch 1 and 8; for
               cached decoding also the bytes of weights read per token / the measured copy bandwidth, and the
               time of the step's matrix-vector products alone (the kernel ceiling); at batch 1, RoPE models
@@ -55,7 +59,7 @@ from plots import pyplot, save_figure  # noqa: E402
 from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
 from trainer import Dist, TrainConfig, Trainer, estimate_loss  # noqa: E402
-from transformer import MultiHeadAttention  # noqa: E402
+from transformer import MultiHeadAttention, causal_attention  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
@@ -226,6 +230,34 @@ def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
     return None
 
 
+def training_kernel_seconds(model: GPT, dtype: str, batch: int, device, repeats: int) -> float:
+    """One training step's matrix products and attention kernels alone, at the model's own shapes and dtype: every
+    linear layer's forward product and its two backward products (the input's and the weight's gradients), the
+    output layer's too, and causal attention forward + backward (transformer.causal_attention) in every layer.
+    What a step would cost with nothing else in it (norms, RoPE, activations, the optimizer): a ceiling that says
+    how far PyTorch's own kernels let a step go on this machine. The best run."""
+    c = model.config
+    rows, low = batch * c.block_size, DTYPES[dtype]
+    products = []
+    for layer in (m for m in model.modules() if isinstance(m, nn.Linear)):
+        x = torch.randn(rows, layer.in_features, device=device, dtype=low)
+        w = torch.randn(layer.out_features, layer.in_features, device=device, dtype=low)
+        g = torch.randn(rows, layer.out_features, device=device, dtype=low)
+        products += [partial(torch.mm, x, w.t()), partial(torch.mm, g, w), partial(torch.mm, g.t(), x)]
+    shape = (batch, c.n_head, c.block_size, c.n_embd // c.n_head)
+    q, k, v = (torch.randn(shape, device=device, dtype=low, requires_grad=True) for _ in range(3))
+    grad = torch.randn(shape, device=device, dtype=low)
+
+    def attention():
+        with autocast(device, dtype):
+            causal_attention(q, k, v).backward(grad)
+
+    def matmuls():
+        for call in products:
+            call()
+    return best_seconds(matmuls, device, repeats) + c.n_layer * best_seconds(attention, device, repeats)
+
+
 def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: dict, compiled: bool) -> dict:
     """Time the real training step (src/trainer.py Trainer.train_step: autocast, scaler, clipping, AdamW)."""
     with tempfile.TemporaryDirectory() as out_dir:
@@ -238,9 +270,12 @@ def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: d
         tokens_per_sec = tokens / seconds
         ceiling = ceilings.get(f"matmul_gflops_{dtype}") or ceilings["matmul_gflops_fp32"]
         achieved = tokens_per_sec * flops_per_token(run.model) / 1e9
+        kernels = tokens / training_kernel_seconds(run.model, run.dtype, args.train_batch, device, args.repeats)
         return {"dtype": run.dtype, "compiled": compiled, "batch": args.train_batch, "tokens_per_sec": sig(tokens_per_sec),
                 "ms_per_step": sig(seconds * 1e3), "model_gflops": sig(achieved),
                 "mfu": sig(achieved / ceiling), "ceiling_tokens_per_sec": sig(ceiling * 1e9 / flops_per_token(run.model)),
+                "kernel_ceiling_tokens_per_sec": sig(kernels), "fraction_of_kernel_ceiling": sig(tokens_per_sec / kernels),
+                "kernel_ceiling_mfu": sig(kernels * flops_per_token(run.model) / 1e9 / ceiling),
                 "peak_memory_mb": sig(peak_memory_mb(device))}
 
 
@@ -472,11 +507,13 @@ def peak_resident_mb(task: str, config: GPTConfig, size: int, args) -> dict:
 
 def attention_components(device, repeats: int, batch: int = 8, decode_tokens: int = 256,
                          c: GPTConfig | None = None) -> list[dict]:
-    """The session-1 speed changes, one attention layer at the reference width (384, 6 heads, block 256):
+    """The speed changes inside one attention layer at the reference width (384, 6 heads, block 256):
     - training step of the layer: 6 teaching `attention.Head`s in a Python loop (the original project) vs one
       fused q/k/v projection + scaled_dot_product_attention (`transformer.MultiHeadAttention`);
     - decoding `decode_tokens` tokens through the layer: a cache grown with torch.cat at every step (a new,
-      longer tensor per token) vs the preallocated `KVCache` written in place."""
+      longer tensor per token) vs the preallocated `KVCache` written in place;
+    - on a CPU, causal attention under bf16 autocast: PyTorch's kernel in bf16 vs in fp32
+      (`transformer.causal_attention` runs fp32 on a CPU)."""
     c = c or GPTConfig(dropout=0.0)
     torch.manual_seed(0)
     fused = MultiHeadAttention(c.n_embd, c.n_head, 0.0, True).to(device)
@@ -507,12 +544,26 @@ def attention_components(device, repeats: int, batch: int = 8, decode_tokens: in
         for token in tokens:
             fused(token, cache=cache)
 
+    shape = (batch, c.n_head, c.block_size, c.n_embd // c.n_head)
+    q, k, v = (torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+
+    def bf16_kernel():
+        with autocast(device, "bf16"):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+
+    def fp32_kernel():
+        with autocast(device, "bf16"):
+            causal_attention(q, k, v).sum().backward()
+
+    changes = [(f"attention layer training step, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
+                (f"{c.n_head} teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
+               (f"attention layer decoding {decode_tokens} tokens, batch 1", "tokens/s", decode_tokens,
+                ("torch.cat cache", concat_cache), ("preallocated KVCache", preallocated_cache))]
+    if device.type == "cpu":  # transformer.causal_attention's CPU policy, measured here
+        changes.append((f"causal attention forward + backward under bf16 autocast, batch {batch} x {c.block_size}",
+                        "tokens/s", batch * c.block_size, ("bf16 kernel", bf16_kernel), ("fp32 kernel", fp32_kernel)))
     rows = []
-    for what, unit, work, before, after in (
-            (f"attention layer training step, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
-             (f"{c.n_head} teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
-            (f"attention layer decoding {decode_tokens} tokens, batch 1", "tokens/s", decode_tokens,
-             ("torch.cat cache", concat_cache), ("preallocated KVCache", preallocated_cache))):
+    for what, unit, work, before, after in changes:
         # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
         pairs = [(median_seconds(before[1], 3, device), median_seconds(after[1], 3, device)) for _ in range(repeats)]
         slow, fast = (statistics.median(side) for side in zip(*pairs))
