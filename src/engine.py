@@ -303,8 +303,9 @@ def choose_weights(device: torch.device):
         return Precision(*(("bf16", "this GPU has bf16") if torch.cuda.is_bf16_supported() else ("fp16", "no bf16 here")))
     if device.type == "cpu" and find_c_compiler() is not None:
         return Precision("int8", "the C step can be built here: int8 weights read a quarter of fp32's bytes per token")
-    if device.type == "cpu" and cpu_bf16_reason()[0]:
-        return Precision("bf16", cpu_bf16_reason()[1])
+    native_bf16, why = cpu_bf16_reason() if device.type == "cpu" else (False, "")
+    if native_bf16:
+        return Precision("bf16", why)
     return Precision("fp32", "neither the C step nor native bf16 is available here")
 
 
