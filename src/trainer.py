@@ -590,7 +590,10 @@ def train(model_config: GPTConfig, tc: TrainConfig, log=print) -> dict:
     d = setup_distributed(tc.device)
     try:
         with claim_run_folder(tc, d):
-            return Trainer(model_config, tc, log, d).fit()
+            summary = Trainer(model_config, tc, log, d).fit()
+        if d.world > 1:
+            dist.barrier()  # every rank done before any tears the group down (gloo aborts a rank still using it)
+        return summary
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
