@@ -49,6 +49,9 @@ STEPS = {
                    "max_steps": 1000, "eval_interval": 250}),
     "demo-margin": ("1300 steps instead of 1400: a margin for a shared machine's slow spells",
                     {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 1300, "eval_interval": 325}),
+    "demo-wd0.3": ("demo-margin + weight decay 0.3 instead of 0.01 (the cpu-wd0.3 row)",
+                   {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 1300, "eval_interval": 325,
+                    "weight_decay": 0.3}),
     "cpu-baseline": ("the --preset cpu of 2026-11-24, fp32", {**OLD_CPU, "dtype": "fp32"}),
     "cpu-long": ("the demo's recipe (bf16, wsd), run for the budget: 6500 steps", {**CPU}),
     "cpu-block128": ("+ block 128 (twice the context, half the steps: 3200)",
@@ -60,6 +63,12 @@ STEPS = {
                                                                        "eval_interval": 1200, "decay_fraction": 0.4}),
     "cpu-final": ("6 layers, 5000 steps: 200 more than cpu-6layers-long",
                   {**CPU, "n_layer": 6, "max_steps": 5000, "eval_interval": 1250}),
+    "cpu-wd": ("cpu-6layers-long + weight decay 0.1 instead of 0.01: it overfits (train 1.17 vs val 1.51 at the end)",
+               {**CPU, "n_layer": 6, "max_steps": 4800, "eval_interval": 1200, "weight_decay": 0.1}),
+    "cpu-wd0.3": ("weight decay 0.3 instead of 0.1", {**CPU, "n_layer": 6, "max_steps": 4800, "eval_interval": 1200,
+                                                      "weight_decay": 0.3}),
+    "cpu-wd1": ("weight decay 1.0 instead of 0.3", {**CPU, "n_layer": 6, "max_steps": 4800, "eval_interval": 1200,
+                                                    "weight_decay": 1.0}),
 }
 
 

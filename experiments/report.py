@@ -50,7 +50,7 @@ def runs() -> str:
         tc, mc = r["train_config"], r["model_config"]
         config = (f"{mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']}, batch {r['effective_batch']}, "
                   f"{tc['max_steps']} steps, {tc.get('optimizer', 'adamw')} lr {tc['lr']:g} {tc['schedule']}, "
-                  f"dropout {mc['dropout']}")
+                  f"weight decay {tc.get('weight_decay', 0.01):g}, dropout {mc['dropout']}")
         rows.append(f"| {r['architecture']} | {r['tokenizer']} | {r['params']:,} | {config} | {r['best_val_loss']:.4f} | "
                     f"{r['best_val_bpc']:.3f} | {r['best_step']} | {r['tokens_per_sec']:,.0f} | {r['elapsed_s'] / 60:.1f} min | "
                     f"{r['hardware']}, {r['dtype']}, {r['time'][:10]} |")

@@ -23,11 +23,11 @@ class Preset:
 
 PRESETS = {
     "cpu": Preset(
-        "a laptop CPU: the recipe search's cpu-6layers-long row (DEVLOG section 3), stopped by --max-time 600 on any "
+        "a laptop CPU: the recipe search's cpu-wd0.3 row (DEVLOG section 3), stopped by --max-time 600 on any "
         "machine",
         dict(n_layer=6, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=4800,
              eval_interval=1200, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_fraction=0.2,
-             warmup_steps=100, max_time=600.0)),
+             warmup_steps=100, weight_decay=0.3, max_time=600.0)),
     "demo": Preset(
         "src/generate.py --demo on a fresh clone: the recipe search's demo-margin row, stopped by --max-time 120 "
         "on any machine (DEVLOG section 3)",

@@ -109,7 +109,7 @@ def test_the_cpu_presets_are_the_recipe_rows_they_cite():
     from conftest import load_script
     from presets import PRESETS
     recipe = load_script(ROOT / "experiments" / "recipe_search.py")
-    for preset, step, budget in (("cpu", "cpu-6layers-long", 600.0), ("demo", "demo-margin", 120.0)):
+    for preset, step, budget in (("cpu", "cpu-wd0.3", 600.0), ("demo", "demo-margin", 120.0)):
         values = dict(PRESETS[preset].values)
         assert values.pop("max_time") == budget
         assert values == {k: v for k, v in recipe.STEPS[step][1].items() if k != "dtype" or v != "auto"}, preset
