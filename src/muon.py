@@ -26,8 +26,6 @@ import math
 import torch
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-
-
 NS_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 

@@ -175,11 +175,12 @@ def fraction_of_time_left(elapsed_s: float, reserve_s: float, tc: TrainConfig, d
     the others' collectives)."""
     if tc.max_time <= 0:
         return 1.0
-    left = torch.tensor([1.0 - (elapsed_s + reserve_s) / tc.max_time], dtype=torch.float64)
-    if d.world > 1:
-        left = left.to(d.device)
-        dist.broadcast(left, src=0)
-    return left.item()
+    left = 1.0 - (elapsed_s + reserve_s) / tc.max_time
+    if d.world == 1:
+        return left
+    shared = torch.tensor([left], dtype=torch.float64, device=d.device)
+    dist.broadcast(shared, src=0)
+    return shared.item()
 
 
 # ----------------------------------------------------------------------------- setup
