@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from abtest import build_parser, configs_from_args, experiment_record, mean_std, plot_curves, run_arms  # noqa: E402
+from abtest import (build_parser, configs_from_args, experiment_record, figure_title, mean_std, plot_curves,  # noqa: E402
+                    run_arms)
 from common import REPO_ROOT, atomic_write_json, run_cli  # noqa: E402
 from model import GPTConfig  # noqa: E402
 from tokenizer import TiktokenTokenizer, bpe_vocab_size  # noqa: E402
@@ -73,8 +74,8 @@ def main(argv=None):
     print(f"\n{TITLE} — {seeds} seed(s), preset {args.preset}, {train_tokens:,} training tokens per arm")
     print(format_rows(record["rows"]))
     atomic_write_json(Path(args.results_dir) / f"{NAME}.json", record)
-    plot_curves(results, f"{TITLE}\n({args.preset} preset, {seeds} seed(s), {record['hardware']}, {record['date']})",
-                Path(args.images_dir) / f"{NAME}.png", key="bpc_curves", ylabel="validation bits per character")
+    plot_curves(record["arms"], figure_title(TITLE, record), Path(args.images_dir) / f"{NAME}.png", key="bpc_curves",
+                ylabel="validation bits per character")
     print(f"wrote {Path(args.results_dir) / f'{NAME}.json'} and {Path(args.images_dir) / f'{NAME}.png'}")
     return record
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from checks import check_int
-from common import REPO_ROOT, ArgumentParser, atomic_write_json
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json
 from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
@@ -135,6 +135,11 @@ def plot_curves(arms: dict, title: str, path: Path, key: str = "curves",
     save_figure(fig, path)
 
 
+def figure_title(title: str, record: dict) -> str:
+    """A plot's title: the experiment, then on a line of its own how it ran (a CPU's name and flags are long)."""
+    return f"{title}\n({record['preset']} preset, {record['seeds']} seed(s), {record['hardware']}, {record['date']})"
+
+
 def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds: int, arms: dict, extra: dict) -> dict:
     device = pick_device(args.device)
     return {"experiment": name, "preset": args.preset, "seeds": seeds, "hardware": describe_hardware(device),
@@ -150,7 +155,12 @@ def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=N
              base: GPTConfig | None = None, presets: tuple[str, ...] = AB_PRESETS) -> dict:
     """The whole experiment: parse flags, train the arms, print the table, write JSON and plot. base: the model
     the arms change (default: the vanilla GPT); presets: the ones offered, the first the default."""
-    args = build_parser(title, presets).parse_args(argv)
+    parser = build_parser(title, presets)
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the figure from the results file an earlier run wrote (no training)")
+    args = parser.parse_args(argv)
+    if args.replot:
+        return replot(name, title, args)
     model, tc, seeds = configs_from_args(args, base=base)
     started = time.perf_counter()
     results = run_arms(name, arms, model, tc, seeds, args.runs_dir)
@@ -163,7 +173,17 @@ def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=N
         tps = arm["tokens_per_sec"]
         print(f"{label}: {arm['params']:,} params, {tps[0]:,.0f} ± {tps[1]:,.0f} training tokens/s")
     atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
-    plot_curves(results, f"{title} ({args.preset} preset, {seeds} seed(s), {record['hardware']}, {record['date']})",
-                Path(args.images_dir) / f"{name}.png")
+    plot_curves(record["arms"], figure_title(title, record), Path(args.images_dir) / f"{name}.png")
     print(f"wrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'}")
+    return record
+
+
+def replot(name: str, title: str, args) -> dict:
+    """images/<name>.png redrawn from results/<name>.json alone: the figure is a view of the file."""
+    path = Path(args.results_dir) / f"{name}.json"
+    if not path.exists():
+        raise UserError(f"{path} does not exist: run the experiment without --replot first")
+    record = json.loads(path.read_text())
+    plot_curves(record["arms"], figure_title(title, record), Path(args.images_dir) / f"{name}.png")
+    print(f"redrew {Path(args.images_dir) / f'{name}.png'} from {path}")
     return record

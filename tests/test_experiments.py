@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from conftest import ROOT, run_main, run_script
+from conftest import ROOT, assert_user_error, run_main, run_script
 
 TINY = ["--preset", "ab-cpu", "--seeds", "2", "--max-steps", "6", "--eval-interval", "3", "--eval-iters", "2",
         "--batch-size", "4", "--device", "cpu"]
@@ -82,6 +82,13 @@ def test_training_swaps_muon_schedule_and_precision(tmp_path, small_text):
     schedule = json.loads((tmp_path / "r" / "swap6_schedule.json").read_text())
     assert {a["overrides"]["schedule"] for a in schedule["arms"].values()} == {"cosine", "wsd"}
     assert (tmp_path / "i" / "swap6_schedule.png").exists()
+    (tmp_path / "i" / "swap6_schedule.png").unlink()  # --replot redraws it from the results file alone, no training
+    replot = run_main(ROOT / "experiments" / "swap6_schedule.py", "--replot", "--results-dir", tmp_path / "r",
+                      "--images-dir", tmp_path / "i", "--runs-dir", tmp_path / "no-runs")
+    assert replot.returncode == 0 and (tmp_path / "i" / "swap6_schedule.png").stat().st_size > 10_000
+    assert not (tmp_path / "no-runs").exists()
+    assert_user_error(run_main(ROOT / "experiments" / "swap6_schedule.py", "--replot", "--results-dir", tmp_path / "none"),
+                      "run the experiment without --replot first")
     precision = json.loads((tmp_path / "r" / "swap7_bf16.json").read_text())
     assert {label: a["precision"]["dtype"] for label, a in precision["arms"].items()} == {"fp32": "fp32", "bf16": "bf16"}
 
