@@ -331,13 +331,17 @@ def benchmark_components(r: dict) -> list[str]:
 
 def benchmark_targets(r: dict) -> list[str]:
     """Issue #22's targets for the modern model at the reference size, each next to what the run measured and,
-    for training, what the step's kernels alone would score (the "kernels alone" column of the training table):
-    a target beyond that is beyond this machine with PyTorch's kernels, whatever runs around them."""
+    for training, what the step's kernels alone would score (the "kernels alone" column of the training table, the
+    best of its rows in the default dtype): a target beyond that is beyond this machine with PyTorch's kernels,
+    whatever runs around them."""
     m, nano = modern_entry(r), r.get("nanogpt")
     if m is None or not m["training"]:
         return []
     train = m["training"][0]  # the default dtype (what --dtype auto picks here) comes first
-    kernels = train.get("kernel_ceiling_tokens_per_sec")
+    # the eager and compiled rows of a dtype time the same kernels: their ceiling is the best of both measurements
+    same_kernels = [t for t in m["training"] if t["dtype"] == train["dtype"] and "kernel_ceiling_tokens_per_sec" in t]
+    best = max(same_kernels, key=lambda t: t["kernel_ceiling_tokens_per_sec"], default={})
+    kernels = best.get("kernel_ceiling_tokens_per_sec")
     nano_train = {t["dtype"]: t for t in nano["training"]} if nano else {}
 
     def versus(dtype):  # (ours / nanoGPT's, the kernels alone / nanoGPT's) for nanoGPT's step in `dtype`
@@ -352,7 +356,7 @@ def benchmark_targets(r: dict) -> list[str]:
     if native_bf16:
         checks.append(("... / nanoGPT bf16 autocast", 1.3, *versus("bf16")))
     checks.append((f"training MFU against the measured {train['dtype']} matmul ceiling", 0.70 if native_bf16 else 0.80,
-                   train["mfu"], train.get("kernel_ceiling_mfu")))
+                   train["mfu"], best.get("kernel_ceiling_mfu")))
     rows = {g["mode"]: g for g in m["generation"] if g["batch"] == 1 and g["cached"]}
     default = rows.get("cached, C step" if m.get("default_engine") == "c" else "cached")
     llama = {row["weights"]: row for row in m.get("llama_cpp", [])}

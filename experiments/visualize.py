@@ -220,7 +220,7 @@ def draw_embeddings(args, runs: dict) -> dict:
         ax.set_xlabel(f"PC1 ({explained[0]:.0%} of variance)")
         ax.set_ylabel(f"PC2 ({explained[1]:.0%} of variance)")
         ax.set_title(f"checkpoints/{name}: {len(chars)} character embeddings, PCA\n"
-                     f"nearest neighbour is the other case for {same_case:.0%} of letters ({stamp()})", fontsize=9)
+                     f"nearest neighbour is the other case for {same_case:.0%} of letters\n{stamp()}", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         out[name] = {"explained_variance": [float(e) for e in explained], "case_pair_nearest": same_case,

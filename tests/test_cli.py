@@ -196,3 +196,16 @@ def test_engines_that_cannot_run_are_refused_up_front(monkeypatch):
     with pytest.raises(UserError, match="drop --no-cache"):
         generate.check_engine("compile", cpu, "fp32", use_cache=False)
     generate.check_engine("eager", cpu, "fp32", use_cache=False)
+
+
+def test_output_cut_short_by_its_reader_is_not_a_crash():
+    """`python experiments/report.py --show benchmark | head -1`: the reader stops reading (here it closes the pipe
+    before the script writes anything, so the pipe is surely broken), and the script stops without a traceback
+    (exit status 1, as Python's documentation advises for a broken pipe)."""
+    import subprocess
+    import sys
+    process = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "report.py"), "--show", "benchmark"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1 and "Traceback" not in stderr, stderr
