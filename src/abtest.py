@@ -183,7 +183,12 @@ def replot(name: str, title: str, args) -> dict:
     path = Path(args.results_dir) / f"{name}.json"
     if not path.exists():
         raise UserError(f"{path} does not exist: run the experiment without --replot first")
-    record = json.loads(path.read_text())
-    plot_curves(record["arms"], figure_title(title, record), Path(args.images_dir) / f"{name}.png")
+    try:
+        record = json.loads(path.read_text())
+        title = figure_title(title, record)
+        arms = record["arms"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is not a results file of {name} ({err!r}); rerun the experiment") from None
+    plot_curves(arms, title, Path(args.images_dir) / f"{name}.png")
     print(f"redrew {Path(args.images_dir) / f'{name}.png'} from {path}")
     return record

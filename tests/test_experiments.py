@@ -89,6 +89,10 @@ def test_training_swaps_muon_schedule_and_precision(tmp_path, small_text):
     assert not (tmp_path / "no-runs").exists()
     assert_user_error(run_main(ROOT / "experiments" / "swap6_schedule.py", "--replot", "--results-dir", tmp_path / "none"),
                       "run the experiment without --replot first")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "swap6_schedule.json").write_text('{"arms": ')  # cut short
+    assert_user_error(run_main(ROOT / "experiments" / "swap6_schedule.py", "--replot", "--results-dir", tmp_path / "bad"),
+                      "is not a results file of swap6_schedule")
     precision = json.loads((tmp_path / "r" / "swap7_bf16.json").read_text())
     assert {label: a["precision"]["dtype"] for label, a in precision["arms"].items()} == {"fp32": "fp32", "bf16": "bf16"}
 
