@@ -1,6 +1,7 @@
 """DistributedDataParallel on the CPU (gloo): 2 ranks x batch 4 must train exactly like 1 rank x batch 8, with Muon
 (each rank orthogonalises the same averaged gradient) and the warmup-stable-decay schedule."""
 import json
+import shutil
 
 from conftest import ROOT, TINY_FLAGS, run_script
 
@@ -8,15 +9,29 @@ TRAIN = ROOT / "training" / "train.py"
 FLAGS = [*TINY_FLAGS, "--max-steps", "10", "--eval-interval", "5", "--seed", "5", "--optimizer", "muon", "--schedule", "wsd"]
 
 
-def torchrun(nproc, *args):
-    return run_script("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN, *args,
-                      timeout=180)
+# A rank of a 2-process gloo run on a CPU has, rarely, died of SIGABRT with this one line from C++ and nothing else
+# (std::terminate inside torch's gloo/c10d; twice in about fifteen CI runs, never in a dozen runs in a row by hand).
+GLOO_ABORT = "terminate called without an active exception"
+
+
+def torchrun(nproc, *args, clear_on_abort=None):
+    """training/train.py under torchrun. After that upstream abort (only that one) it runs once more, from a cleared
+    --out-dir if `clear_on_abort` names it (a fresh run) or resuming as asked: the test is of our training, and a
+    second abort still fails it."""
+    for attempt in range(2):
+        result = run_script("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN, *args,
+                            timeout=180)
+        if result.returncode == 0 or GLOO_ABORT not in result.stderr or attempt:
+            return result
+        if clear_on_abort is not None:
+            shutil.rmtree(clear_on_abort, ignore_errors=True)
 
 
 def test_two_ranks_match_one_rank_with_the_same_total_batch_and_resume_under_either(tmp_path, small_text):
     one = run_script(TRAIN, *FLAGS, "--batch-size", "8", "--data", small_text, "--out-dir", tmp_path / "one")
     assert one.returncode == 0, one.stderr
-    two = torchrun(2, *FLAGS, "--batch-size", "4", "--data", small_text, "--out-dir", tmp_path / "two")
+    two = torchrun(2, *FLAGS, "--batch-size", "4", "--data", small_text, "--out-dir", tmp_path / "two",
+                   clear_on_abort=tmp_path / "two")
     assert two.returncode == 0, two.stderr
     assert "effective batch 8 = 4 x 2 ranks x 1 accum" in two.stdout
     assert two.stdout.count("best val loss") == 1  # only rank 0 logs
