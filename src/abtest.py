@@ -140,6 +140,12 @@ def figure_title(title: str, record: dict) -> str:
     return f"{title}\n({record['preset']} preset, {record['seeds']} seed(s), {record['hardware']}, {record['date']})"
 
 
+def plot_record(name: str, title: str, record: dict, images_dir) -> None:
+    """images_dir/<name>.png: the val-loss curves of an experiment's record, the same whether it was just run or read
+    back from its results file."""
+    plot_curves(record["arms"], figure_title(title, record), Path(images_dir) / f"{name}.png")
+
+
 def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds: int, arms: dict, extra: dict) -> dict:
     device = pick_device(args.device)
     return {"experiment": name, "preset": args.preset, "seeds": seeds, "hardware": describe_hardware(device),
@@ -173,7 +179,7 @@ def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=N
         tps = arm["tokens_per_sec"]
         print(f"{label}: {arm['params']:,} params, {tps[0]:,.0f} ± {tps[1]:,.0f} training tokens/s")
     atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
-    plot_curves(record["arms"], figure_title(title, record), Path(args.images_dir) / f"{name}.png")
+    plot_record(name, title, record, args.images_dir)
     print(f"wrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'}")
     return record
 
@@ -185,10 +191,8 @@ def replot(name: str, title: str, args) -> dict:
         raise UserError(f"{path} does not exist: run the experiment without --replot first")
     try:
         record = json.loads(path.read_text())
-        title = figure_title(title, record)
-        arms = record["arms"]
+        plot_record(name, title, record, args.images_dir)
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a results file of {name} ({err!r}); rerun the experiment") from None
-    plot_curves(arms, title, Path(args.images_dir) / f"{name}.png")
     print(f"redrew {Path(args.images_dir) / f'{name}.png'} from {path}")
     return record

@@ -1,6 +1,8 @@
 """The scripts as a user runs them: bad input gives one clear line, a non-zero exit, no traceback,
 and nothing is overwritten. Most bad-input cases run main() in-process (run_main); a few start a real Python."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -202,8 +204,6 @@ def test_output_cut_short_by_its_reader_is_not_a_crash():
     """`python experiments/report.py --show benchmark | head -1`: the reader stops reading (here it closes the pipe
     before the script writes anything, so the pipe is surely broken), and the script stops without a traceback
     (exit status 1, as Python's documentation advises for a broken pipe)."""
-    import subprocess
-    import sys
     process = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "report.py"), "--show", "benchmark"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()
