@@ -8,7 +8,7 @@ from attention import Head
 from conftest import tiny_model_config
 from model import GPT, GPTConfig
 from model_modern import ModernGPT
-from modernize import RMSNorm, RotaryEmbedding, SwiGLU, apply_rotary, swiglu_hidden_size
+from modernize import RMSNorm, RMSNormFunction, RotaryEmbedding, SwiGLU, apply_rotary, swiglu_hidden_size
 from transformer import MultiHeadAttention
 
 
@@ -74,6 +74,22 @@ def test_rmsnorm_matches_its_formula():
     expected = x / torch.sqrt((x ** 2).mean(-1, keepdim=True) + 1e-6) * norm.weight
     assert torch.allclose(norm(x), expected, atol=1e-6)
     assert norm.eps == 1e-6 and not hasattr(norm, "bias")
+
+
+def test_rmsnorm_hand_written_backward_matches_autograd():
+    """The CPU path's closed-form backward (modernize.RMSNormFunction) against torch's numerical gradcheck in
+    float64, and against autograd's gradients of F.rms_norm for the same input, weight and upstream gradient."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 5, 8, dtype=torch.float64) * 2 + 0.5).requires_grad_()
+    weight = torch.linspace(0.5, 2.0, 8, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: RMSNormFunction.apply(a, b, 1e-6), (x, weight))
+    grad = torch.randn(2, 5, 8, dtype=torch.float64)
+    ours = torch.autograd.grad(RMSNormFunction.apply(x, weight, 1e-6), (x, weight), grad)
+    reference = torch.autograd.grad(torch.nn.functional.rms_norm(x, (8,), weight, 1e-6), (x, weight), grad)
+    for a, b in zip(ours, reference):
+        assert torch.allclose(a, b, atol=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in fp32, returned in the input's dtype
+        assert RMSNorm(8)(torch.randn(3, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_swiglu_hidden_size_and_formula():

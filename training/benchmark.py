@@ -11,6 +11,9 @@ best of up to 20 runs, since a ceiling is what the machine can do):
               kernel ceiling: its matrix products and attention kernels alone, at the model's own shapes
   peers       with --nanogpt DIR, nanoGPT's model.py timed the same way in the same run; where llama-cpp-python
               is installed, llama.cpp decoding the same weights (GGUF f32 and q8_0)
+  targets     the figures issue #22's training targets are judged by, timed in alternating rounds (the median
+              of 3 x --repeats) so the machine's drift falls on all alike: our step with default flags, its
+              kernels alone, nanoGPT's step (with --nanogpt) and the dense matmul of the ceiling
   memory      peak resident memory of a training step at batch 64 and of generation, each in a fresh process
   generation  time to first token, ms per token and tokens/s, cached and uncached, batch 1 and 8; for
               cached decoding also the bytes of weights read per token / the measured copy bandwidth, and the
@@ -230,12 +233,12 @@ def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
     return None
 
 
-def training_kernel_seconds(model: GPT, dtype: str, batch: int, device, repeats: int) -> float:
-    """One training step's matrix products and attention kernels alone, at the model's own shapes and dtype: every
-    linear layer's forward product and its two backward products (the input's and the weight's gradients), the
-    output layer's too, and causal attention forward + backward (transformer.causal_attention) in every layer.
-    What a step would cost with nothing else in it (norms, RoPE, activations, the optimizer): a ceiling that says
-    how far PyTorch's own kernels let a step go on this machine. The best run."""
+def training_kernels(model: GPT, dtype: str, batch: int, device):
+    """A call that runs one training step's matrix products and attention kernels alone, at the model's own shapes
+    and dtype: every linear layer's forward product and its two backward products (the input's and the weight's
+    gradients), the output layer's too, and causal attention forward + backward (transformer.causal_attention) in
+    every layer. What a step would cost with nothing else in it (norms, RoPE, activations, the optimizer): a
+    ceiling that says how far PyTorch's own kernels let a step go on this machine."""
     c = model.config
     rows, low = batch * c.block_size, DTYPES[dtype]
     products = []
@@ -248,14 +251,13 @@ def training_kernel_seconds(model: GPT, dtype: str, batch: int, device, repeats:
     q, k, v = (torch.randn(shape, device=device, dtype=low, requires_grad=True) for _ in range(3))
     grad = torch.randn(shape, device=device, dtype=low)
 
-    def attention():
-        with autocast(device, dtype):
-            causal_attention(q, k, v).backward(grad)
-
-    def matmuls():
+    def kernels():
         for call in products:
             call()
-    return best_seconds(matmuls, device, repeats) + c.n_layer * best_seconds(attention, device, repeats)
+        for _ in range(c.n_layer):
+            with autocast(device, dtype):
+                causal_attention(q, k, v).backward(grad)
+    return kernels
 
 
 def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: dict, compiled: bool) -> dict:
@@ -270,7 +272,8 @@ def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: d
         tokens_per_sec = tokens / seconds
         ceiling = ceilings.get(f"matmul_gflops_{dtype}") or ceilings["matmul_gflops_fp32"]
         achieved = tokens_per_sec * flops_per_token(run.model) / 1e9
-        kernels = tokens / training_kernel_seconds(run.model, run.dtype, args.train_batch, device, args.repeats)
+        kernels = tokens / best_seconds(training_kernels(run.model, run.dtype, args.train_batch, device), device,
+                                        args.repeats)
         return {"dtype": run.dtype, "compiled": compiled, "batch": args.train_batch, "tokens_per_sec": sig(tokens_per_sec),
                 "ms_per_step": sig(seconds * 1e3), "model_gflops": sig(achieved),
                 "mfu": sig(achieved / ceiling), "ceiling_tokens_per_sec": sig(ceiling * 1e9 / flops_per_token(run.model)),
@@ -395,26 +398,37 @@ def load_nanogpt(folder: str):
     return module
 
 
-def nanogpt_rows(folder: str, args, device, ceilings: dict) -> dict:
-    """nanoGPT's GPT at its Shakespeare-char size, timed like ours: its training step (forward, backward, AdamW
-    from its configure_optimizers) in fp32 and under bf16 autocast at our batch, and its GPT.generate (no cache:
-    the whole cropped context every token) over --gen-tokens tokens at batch 1, timed over the whole call."""
-    nanogpt = load_nanogpt(folder)
+def nanogpt_training_step(nanogpt, dtype: str, batch: int, device):
+    """nanoGPT's GPT at its Shakespeare-char size and one training step of it on a fixed batch: forward under
+    `dtype` autocast, backward, AdamW from its configure_optimizers (its recipe's settings). (model, step)."""
     torch.manual_seed(0)
     model = nanogpt.GPT(nanogpt.GPTConfig(**NANOGPT)).to(device)
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type)
-    x = torch.randint(0, NANOGPT["vocab_size"], (args.train_batch, NANOGPT["block_size"]), device=device)
-    training = []
-    for dtype in dict.fromkeys(["fp32", *[d for d in args.dtypes if d != "fp16"]]):
-        if too_slow_to_train(dtype, ceilings):
-            continue
+    x = torch.randint(0, NANOGPT["vocab_size"], (batch, NANOGPT["block_size"]), device=device)
 
-        def step():
-            with autocast(device, dtype):
-                loss = model(x, x)[1]
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    def step():
+        with autocast(device, dtype):
+            loss = model(x, x)[1]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model, step
+
+
+def nanogpt_dtypes(dtypes: list[str], ceilings: dict) -> list[str]:
+    """The dtypes nanoGPT's step is timed in: fp32, and the others asked for that this machine runs at speed
+    (fp16 is left out: nanoGPT would need its own GradScaler)."""
+    return [d for d in dict.fromkeys(["fp32", *dtypes]) if d != "fp16" and not too_slow_to_train(d, ceilings)]
+
+
+def nanogpt_rows(folder: str, args, device, ceilings: dict) -> dict:
+    """nanoGPT's GPT at its Shakespeare-char size, timed like ours: its training step in fp32 and under bf16
+    autocast at our batch, and its GPT.generate (no cache: the whole cropped context every token) over
+    --gen-tokens tokens at batch 1, timed over the whole call."""
+    nanogpt = load_nanogpt(folder)
+    training = []
+    for dtype in nanogpt_dtypes(args.dtypes, ceilings):
+        model, step = nanogpt_training_step(nanogpt, dtype, args.train_batch, device)
         seconds = median_seconds(step, args.repeats, device, warmup=2)
         tokens_per_sec = args.train_batch * NANOGPT["block_size"] / seconds
         achieved = tokens_per_sec * flops_per_token(model) / 1e9
@@ -433,6 +447,61 @@ def nanogpt_rows(folder: str, args, device, ceilings: dict) -> dict:
     print(f"  nanoGPT generation {generation}", flush=True)
     return {"source": "karpathy/nanoGPT model.py", "config": NANOGPT, "params": sum(p.numel() for p in model.parameters()),
             "training": training, "generation": generation}
+
+
+def interleaved_median_seconds(calls: dict, rounds: int, device, warmup: int = 2) -> dict:
+    """Seconds per call of each of `calls`, timed in turn round after round: the median over the rounds. On a
+    shared machine whose speed drifts over minutes, rows timed one after another differ by that drift (on
+    this 2-core VM, ~20% between the same kernels timed minutes apart); alternating puts every contender in
+    the same moments, so their ratios hold."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            call()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ceilings: dict) -> dict:
+    """The training targets' figures, all timed in the same alternating rounds (interleaved_median_seconds):
+    our real training step with default flags (the dtype --dtype auto picks), the same step's kernels alone
+    (training_kernels), nanoGPT's step in each dtype it runs at speed here (with --nanogpt), and the dense matmul
+    of the matmul ceiling in our dtype, so the MFU set against it is measured in the same moments too."""
+    dtype = resolve_dtype("auto", device).dtype
+    tokens = args.train_batch * config.block_size
+    a, b = (torch.randn(1024, 1024, device=device).to(DTYPES[dtype]) for _ in range(2))
+
+    def matmuls(n=10):  # ten products a call: a sample long enough to time
+        for _ in range(n):
+            a @ b
+    with tempfile.TemporaryDirectory() as out_dir:
+        tc = TrainConfig(batch_size=args.train_batch, device=str(device), dtype=dtype, data=args.data,
+                         out_dir=out_dir, max_steps=1)
+        run = Trainer(config, tc, log=lambda *_: None)
+        calls = {"modern": run.train_step,
+                 "modern_kernels_alone": training_kernels(run.model, dtype, args.train_batch, device),
+                 "matmul": matmuls}
+        if nanogpt_folder:
+            nanogpt = load_nanogpt(nanogpt_folder)
+            for theirs in nanogpt_dtypes([dtype], ceilings):
+                calls[f"nanogpt_{theirs}"] = nanogpt_training_step(nanogpt, theirs, args.train_batch, device)[1]
+        rounds = 3 * args.repeats
+        seconds = interleaved_median_seconds(calls, rounds, device)
+        matmul_gflops = 10 * 2 * 1024**3 / seconds.pop("matmul") / 1e9
+        flops = flops_per_token(run.model)
+    tokens_per_sec = {name: sig(tokens / s) for name, s in seconds.items()}
+    result = {"dtype": dtype, "batch": args.train_batch, "rounds": rounds, "tokens_per_sec": tokens_per_sec,
+              "matmul_gflops": sig(matmul_gflops),
+              "mfu": sig(tokens_per_sec["modern"] * flops / 1e9 / matmul_gflops),
+              "kernels_alone_mfu": sig(tokens_per_sec["modern_kernels_alone"] * flops / 1e9 / matmul_gflops)}
+    print(f"  head to head {result}", flush=True)
+    return result
 
 
 def llama_cpp_rows(model: GPT, args) -> list[dict]:
@@ -775,6 +844,11 @@ def main(argv=None):
     if args.nanogpt:
         print("\nnanoGPT, in the same run:", flush=True)
         record["nanogpt"] = nanogpt_rows(args.nanogpt, args, device, ceilings)
+    modern = next((m for m in record["models"] if m["name"] == "modern"), None)
+    if modern:
+        print("\nthe training targets, head to head in alternating rounds:", flush=True)
+        record["head_to_head"] = head_to_head(GPTConfig.from_dict(modern["config"]), args.nanogpt, args, device,
+                                              ceilings)
     if not args.no_components:
         print("\ncomponents (one attention layer, reference width):", flush=True)
         record["components"] = attention_components(device, args.repeats)
