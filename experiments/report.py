@@ -287,13 +287,15 @@ def speed() -> str:
     uncached = next(g for g in rows if not g["cached"])
     steps = [uncached, next(g for g in rows if g["cached"]), fastest_decoding(m)]
     path = " → ".join(f"{g['tokens_per_sec']:,.0f} ({g['mode']})" for g in steps)
-    fastest, train = steps[-1], m["training"][0]
+    fastest, h = steps[-1], r.get("head_to_head")
+    training = "" if h is None else (
+        f" With default flags it trains at {h['tokens_per_sec']['modern']:,.0f} tokens/s ({h['dtype']}, "
+        f"{'compiled' if h['compiled'] else 'eager'}, batch {h['batch']}), {h['mfu']:.0%} of the matmul ceiling timed "
+        f"in the same rounds.")
     return (f"On {r['hardware']} (`python {r['command']}`, {r['date']}), ModernGPT at the reference size "
             f"decodes {uncached['new_tokens']} tokens at batch 1 at {path} tokens/s: "
             f"{fastest['speedup']:.0f}× the uncached path and {fastest['fraction_of_bandwidth_ceiling']:.0%} of the "
-            f"ceiling set by reading every weight once per token at the measured copy bandwidth. It trains at "
-            f"{train['tokens_per_sec']:,.0f} tokens/s ({train['dtype']}, batch {train['batch']}), "
-            f"{train['mfu']:.0%} of the measured matmul ceiling.")
+            f"ceiling set by reading every weight once per token at the measured copy bandwidth.{training}")
 
 
 def modern_entry(r: dict) -> dict | None:
@@ -336,12 +338,14 @@ def benchmark_head_to_head(r: dict) -> list[str]:
     if h is None:
         return []
     tps = h["tokens_per_sec"]
-    names = {"modern": f"modern, the real training step with default flags ({h['dtype']})",
+    default = f"{h['dtype']}, {'compiled' if h.get('compiled') else 'eager'}"
+    names = {"modern": f"modern, the real training step with default flags ({default})",
+             "modern_eager": "... the same step eager (--compile off)",
              "modern_kernels_alone": "... its products and attention kernels alone",
              "nanogpt_fp32": "nanoGPT's step (its model.py), fp32", "nanogpt_bf16": "nanoGPT's step, bf16 autocast"}
     lines = [f"Head to head, the figures of the training targets below: batch {h['batch']}, each step timed in turn "
              f"in {h['rounds']} alternating rounds (the median), with a {h['dtype']} 1024³ matmul in the same rounds at "
-             f"{h['matmul_gflops']:,} GFLOP/s, the ceiling of the MFU column.", "",
+             f"{h['matmul_gflops']:,} GFLOP/s, the ceiling of the MFU column. Default flags: {h['compile_reason']}.", "",
              "| training step | tokens/s | MFU |", "|---|---|---|"]
     mfu = {"modern": h["mfu"], "modern_kernels_alone": h["kernels_alone_mfu"]}
     for key, value in tps.items():

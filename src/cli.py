@@ -13,7 +13,7 @@ from pathlib import Path
 
 from checkpoint import load_model
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_path, repo_relative
-from device import pick_device
+from device import COMPILE_MIN_STEPS, pick_device
 from engine import generate_text, sample_prompt
 from model import GPTConfig
 from presets import apply_preset, describe
@@ -75,7 +75,9 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
         for name, (typ, text) in flags.items():
             shown = repo_relative(defaults.out_dir) if name == "out_dir" else getattr(defaults, name)
             parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: {shown})")
-    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off)")
+    parser.add_argument("--compile", nargs="?", const="on", choices=("auto", "on", "off"), default=None,
+                        help="torch.compile the training step; --compile alone is 'on' (default: auto: compiled for "
+                             f"CPU runs of {COMPILE_MIN_STEPS}+ steps where a C++ compiler is found, else eager)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue from <out-dir>/last exactly where it stopped")
     parser.add_argument("--overwrite", action="store_true", default=None,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_FLAGS = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16", "bf16": "Arm BF16"}
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "bf16")  # what describe_hardware names
 PROBE_SPEEDUP = 1.5  # bf16 must beat fp32 by this much in the probe to be called native
+COMPILE_MIN_STEPS = 2000  # auto compiles runs at least this long: they pay the compiler's warm-up back many times
 
 
 # ----------------------------------------------------------------------------- devices
@@ -171,3 +174,46 @@ def autocast(device: torch.device, dtype: str):
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+# ----------------------------------------------------------------------------- compiling the training step
+
+@dataclass(frozen=True)
+class Compile:
+    """Whether the training step runs torch.compile'd, and why (one sentence for logs and records)."""
+
+    enabled: bool
+    reason: str
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (the inductor) would build its kernels with, or None."""
+    return next((cxx for cxx in (os.environ.get("CXX"), "g++", "clang++", "c++") if cxx and shutil.which(cxx)), None)
+
+
+def resolve_compile(requested: str, device: torch.device, max_steps: int, world: int = 1) -> Compile:
+    """Compile the training step or not ("auto"), or the user's "on"/"off".
+
+    What compiling buys on a CPU: the inductor fuses the element-wise work around the matrix products (the norms,
+    RoPE's rotation, SwiGLU's gate, autocast's casts) into a few generated loops, where eager PyTorch makes a pass
+    over the activations per op. It costs a warm-up (tens of seconds on a 2-core CPU) before the first step.
+    training/benchmark.py times the reference step both ways in the same rounds (DEVLOG section 5), and the CPU
+    presets' runs record which they used. So `auto` compiles on a CPU with a C++ compiler, for runs of at least
+    COMPILE_MIN_STEPS steps in one process; tests, the demo and short experiments stay eager. CUDA and MPS stay
+    eager under auto until a run there measures it, and so do multi-process (torchrun) runs.
+    """
+    requested = (requested or "auto").lower()
+    if requested not in ("auto", "on", "off"):
+        raise UserError(f"unknown --compile {requested!r}; choose auto, on or off")
+    if requested != "auto":
+        return Compile(requested == "on", f"--compile {requested} asked for")
+    if device.type != "cpu":
+        return Compile(False, f"auto: eager on {device.type} (compiling is not measured there yet; --compile on)")
+    if world > 1:
+        return Compile(False, "auto: eager under torchrun (compiling is measured for one process only)")
+    if max_steps < COMPILE_MIN_STEPS:
+        return Compile(False, f"auto: eager for a run of {max_steps} steps (under {COMPILE_MIN_STEPS}, the "
+                              "compiler's warm-up would not pay)")
+    if cpp_compiler() is None:
+        return Compile(False, "auto: eager (no C++ compiler here for torch.compile's CPU kernels)")
+    return Compile(True, f"auto: compiled, a CPU run of {max_steps} steps with {cpp_compiler()} here")

@@ -18,8 +18,6 @@ model.py computes logits for a sequence. Generating text one token at a time is 
 """
 from __future__ import annotations
 
-import os
-import shutil
 from contextlib import nullcontext
 
 import torch
@@ -28,7 +26,7 @@ import torch.nn.functional as F
 from attention import attention_scores
 from checks import check_float, check_int
 from common import UserError
-from device import DTYPES, Precision, cpu_bf16_reason
+from device import DTYPES, Precision, cpp_compiler, cpu_bf16_reason
 from modernize import KVCache
 
 ENGINES = ("auto", "eager", "compile", "c")
@@ -279,8 +277,7 @@ def check_engine(engine: str, device: torch.device, weights: str, use_cache: boo
     from cdecode import find_c_compiler
     if engine not in ("eager", "auto") and not use_cache:
         raise UserError(f"--engine {engine} runs the cached decoding step; drop --no-cache or use --engine eager")
-    if engine == "compile" and device.type == "cpu" and not any(
-            shutil.which(cxx) for cxx in (os.environ.get("CXX", "g++"), "g++", "clang++")):
+    if engine == "compile" and device.type == "cpu" and cpp_compiler() is None:
         raise UserError("--engine compile needs a C++ compiler on a CPU (install g++ or clang++), or use --engine eager")
     if engine == "c":
         if device.type != "cpu":

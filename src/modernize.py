@@ -120,6 +120,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
     A pair (a, b) is the complex number a + ib, and rotating it by angle t is multiplying it by
     cos t + i sin t: one complex product per pair, computed in fp32, instead of four real products and a stack."""
+    if torch.compiler.is_compiling():  # the inductor cannot generate code for complex ops: the same in real numbers
+        a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
     return torch.view_as_real(pairs * torch.complex(cos.float(), sin.float())).flatten(-2).type_as(x)
 

@@ -36,7 +36,8 @@ from checkpoint import (CONFIG, RunLock, clear_run, existing_run, load_state_int
 from checks import check_bool, check_choice, check_fits_in_memory, check_float, check_int, check_seed
 from common import UserError, atomic_write_json, check_writable, repo_relative
 from data import encode_corpus, get_batch, load_text, sample_starts, train_val_split
-from device import Precision, autocast, describe_hardware, pick_device, resolve_dtype, synchronize
+from device import (Compile, Precision, autocast, describe_hardware, pick_device, resolve_compile, resolve_dtype,
+                    synchronize)
 from model import GPT, GPTConfig
 from muon import Muon
 from tokenizer import build_tokenizer, tokenizer_from_dict
@@ -72,7 +73,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
-    compile: bool = False
+    compile: str = "auto"         # auto | on | off: torch.compile the training step (auto: see device.resolve_compile)
     tokenizer: str = "char"
     data: str | None = None
     out_dir: str = "checkpoints/vanilla"
@@ -97,7 +98,8 @@ class TrainConfig:
             check_float(getattr(self, name), flag(name), minimum=0.0)
         check_choice(self.schedule, "--schedule", SCHEDULES)
         check_seed(self.seed)
-        for name in ("compile", "resume", "overwrite"):
+        check_choice(self.compile, "--compile", ("auto", "on", "off"))
+        for name in ("resume", "overwrite"):
             check_bool(getattr(self, name), flag(name))
         if self.resume and self.overwrite:
             raise UserError("--resume continues a run and --overwrite starts it over: choose one")
@@ -312,7 +314,12 @@ class Trainer:
         else:
             torch.manual_seed(tc.seed + self.d.rank)  # dropout stream per rank
         self.train_model = self.model
-        if tc.compile:
+        self.compiled: Compile = resolve_compile(tc.compile, self.device, tc.max_steps - self.progress.step,
+                                                 self.d.world)
+        if self.compiled.enabled:
+            # The inductor sums the embedding's gradient with parallel atomic adds, in an order that changes from run
+            # to run; in deterministic mode it keeps PyTorch's ordered kernel, so a seed gives one loss curve.
+            torch.use_deterministic_algorithms(True, warn_only=True)
             self.train_model = torch.compile(self.model)
         if self.d.world > 1:
             ddp_device = [self.device.index] if self.device.type == "cuda" else None
@@ -436,7 +443,8 @@ class Trainer:
         """What each checkpoint's config.json records next to the weights."""
         return {"step": self.progress.step, "train_loss": evaluation["train_loss"], "val_loss": evaluation["val_loss"],
                 "val_bpc": evaluation["val_bpc"], "device": str(self.device), "dtype": self.dtype,
-                "dtype_reason": self.precision.reason, "hardware": describe_hardware(self.device),
+                "dtype_reason": self.precision.reason, "compiled": self.compiled.enabled,
+                "compile_reason": self.compiled.reason, "hardware": describe_hardware(self.device),
                 "train_config": self.tc.record(), "elapsed_s": round(self.elapsed(), 1),
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -491,6 +499,7 @@ class Trainer:
         if d.master:
             self.log(f"{self.config.architecture} model, {self.model.num_params():,} params | "
                      f"{self.device} ({describe_hardware(self.device)}) | {self.dtype} ({self.precision.reason}) | "
+                     f"{'compiled' if self.compiled.enabled else 'eager'} ({self.compiled.reason}) | "
                      f"tokenizer {self.tokenizer.name} ({self.tokenizer.vocab_size}) | effective batch {eff} = "
                      f"{tc.batch_size} x {d.world} ranks x {tc.grad_accum} accum | "
                      f"{len(self.data.train):,}/{len(self.data.val):,} train/val tokens")
@@ -558,7 +567,8 @@ class Trainer:
                 "final_train_loss": p.history["train_loss"][-1] if p.history["train_loss"] else None,
                 "final_val_loss": last["val_loss"], "stopped_early": stopped_early, "time_limit_reached": time_up,
                 "elapsed_s": round(self.elapsed(), 1), "device": str(self.device), "dtype": self.dtype,
-                "dtype_reason": self.precision.reason, "hardware": describe_hardware(self.device),
+                "dtype_reason": self.precision.reason, "compiled": self.compiled.enabled,
+                "compile_reason": self.compiled.reason, "hardware": describe_hardware(self.device),
                 "tokens_per_sec": round(tokens_per_sec, 1), "world_size": self.d.world,
                 "effective_batch": self.tc.batch_size * self.d.world * self.tc.grad_accum,
                 "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,

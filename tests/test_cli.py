@@ -181,10 +181,11 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkey
 def test_engines_that_cannot_run_are_refused_up_front(monkeypatch):
     import torch
     import cdecode
+    import device
     import engine as generate
     from common import UserError
     cpu = torch.device("cpu")
-    monkeypatch.setattr(generate.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(device.shutil, "which", lambda _name: None)
     monkeypatch.setattr(cdecode.shutil, "which", lambda _name: None)
     with pytest.raises(UserError, match="C\\+\\+ compiler"):
         generate.check_engine("compile", cpu, "fp32")

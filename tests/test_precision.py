@@ -4,7 +4,7 @@ import torch
 
 import device
 from common import UserError
-from device import autocast, resolve_dtype
+from device import COMPILE_MIN_STEPS, autocast, cpp_compiler, resolve_compile, resolve_dtype
 from conftest import ROOT, load_script, tiny_model_config
 from engine import generate
 from model import GPT
@@ -109,12 +109,59 @@ def test_benchmark_flops_count_matches_a_hand_count():
     assert benchmark.flops_per_token(model) == expected
 
 
-def compiler_available() -> bool:
-    import shutil
-    return any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+def test_compile_auto_compiles_long_cpu_runs_where_a_compiler_is_found(monkeypatch):
+    """--compile auto: compiled only for a single-process CPU run of at least COMPILE_MIN_STEPS steps with a C++
+    compiler; each other case is eager and says why; "on"/"off" are kept as asked."""
+    cpu, long_run = torch.device("cpu"), COMPILE_MIN_STEPS
+    monkeypatch.setattr(device.shutil, "which", lambda name: f"/usr/bin/{name}")
+    decided = resolve_compile("auto", cpu, long_run)
+    assert decided.enabled and "compiled" in decided.reason
+    for case, why in ((resolve_compile("auto", cpu, long_run - 1), f"run of {long_run - 1} steps"),
+                      (resolve_compile("auto", cpu, long_run, world=2), "torchrun"),
+                      (resolve_compile("auto", torch.device("cuda"), long_run), "eager on cuda")):
+        assert not case.enabled and why in case.reason
+    monkeypatch.setattr(device.shutil, "which", lambda _name: None)
+    assert "no C++ compiler" in resolve_compile("auto", cpu, long_run).reason
+    assert resolve_compile("on", cpu, 1) == device.Compile(True, "--compile on asked for")
+    assert not resolve_compile("off", cpu, long_run).enabled
+    with pytest.raises(UserError, match="choose auto, on or off"):
+        resolve_compile("yes", cpu, long_run)
 
 
-@pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+def test_the_rotation_the_compiler_sees_is_the_complex_one_in_real_numbers(monkeypatch):
+    """apply_rotary computes RoPE as a complex product in eager mode, and as its real-number form while
+    torch.compile traces (the inductor cannot generate code for complex ops): both give the same rotation."""
+    from modernize import RotaryEmbedding, apply_rotary
+    torch.manual_seed(0)
+    x, rope = torch.randn(2, 3, 7, 8), RotaryEmbedding(8, 16)
+    cos, sin = rope.at(torch.arange(7))
+    complex_form = apply_rotary(x, cos, sin)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.allclose(apply_rotary(x, cos, sin), complex_form, atol=1e-6)
+    assert not torch.allclose(complex_form, x, atol=1e-2)  # it did rotate
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eager(tmp_path, small_text):
+    """Same seed, same curve, compiled too: without deterministic mode the inductor's parallel atomic adds for the
+    embedding's gradient made two identical compiled runs drift apart within thirty steps. And the compiled step
+    trains the same model as the eager one (dropout on: the inductor draws its own random masks, so the curves
+    agree closely, not bit for bit)."""
+    import json
+    from conftest import tiny_train_config
+    from trainer import train
+    curves = []
+    for run, compile in (("a", "on"), ("b", "on"), ("eager", "off")):
+        summary = train(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", dropout=0.1),
+                        tiny_train_config(tmp_path / run, small_text, compile=compile, max_steps=30, eval_interval=30),
+                        log=lambda *_: None)
+        assert summary["compiled"] == (compile == "on")
+        curves.append(json.loads((tmp_path / run / "history.json").read_text())["train_loss"])
+    assert curves[0] == curves[1]
+    assert max(abs(a - b) for a, b in zip(curves[0], curves[2])) < 0.05
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
     torch.manual_seed(0)
     model = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1))
@@ -130,7 +177,7 @@ def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
         assert torch.allclose(eager, p.grad, atol=1e-5)
 
 
-@pytest.mark.skipif(not compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_int8_decoding_gives_the_tokens_of_eager_int8_decoding():
     """engine "compile": one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
     from quantize import quantize_int8

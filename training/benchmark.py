@@ -54,7 +54,7 @@ from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_line, repo_relative, run_cli  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
-from device import DTYPES, autocast, describe_hardware, pick_device, resolve_dtype, synchronize  # noqa: E402
+from device import DTYPES, autocast, describe_hardware, pick_device, resolve_compile, resolve_dtype, synchronize  # noqa: E402
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from modernize import KVCache  # noqa: E402
@@ -264,7 +264,7 @@ def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: d
     """Time the real training step (src/trainer.py Trainer.train_step: autocast, scaler, clipping, AdamW)."""
     with tempfile.TemporaryDirectory() as out_dir:
         tc = TrainConfig(batch_size=args.train_batch, device=str(device), dtype=dtype, data=args.data,
-                         out_dir=out_dir, compile=compiled, max_steps=1)
+                         out_dir=out_dir, compile="on" if compiled else "off", max_steps=1)
         run = Trainer(config, tc, log=lambda *_: None)
         reset_peak_memory(device)
         seconds = median_seconds(run.train_step, args.repeats, device, warmup=3 if compiled else 2)
@@ -470,34 +470,42 @@ def interleaved_median_seconds(calls: dict, rounds: int, device, warmup: int = 2
 
 def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ceilings: dict) -> dict:
     """The training targets' figures, all timed in the same alternating rounds (interleaved_median_seconds):
-    our real training step with default flags (the dtype --dtype auto picks), the same step's kernels alone
-    (training_kernels), nanoGPT's step in each dtype it runs at speed here (with --nanogpt), and the dense matmul
-    of the matmul ceiling in our dtype, so the MFU set against it is measured in the same moments too."""
+    our real training step with default flags (the dtype --dtype auto picks, compiled if --compile auto compiles a
+    default-length run here; then the eager step too), the same step's kernels alone (training_kernels), nanoGPT's
+    step in each dtype it runs at speed here (with --nanogpt), and the dense matmul of the matmul ceiling in our
+    dtype, so the MFU set against it is measured in the same moments too."""
     dtype = resolve_dtype("auto", device).dtype
+    default_run = TrainConfig()
+    compiled = resolve_compile(default_run.compile, device, default_run.max_steps)
     tokens = args.train_batch * config.block_size
     a, b = (torch.randn(1024, 1024, device=device).to(DTYPES[dtype]) for _ in range(2))
 
     def matmuls(n=10):  # ten products a call: a sample long enough to time
         for _ in range(n):
             a @ b
+
+    def trainer(compile: bool, out_dir: str) -> Trainer:
+        return Trainer(config, TrainConfig(batch_size=args.train_batch, device=str(device), dtype=dtype, data=args.data,
+                                           out_dir=out_dir, compile="on" if compile else "off", max_steps=1),
+                       log=lambda *_: None)
     with tempfile.TemporaryDirectory() as out_dir:
-        tc = TrainConfig(batch_size=args.train_batch, device=str(device), dtype=dtype, data=args.data,
-                         out_dir=out_dir, max_steps=1)
-        run = Trainer(config, tc, log=lambda *_: None)
-        calls = {"modern": run.train_step,
-                 "modern_kernels_alone": training_kernels(run.model, dtype, args.train_batch, device),
-                 "matmul": matmuls}
+        run = trainer(compiled.enabled, out_dir)
+        calls = {"modern": run.train_step}
+        if compiled.enabled:
+            calls["modern_eager"] = trainer(False, out_dir).train_step
+        calls["modern_kernels_alone"] = training_kernels(run.model, dtype, args.train_batch, device)
+        calls["matmul"] = matmuls
         if nanogpt_folder:
             nanogpt = load_nanogpt(nanogpt_folder)
             for theirs in nanogpt_dtypes([dtype], ceilings):
                 calls[f"nanogpt_{theirs}"] = nanogpt_training_step(nanogpt, theirs, args.train_batch, device)[1]
         rounds = 3 * args.repeats
-        seconds = interleaved_median_seconds(calls, rounds, device)
+        seconds = interleaved_median_seconds(calls, rounds, device, warmup=3 if compiled.enabled else 2)
         matmul_gflops = 10 * 2 * 1024**3 / seconds.pop("matmul") / 1e9
         flops = flops_per_token(run.model)
     tokens_per_sec = {name: sig(tokens / s) for name, s in seconds.items()}
-    result = {"dtype": dtype, "batch": args.train_batch, "rounds": rounds, "tokens_per_sec": tokens_per_sec,
-              "matmul_gflops": sig(matmul_gflops),
+    result = {"dtype": dtype, "compiled": compiled.enabled, "compile_reason": compiled.reason, "batch": args.train_batch,
+              "rounds": rounds, "tokens_per_sec": tokens_per_sec, "matmul_gflops": sig(matmul_gflops),
               "mfu": sig(tokens_per_sec["modern"] * flops / 1e9 / matmul_gflops),
               "kernels_alone_mfu": sig(tokens_per_sec["modern_kernels_alone"] * flops / 1e9 / matmul_gflops)}
     print(f"  head to head {result}", flush=True)
