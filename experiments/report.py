@@ -53,7 +53,7 @@ def runs() -> str:
                   f"weight decay {tc.get('weight_decay', 0.01):g}, dropout {mc['dropout']}")
         rows.append(f"| {r['architecture']} | {r['tokenizer']} | {r['params']:,} | {config} | {r['best_val_loss']:.4f} | "
                     f"{r['best_val_bpc']:.3f} | {r['best_step']} | {r['tokens_per_sec']:,.0f} | {r['elapsed_s'] / 60:.1f} min | "
-                    f"{r['hardware']}, {r['dtype']}, {r['time'][:10]} |")
+                    f"{r['hardware']}, {r['dtype']}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
     if not rows:
         return missing("train_modern", "python -u training/train_modern.py --preset cpu")
     head = ("| model | tokenizer | params | config | best val loss | val bits/char | best step | train tokens/s | "
@@ -321,10 +321,10 @@ def benchmark_quality(r: dict) -> list[str]:
 
 
 def benchmark_components(r: dict) -> list[str]:
-    """Before/after of the speed changes inside one attention layer (reference width)."""
+    """Before/after of the speed changes inside one layer (reference width)."""
     if not r.get("components"):
         return []
-    lines = ["| one attention layer, reference width | before | after | before → after | after / before |",
+    lines = ["| one layer, reference width | before | after | before → after | after / before |",
              "|---|---|---|---|---|"]
     for c in r["components"]:
         lines.append(f"| {c['component']} | {c['before']} | {c['after']} | {c['before_value']:,.0f} → "
@@ -467,7 +467,7 @@ def cpu_recipes() -> str:
         rows.append(f"| `--preset {preset}` | {r['params']:,} | {r['steps']:,} | {r['elapsed_s']:.0f} s "
                     f"(budget {r['train_config']['max_time']:g} s) | {r['best_val_loss']:.4f} | ≤ {target} | "
                     f"{'yes' if r['best_val_loss'] <= target and r['elapsed_s'] <= r['train_config']['max_time'] else 'no'} | "
-                    f"{r['hardware']}, {r['dtype']}, {r['time'][:10]} |")
+                    f"{r['hardware']}, {r['dtype']}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
     if not rows:
         return missing("train_demo", "python -u training/train_modern.py --preset demo --out-dir checkpoints/demo")
     return "\n".join(["| preset | params | steps | wall clock, evaluations included | val loss | target | met | "

@@ -77,7 +77,8 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
             parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: {shown})")
     parser.add_argument("--compile", nargs="?", const="on", choices=("auto", "on", "off"), default=None,
                         help="torch.compile the training step; --compile alone is 'on' (default: auto: compiled for "
-                             f"CPU runs of {COMPILE_MIN_STEPS}+ steps where a C++ compiler is found, else eager)")
+                             f"single-process CPU runs of {COMPILE_MIN_STEPS}+ steps of a model with RMSNorm, RoPE or "
+                             "SwiGLU where a C++ compiler is found, else eager)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue from <out-dir>/last exactly where it stopped")
     parser.add_argument("--overwrite", action="store_true", default=None,

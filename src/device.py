@@ -191,16 +191,18 @@ def cpp_compiler() -> str | None:
     return next((cxx for cxx in (os.environ.get("CXX"), "g++", "clang++", "c++") if cxx and shutil.which(cxx)), None)
 
 
-def resolve_compile(requested: str, device: torch.device, max_steps: int, world: int = 1) -> Compile:
+def resolve_compile(requested: str, device: torch.device, max_steps: int, world: int = 1,
+                    fusible: tuple[str, ...] = ()) -> Compile:
     """Compile the training step or not ("auto"), or the user's "on"/"off".
 
-    What compiling buys on a CPU: the inductor fuses the element-wise work around the matrix products (the norms,
-    RoPE's rotation, SwiGLU's gate, autocast's casts) into a few generated loops, where eager PyTorch makes a pass
-    over the activations per op. It costs a warm-up (tens of seconds on a 2-core CPU) before the first step.
-    training/benchmark.py times the reference step both ways in the same rounds (DEVLOG section 5), and the CPU
-    presets' runs record which they used. So `auto` compiles on a CPU with a C++ compiler, for runs of at least
-    COMPILE_MIN_STEPS steps in one process; tests, the demo and short experiments stay eager. CUDA and MPS stay
-    eager under auto until a run there measures it, and so do multi-process (torchrun) runs.
+    What compiling buys on a CPU: the inductor fuses chains of element-wise ops into generated loops, where eager
+    PyTorch makes a pass over the activations per op. The modern components are such chains on a CPU (`fusible`:
+    RMSNorm, RoPE's rotation, SwiGLU's gate); GPT-2's LayerNorm and ReLU are single eager kernels already, and the
+    vanilla model measured slower compiled than eager. Compiling costs a warm-up (tens of seconds on a 2-core CPU)
+    before the first step. So `auto` compiles a single-process CPU run of at least COMPILE_MIN_STEPS steps of a
+    model with fusible components, where a C++ compiler is found; tests, the demo, short experiments and the
+    vanilla model stay eager. training/benchmark.py times the default step against the eager one (DEVLOG section 5).
+    CUDA and MPS stay eager under auto until a run there measures it, and so do multi-process (torchrun) runs.
     """
     requested = (requested or "auto").lower()
     if requested not in ("auto", "on", "off"):
@@ -208,12 +210,15 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     if requested != "auto":
         return Compile(requested == "on", f"--compile {requested} asked for")
     if device.type != "cpu":
-        return Compile(False, f"auto: eager on {device.type} (compiling is not measured there yet; --compile on)")
+        return Compile(False, f"auto: compiling is not measured on {device.type} yet (--compile on)")
     if world > 1:
-        return Compile(False, "auto: eager under torchrun (compiling is measured for one process only)")
+        return Compile(False, "auto: compiling is measured for one process only, not under torchrun")
+    if not fusible:
+        return Compile(False, "auto: no RMSNorm, RoPE or SwiGLU, nothing the compiler fuses")
     if max_steps < COMPILE_MIN_STEPS:
-        return Compile(False, f"auto: eager for a run of {max_steps} steps (under {COMPILE_MIN_STEPS}, the "
-                              "compiler's warm-up would not pay)")
+        return Compile(False, f"auto: a run of {max_steps} steps, under {COMPILE_MIN_STEPS}: the compiler's warm-up "
+                              "would not pay")
     if cpp_compiler() is None:
-        return Compile(False, "auto: eager (no C++ compiler here for torch.compile's CPU kernels)")
-    return Compile(True, f"auto: compiled, a CPU run of {max_steps} steps with {cpp_compiler()} here")
+        return Compile(False, "auto: no C++ compiler here for torch.compile's CPU kernels")
+    return Compile(True, f"auto: a CPU run of {max_steps} steps fusing {', '.join(fusible)} "
+                         f"({cpp_compiler()} here)")

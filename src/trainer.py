@@ -254,6 +254,12 @@ def build_model(model_config: GPTConfig, tc: TrainConfig, device) -> GPT:
     return GPT(c).to(device)
 
 
+def fusible_components(config: GPTConfig) -> tuple[str, ...]:
+    """The components eager PyTorch runs on a CPU as chains of element-wise ops, which torch.compile fuses."""
+    return tuple(name for name, used in (("RMSNorm", config.norm == "rmsnorm"), ("RoPE", config.pos == "rope"),
+                                         ("SwiGLU", config.ffn == "swiglu")) if used)
+
+
 def build_optimizers(model: GPT, tc: TrainConfig, device) -> list[torch.optim.Optimizer]:
     """AdamW for every parameter, or with --optimizer muon: Muon (src/muon.py: momentum orthogonalised by
     Newton-Schulz) for the blocks' 2-D weight matrices and AdamW for the rest (the embedding, which is also the
@@ -315,7 +321,7 @@ class Trainer:
             torch.manual_seed(tc.seed + self.d.rank)  # dropout stream per rank
         self.train_model = self.model
         self.compiled: Compile = resolve_compile(tc.compile, self.device, tc.max_steps - self.progress.step,
-                                                 self.d.world)
+                                                 self.d.world, fusible_components(self.config))
         if self.compiled.enabled:
             # The inductor sums the embedding's gradient with parallel atomic adds, in an order that changes from run
             # to run; in deterministic mode it keeps PyTorch's ordered kernel, so a seed gives one loss curve.

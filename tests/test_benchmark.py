@@ -64,7 +64,7 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     assert "components" not in record
     h = record["head_to_head"]  # no --nanogpt: our default step (and eager, if that compiles), its kernels
     assert set(h["tokens_per_sec"]) == {"modern", "modern_kernels_alone"} | ({"modern_eager"} if h["compiled"] else set())
-    assert h["rounds"] == 6 and ("compiled" in h["compile_reason"]) == h["compiled"]
+    assert h["rounds"] == 6 and h["compile_reason"].startswith("auto: ")
     assert h["mfu"] / h["kernels_alone_mfu"] == pytest.approx(
         h["tokens_per_sec"]["modern"] / h["tokens_per_sec"]["modern_kernels_alone"], rel=2e-3)
     assert h["matmul_gflops"] > 0 and h["dtype"] in ("fp32", "bf16")
@@ -94,14 +94,15 @@ def test_benchmark_refuses_an_unknown_dtype(tmp_path):
     assert_user_error(result, "fp8")
 
 
-def test_attention_components_time_both_sides_of_each_change():
+def test_layer_components_time_both_sides_of_each_change():
     import torch
     benchmark = load_script(ROOT / "training" / "benchmark.py")
-    rows = benchmark.attention_components(torch.device("cpu"), repeats=1, batch=2, decode_tokens=8,
-                                          c=tiny_model_config())
+    rows = benchmark.layer_components(torch.device("cpu"), repeats=1, batch=2, decode_tokens=8,
+                                      c=tiny_model_config())
     assert [(r["before"], r["after"]) for r in rows] == [("4 teaching heads in a loop", "fused q/k/v + SDPA"),
                                                          ("torch.cat cache", "preallocated KVCache"),
-                                                         ("bf16 kernel", "fp32 kernel")]
+                                                         ("bf16 kernel", "fp32 kernel"),
+                                                         ("F.rms_norm + autograd", "closed-form backward")]
     for r in rows:
         assert r["before_value"] > 0 and r["after_value"] > 0
         assert r["speedup"] == pytest.approx(r["after_value"] / r["before_value"], rel=2e-3)

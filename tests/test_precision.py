@@ -109,21 +109,27 @@ def test_benchmark_flops_count_matches_a_hand_count():
     assert benchmark.flops_per_token(model) == expected
 
 
-def test_compile_auto_compiles_long_cpu_runs_where_a_compiler_is_found(monkeypatch):
-    """--compile auto: compiled only for a single-process CPU run of at least COMPILE_MIN_STEPS steps with a C++
-    compiler; each other case is eager and says why; "on"/"off" are kept as asked."""
+def test_compile_auto_compiles_long_cpu_runs_of_fusible_models_where_a_compiler_is_found(monkeypatch):
+    """--compile auto: compiled only for a single-process CPU run of at least COMPILE_MIN_STEPS steps of a model
+    with components the compiler fuses, with a C++ compiler; each other case is eager and says why; "on"/"off"
+    are kept as asked."""
+    from model import GPTConfig
+    from trainer import fusible_components
     cpu, long_run = torch.device("cpu"), COMPILE_MIN_STEPS
+    modern = fusible_components(GPTConfig.named("modern"))
+    assert modern == ("RMSNorm", "RoPE", "SwiGLU") and fusible_components(GPTConfig.named("vanilla")) == ()
     monkeypatch.setattr(device.shutil, "which", lambda name: f"/usr/bin/{name}")
-    decided = resolve_compile("auto", cpu, long_run)
-    assert decided.enabled and "compiled" in decided.reason
-    for case, why in ((resolve_compile("auto", cpu, long_run - 1), f"run of {long_run - 1} steps"),
-                      (resolve_compile("auto", cpu, long_run, world=2), "torchrun"),
-                      (resolve_compile("auto", torch.device("cuda"), long_run), "eager on cuda")):
+    decided = resolve_compile("auto", cpu, long_run, fusible=modern)
+    assert decided.enabled and "fusing RMSNorm, RoPE, SwiGLU" in decided.reason
+    for case, why in ((resolve_compile("auto", cpu, long_run - 1, fusible=modern), f"run of {long_run - 1} steps"),
+                      (resolve_compile("auto", cpu, long_run, world=2, fusible=modern), "torchrun"),
+                      (resolve_compile("auto", cpu, long_run), "nothing the compiler fuses"),
+                      (resolve_compile("auto", torch.device("cuda"), long_run, fusible=modern), "on cuda")):
         assert not case.enabled and why in case.reason
     monkeypatch.setattr(device.shutil, "which", lambda _name: None)
-    assert "no C++ compiler" in resolve_compile("auto", cpu, long_run).reason
+    assert "no C++ compiler" in resolve_compile("auto", cpu, long_run, fusible=modern).reason
     assert resolve_compile("on", cpu, 1) == device.Compile(True, "--compile on asked for")
-    assert not resolve_compile("off", cpu, long_run).enabled
+    assert not resolve_compile("off", cpu, long_run, fusible=modern).enabled
     with pytest.raises(UserError, match="choose auto, on or off"):
         resolve_compile("yes", cpu, long_run)
 

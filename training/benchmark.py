@@ -19,8 +19,9 @@ best of up to 20 runs, since a ceiling is what the machine can do):
               cached decoding also the bytes of weights read per token / the measured copy bandwidth, and the
               time of the step's matrix-vector products alone (the kernel ceiling); at batch 1, RoPE models
               also with bf16 / int8 weights, a torch.compile'd step and the C step of src/cdecode.c (--decode)
-  components  before / after of the speed changes inside one attention layer: the teaching-head loop vs the
-              fused projection + SDPA (training), a torch.cat cache vs the preallocated KVCache (decoding)
+  components  before / after of the speed changes inside one layer: the teaching-head loop vs the fused
+              projection + SDPA (training), a torch.cat cache vs the preallocated KVCache (decoding), and on a
+              CPU attention's kernel in bf16 vs fp32 and RMSNorm's autograd vs closed-form backward
   quality     val loss and greedy agreement of each checkpoint with fp32, bf16 and int8 weights, and int8
               through the C step (modern checkpoints)
   samples     "ROMEO:", "To be", "KING HENRY:" at temperatures 0.5 / 0.8 / 1.0 from each checkpoint
@@ -57,11 +58,11 @@ from data import encode_corpus, load_text, train_val_split  # noqa: E402
 from device import DTYPES, autocast, describe_hardware, pick_device, resolve_compile, resolve_dtype, synchronize  # noqa: E402
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
-from modernize import KVCache  # noqa: E402
+from modernize import KVCache, RMSNorm  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
-from trainer import Dist, TrainConfig, Trainer, estimate_loss  # noqa: E402
+from trainer import Dist, TrainConfig, Trainer, estimate_loss, fusible_components  # noqa: E402
 from transformer import MultiHeadAttention, causal_attention  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
@@ -94,7 +95,7 @@ def build_parser() -> ArgumentParser:
                    help="extra batch-1 cached decoding variants of RoPE models: weights fp32|bf16|int8, then "
                         "'+compile' for a torch.compile'd step or '+c' for the C step (int8 only) "
                         f"(default: {' '.join(DECODE_VARIANTS['full'])}; quick: {' '.join(DECODE_VARIANTS['quick'])})")
-    p.add_argument("--no-components", action="store_true", help="skip the attention-layer before/after timings")
+    p.add_argument("--no-components", action="store_true", help="skip the one-layer before/after timings")
     p.add_argument("--nanogpt", default=None, metavar="DIR",
                    help="a checkout of karpathy/nanoGPT: its model.py is timed beside ours in the same run (training "
                         "fp32 and bf16 autocast, GPT.generate), at its Shakespeare-char size: 6 x 384, block 256")
@@ -476,7 +477,7 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
     dtype, so the MFU set against it is measured in the same moments too."""
     dtype = resolve_dtype("auto", device).dtype
     default_run = TrainConfig()
-    compiled = resolve_compile(default_run.compile, device, default_run.max_steps)
+    compiled = resolve_compile(default_run.compile, device, default_run.max_steps, 1, fusible_components(config))
     tokens = args.train_batch * config.block_size
     a, b = (torch.randn(1024, 1024, device=device).to(DTYPES[dtype]) for _ in range(2))
 
@@ -582,15 +583,17 @@ def peak_resident_mb(task: str, config: GPTConfig, size: int, args) -> dict:
 
 # ----------------------------------------------------------------------------- components (before / after)
 
-def attention_components(device, repeats: int, batch: int = 8, decode_tokens: int = 256,
-                         c: GPTConfig | None = None) -> list[dict]:
-    """The speed changes inside one attention layer at the reference width (384, 6 heads, block 256):
+def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 256,
+                     c: GPTConfig | None = None) -> list[dict]:
+    """The speed changes inside one layer at the reference width (384, 6 heads, block 256):
     - training step of the layer: 6 teaching `attention.Head`s in a Python loop (the original project) vs one
       fused q/k/v projection + scaled_dot_product_attention (`transformer.MultiHeadAttention`);
     - decoding `decode_tokens` tokens through the layer: a cache grown with torch.cat at every step (a new,
       longer tensor per token) vs the preallocated `KVCache` written in place;
     - on a CPU, causal attention under bf16 autocast: PyTorch's kernel in bf16 vs in fp32
-      (`transformer.causal_attention` runs fp32 on a CPU)."""
+      (`transformer.causal_attention` runs fp32 on a CPU);
+    - on a CPU, RMSNorm forward + backward: F.rms_norm differentiated by autograd vs the closed-form backward
+      of `modernize.RMSNormFunction` (what `RMSNorm` runs on a CPU)."""
     c = c or GPTConfig(dropout=0.0)
     torch.manual_seed(0)
     fused = MultiHeadAttention(c.n_embd, c.n_head, 0.0, True).to(device)
@@ -632,6 +635,15 @@ def attention_components(device, repeats: int, batch: int = 8, decode_tokens: in
         with autocast(device, "bf16"):
             causal_attention(q, k, v).sum().backward()
 
+    norm = RMSNorm(c.n_embd).to(device)
+    activations = torch.randn(batch, c.block_size, c.n_embd, device=device, requires_grad=True)
+
+    def composed_norm():
+        F.rms_norm(activations, (c.n_embd,), norm.weight, norm.eps).sum().backward()
+
+    def closed_form_norm():
+        norm(activations).sum().backward()
+
     changes = [(f"attention layer training step, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
                 (f"{c.n_head} teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
                (f"attention layer decoding {decode_tokens} tokens, batch 1", "tokens/s", decode_tokens,
@@ -639,6 +651,8 @@ def attention_components(device, repeats: int, batch: int = 8, decode_tokens: in
     if device.type == "cpu":  # transformer.causal_attention's CPU policy, measured here
         changes.append((f"causal attention forward + backward under bf16 autocast, batch {batch} x {c.block_size}",
                         "tokens/s", batch * c.block_size, ("bf16 kernel", bf16_kernel), ("fp32 kernel", fp32_kernel)))
+        changes.append((f"RMSNorm forward + backward, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
+                        ("F.rms_norm + autograd", composed_norm), ("closed-form backward", closed_form_norm)))
     rows = []
     for what, unit, work, before, after in changes:
         # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
@@ -858,8 +872,8 @@ def main(argv=None):
         record["head_to_head"] = head_to_head(GPTConfig.from_dict(modern["config"]), args.nanogpt, args, device,
                                               ceilings)
     if not args.no_components:
-        print("\ncomponents (one attention layer, reference width):", flush=True)
-        record["components"] = attention_components(device, args.repeats)
+        print("\ncomponents (one layer, reference width):", flush=True)
+        record["components"] = layer_components(device, args.repeats)
     record["elapsed_s"] = round(time.perf_counter() - started, 1)
     for m in record["models"]:
         for s in m["samples"][:3]:
