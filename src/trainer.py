@@ -320,8 +320,9 @@ class Trainer:
         else:
             torch.manual_seed(tc.seed + self.d.rank)  # dropout stream per rank
         self.train_model = self.model
-        self.compiled: Compile = resolve_compile(tc.compile, self.device, tc.max_steps - self.progress.step,
-                                                 self.d.world, fusible_components(self.config))
+        # decided on the whole run's length, so that a resumed run computes its steps the way it began them
+        self.compiled: Compile = resolve_compile(tc.compile, self.device, tc.max_steps, self.d.world,
+                                                 fusible_components(self.config))
         if self.compiled.enabled:
             # The inductor sums the embedding's gradient with parallel atomic adds, in an order that changes from run
             # to run; in deterministic mode it keeps PyTorch's ordered kernel, so a seed gives one loss curve.

@@ -159,6 +159,15 @@ def test_the_default_run_folder_is_in_the_repo_wherever_the_script_starts(tmp_pa
     assert tc.record()["out_dir"] == ".../mine"  # and records never hold a machine's folders
 
 
+def test_compile_flag_alone_means_on_and_its_default_is_auto():
+    from cli import parse_training_args
+    from model import GPTConfig
+    from trainer import TrainConfig
+    parsed = {tuple(argv): parse_training_args(argv, "x", GPTConfig(), TrainConfig())[1].compile
+              for argv in ([], ["--compile"], ["--compile", "off"])}
+    assert parsed == {(): "auto", ("--compile",): "on", ("--compile", "off"): "off"}
+
+
 def test_help_shows_defaults():
     result = run_main(TRAIN, "--help")
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout
