@@ -218,7 +218,7 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     if max_steps < COMPILE_MIN_STEPS:
         return Compile(False, f"auto: a run of {max_steps} steps, under {COMPILE_MIN_STEPS}: the compiler's warm-up "
                               "would not pay")
-    if cpp_compiler() is None:
+    compiler = cpp_compiler()
+    if compiler is None:
         return Compile(False, "auto: no C++ compiler here for torch.compile's CPU kernels")
-    return Compile(True, f"auto: a CPU run of {max_steps} steps fusing {', '.join(fusible)} "
-                         f"({cpp_compiler()} here)")
+    return Compile(True, f"auto: a CPU run of {max_steps} steps fusing {', '.join(fusible)} ({compiler} here)")

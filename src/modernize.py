@@ -36,8 +36,7 @@ class RMSNormFunction(torch.autograd.Function):
 
     Why by hand: on a CPU each element-wise op is a pass over the activations into a freshly allocated tensor,
     and F.rms_norm's forward plus autograd's backward of it make about sixteen of them. The closed form below
-    needs about half, several in place; at the reference size that made the whole bf16 training step ~5% faster
-    (interleaved rounds, DEVLOG section 5). The gradient of x_hat is the incoming gradient minus its
+    needs about half, several in place (training/benchmark.py times both, a row of its components table). The gradient of x_hat is the incoming gradient minus its
     component along x_hat (rescaling x does not change x_hat), times rstd:
         grad_x = rstd * (g - x_hat * mean(g * x_hat)),  g = grad_y * weight;  grad_weight = sum(grad_y * x_hat).
     """

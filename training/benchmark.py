@@ -147,17 +147,27 @@ def sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def interleaved_median_seconds(calls: dict, rounds: int, device, warmup: int = 2) -> dict:
+    """Seconds per call of each of `calls`, timed in turn round after round: the median over the rounds. On a
+    shared machine whose speed drifts over minutes, rows timed one after another differ by that drift (on
+    this 2-core VM, ~20% between the same kernels timed minutes apart); alternating puts every contender in
+    the same moments, so their ratios hold."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            call()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def median_seconds(fn, repeats: int, device, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return interleaved_median_seconds({"fn": fn}, repeats, device, warmup)["fn"]
 
 
 def peak_memory_mb(device) -> float:
@@ -191,10 +201,16 @@ def best_seconds(fn, device, min_runs: int, budget_s: float = 1.0, max_runs: int
     return min(times)
 
 
-def matmul_gflops(dtype: torch.dtype, device, repeats: int, n: int = 1024) -> float:
-    """Dense n x n matmul: the best a model's matmuls can do on this device in this dtype."""
+def dense_matmul(dtype: torch.dtype, device, n: int = 1024):
+    """The product the matmul ceiling times, dense n x n: (a call computing it, its FLOPs)."""
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
-    return 2 * n**3 / best_seconds(lambda: a @ b, device, repeats) / 1e9
+    return (lambda: a @ b), 2 * n**3
+
+
+def matmul_gflops(dtype: torch.dtype, device, repeats: int) -> float:
+    """Dense matmul: the best a model's matmuls can do on this device in this dtype."""
+    product, flops = dense_matmul(dtype, device)
+    return flops / best_seconds(product, device, repeats) / 1e9
 
 
 def copy_gbps(device, repeats: int, megabytes: int = 256) -> float:
@@ -450,25 +466,6 @@ def nanogpt_rows(folder: str, args, device, ceilings: dict) -> dict:
             "training": training, "generation": generation}
 
 
-def interleaved_median_seconds(calls: dict, rounds: int, device, warmup: int = 2) -> dict:
-    """Seconds per call of each of `calls`, timed in turn round after round: the median over the rounds. On a
-    shared machine whose speed drifts over minutes, rows timed one after another differ by that drift (on
-    this 2-core VM, ~20% between the same kernels timed minutes apart); alternating puts every contender in
-    the same moments, so their ratios hold."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            synchronize(device)
-            t0 = time.perf_counter()
-            call()
-            synchronize(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ceilings: dict) -> dict:
     """The training targets' figures, all timed in the same alternating rounds (interleaved_median_seconds):
     our real training step with default flags (the dtype --dtype auto picks, compiled if --compile auto compiles a
@@ -479,11 +476,11 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
     default_run = TrainConfig()
     compiled = resolve_compile(default_run.compile, device, default_run.max_steps, 1, fusible_components(config))
     tokens = args.train_batch * config.block_size
-    a, b = (torch.randn(1024, 1024, device=device).to(DTYPES[dtype]) for _ in range(2))
+    product, product_flops = dense_matmul(DTYPES[dtype], device)
 
     def matmuls(n=10):  # ten products a call: a sample long enough to time
         for _ in range(n):
-            a @ b
+            product()
 
     def trainer(compile: bool, out_dir: str) -> Trainer:
         return Trainer(config, TrainConfig(batch_size=args.train_batch, device=str(device), dtype=dtype, data=args.data,
@@ -502,7 +499,7 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
                 calls[f"nanogpt_{theirs}"] = nanogpt_training_step(nanogpt, theirs, args.train_batch, device)[1]
         rounds = 3 * args.repeats
         seconds = interleaved_median_seconds(calls, rounds, device, warmup=3 if compiled.enabled else 2)
-        matmul_gflops = 10 * 2 * 1024**3 / seconds.pop("matmul") / 1e9
+        matmul_gflops = 10 * product_flops / seconds.pop("matmul") / 1e9
         flops = flops_per_token(run.model)
     tokens_per_sec = {name: sig(tokens / s) for name, s in seconds.items()}
     result = {"dtype": dtype, "compiled": compiled.enabled, "compile_reason": compiled.reason, "batch": args.train_batch,
