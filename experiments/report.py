@@ -153,8 +153,9 @@ def training_swaps() -> str:
             lines.append(f"| {row['step']} | {fmt(row[base])} | {fmt(row[arm])} | {d[0]:+.4f} ± {d[1]:.4f} |")
         lines.append("")
         for label, a in r["arms"].items():
+            mode = {True: ", compiled", False: ", eager"}.get(a.get("compiled", {}).get("enabled"), "")
             lines.append(f"- {label}: {a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
-                         f"{a['tokens_per_sec'][1]:,.0f} training tokens/s, best val {fmt(a['best_val'])}")
+                         f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}, best val {fmt(a['best_val'])}")
         if "equal_wall_clock" in r:
             e = r["equal_wall_clock"]
             lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "

@@ -85,6 +85,7 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
             arm["elapsed_s"].append(summary["elapsed_s"])
             arm["params"] = summary["params"]
             arm["precision"] = {"dtype": summary["dtype"], "reason": summary["dtype_reason"]}
+            arm["compiled"] = {"enabled": summary["compiled"], "reason": summary["compile_reason"]}
             arm["vocab_size"], arm["chars_per_token"] = summary["vocab_size"], summary["chars_per_val_token"]
             print(f"    best val {summary['best_val_loss']:.4f}, {summary['tokens_per_sec']:,.0f} tok/s", flush=True)
     return out
@@ -152,6 +153,7 @@ def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds:
             "device": str(device), "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
             "model_config": model.to_dict(), "train_config": tc.record(),
             "arms": {label: {"overrides": a["overrides"], "params": a["params"], "precision": a["precision"],
+                             "compiled": a["compiled"],
                              "tokens_per_sec": mean_std(a["tokens_per_sec"]),
                              "best_val": mean_std(a["best_val"]), "curves": a["curves"]} for label, a in arms.items()},
             "table": summarise(arms), **extra}

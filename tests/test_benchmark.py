@@ -4,6 +4,7 @@ import json
 import pytest
 
 from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_train_config
+from device import cpp_compiler
 from model_modern import modern_config
 from trainer import train
 
@@ -99,9 +100,10 @@ def test_layer_components_time_both_sides_of_each_change():
     benchmark = load_script(ROOT / "training" / "benchmark.py")
     rows = benchmark.layer_components(torch.device("cpu"), repeats=1, batch=2, decode_tokens=8,
                                       c=tiny_model_config())
+    compiled = [("fp32 kernel", "compiled block-causal bf16")] if cpp_compiler() else []
     assert [(r["before"], r["after"]) for r in rows] == [("4 teaching heads in a loop", "fused q/k/v + SDPA"),
                                                          ("torch.cat cache", "preallocated KVCache"),
-                                                         ("bf16 kernel", "fp32 kernel"),
+                                                         ("bf16 kernel", "fp32 kernel"), *compiled,
                                                          ("F.rms_norm + autograd", "closed-form backward")]
     for r in rows:
         assert r["before_value"] > 0 and r["after_value"] > 0

@@ -9,7 +9,7 @@ from conftest import tiny_model_config
 from model import GPT, GPTConfig
 from model_modern import ModernGPT
 from modernize import RMSNorm, RMSNormFunction, RotaryEmbedding, SwiGLU, apply_rotary, swiglu_hidden_size
-from transformer import MultiHeadAttention
+from transformer import QUERY_BLOCK, MultiHeadAttention, block_causal_attention
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -64,6 +64,24 @@ def test_batched_attention_equals_concatenated_single_heads():
     expected = mha.proj(torch.cat([head(x) for head in heads], dim=-1))
     assert torch.allclose(mha(x), expected, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("length", [1, QUERY_BLOCK - 1, QUERY_BLOCK, 2 * QUERY_BLOCK + 5])
+def test_block_causal_attention_equals_pytorch_causal_kernel_and_its_gradients(length):
+    """The blocks skipped above the diagonal were all masked: skipping them changes nothing, in value or gradient,
+    whether the length fills its last block or not (float64, so only the formula can differ)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, length, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    blocks = block_causal_attention(q, k, v)
+    kernel = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(blocks, kernel, atol=1e-12)
+    grad = torch.randn_like(kernel)
+    for ours, theirs in zip(torch.autograd.grad(blocks, (q, k, v), grad), torch.autograd.grad(kernel, (q, k, v), grad)):
+        assert torch.allclose(ours, theirs, atol=1e-12)
+    late = k.detach().clone()
+    late[:, :, -1] += 1.0  # the last key changes only the last query's output
+    changed = (block_causal_attention(q, late, v) - blocks).abs().amax(dim=(0, 1, 3))
+    assert torch.all(changed[:-1] == 0) and (length == 1 or changed[-1] > 0)
 
 def test_rmsnorm_matches_its_formula():
     torch.manual_seed(0)

@@ -147,6 +147,42 @@ def test_the_rotation_the_compiler_sees_is_the_complex_one_in_real_numbers(monke
     assert not torch.allclose(complex_form, x, atol=1e-2)  # it did rotate
 
 
+
+def test_causal_attention_runs_blocks_only_for_bf16_while_compiling_and_the_kernel_otherwise(monkeypatch):
+    """The CPU policy of transformer.causal_attention: the fp32 kernel in eager mode (fp32 output from bf16 inputs),
+    block_causal_attention for bf16 while torch.compile traces, and the kernel again for a mask or fp32 inputs."""
+    from transformer import block_causal_attention, causal_attention, sliding_window_mask
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 20, 8, dtype=torch.bfloat16) for _ in range(3))
+    eager = causal_attention(q, k, v)
+    assert eager.dtype == torch.float32
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    traced = causal_attention(q, k, v)
+    assert traced.dtype == torch.bfloat16 and torch.equal(traced, block_causal_attention(q, k, v))
+    assert torch.allclose(traced.float(), eager, atol=0.05)  # the same attention, rounded to bf16
+    assert causal_attention(q.float(), k.float(), v.float()).dtype == torch.float32
+    assert torch.equal(causal_attention(q, k, v, sliding_window_mask(20, 5)),
+                       causal_attention(q.float(), k.float(), v.float(), sliding_window_mask(20, 5)))
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_bf16_model_computes_the_loss_and_gradients_of_the_fp32_model():
+    """What a compiled bf16 training step runs on a CPU (block-causal attention, fused norms and RoPE, bf16
+    products) against the eager fp32 model: the same loss and gradients, up to bf16 rounding."""
+    torch.manual_seed(0)
+    model = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=2, block_size=80))
+    idx = torch.randint(0, 65, (2, 80))
+    loss = model(idx, idx)[1]
+    loss.backward()
+    reference = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with autocast(torch.device("cpu"), "bf16"):
+        compiled_loss = torch.compile(model)(idx, idx)[1]
+    compiled_loss.backward()
+    assert abs(compiled_loss.item() - loss.item()) < 0.02
+    for fp32_grad, p in zip(reference, model.parameters()):
+        assert torch.nn.functional.cosine_similarity(fp32_grad.flatten(), p.grad.flatten(), dim=0) > 0.99
+
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eager(tmp_path, small_text):
     """Same seed, same curve, compiled too: without deterministic mode the inductor's parallel atomic adds for the

@@ -55,7 +55,8 @@ from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_line, repo_relative, run_cli  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
-from device import DTYPES, autocast, describe_hardware, pick_device, resolve_compile, resolve_dtype, synchronize  # noqa: E402
+from device import (DTYPES, autocast, cpp_compiler, describe_hardware, pick_device, resolve_compile, resolve_dtype,  # noqa: E402
+                    synchronize)
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from modernize import KVCache, RMSNorm  # noqa: E402
@@ -250,11 +251,12 @@ def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
     return None
 
 
-def training_kernels(model: GPT, dtype: str, batch: int, device):
+def training_kernels(model: GPT, dtype: str, batch: int, device, compiled: bool = False):
     """A call that runs one training step's matrix products and attention kernels alone, at the model's own shapes
     and dtype: every linear layer's forward product and its two backward products (the input's and the weight's
     gradients), the output layer's too, and causal attention forward + backward (transformer.causal_attention) in
-    every layer. What a step would cost with nothing else in it (norms, RoPE, activations, the optimizer): a
+    every layer, compiled when the step is (`compiled`: the attention a compiled step runs is another kernel, see
+    causal_attention). What a step would cost with nothing else in it (norms, RoPE, activations, the optimizer): a
     ceiling that says how far PyTorch's own kernels let a step go on this machine."""
     c = model.config
     rows, low = batch * c.block_size, DTYPES[dtype]
@@ -267,13 +269,14 @@ def training_kernels(model: GPT, dtype: str, batch: int, device):
     shape = (batch, c.n_head, c.block_size, c.n_embd // c.n_head)
     q, k, v = (torch.randn(shape, device=device, dtype=low, requires_grad=True) for _ in range(3))
     grad = torch.randn(shape, device=device, dtype=low)
+    attention = torch.compile(causal_attention) if compiled else causal_attention
 
     def kernels():
         for call in products:
             call()
         for _ in range(c.n_layer):
             with autocast(device, dtype):
-                causal_attention(q, k, v).backward(grad)
+                attention(q, k, v).backward(grad)
     return kernels
 
 
@@ -289,8 +292,8 @@ def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: d
         tokens_per_sec = tokens / seconds
         ceiling = ceilings.get(f"matmul_gflops_{dtype}") or ceilings["matmul_gflops_fp32"]
         achieved = tokens_per_sec * flops_per_token(run.model) / 1e9
-        kernels = tokens / best_seconds(training_kernels(run.model, run.dtype, args.train_batch, device), device,
-                                        args.repeats)
+        kernel_call = training_kernels(run.model, run.dtype, args.train_batch, device, compiled)
+        kernels = tokens / best_seconds(kernel_call, device, args.repeats)
         return {"dtype": run.dtype, "compiled": compiled, "batch": args.train_batch, "tokens_per_sec": sig(tokens_per_sec),
                 "ms_per_step": sig(seconds * 1e3), "model_gflops": sig(achieved),
                 "mfu": sig(achieved / ceiling), "ceiling_tokens_per_sec": sig(ceiling * 1e9 / flops_per_token(run.model)),
@@ -491,7 +494,8 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
         calls = {"modern": run.train_step}
         if compiled.enabled:
             calls["modern_eager"] = trainer(False, out_dir).train_step
-        calls["modern_kernels_alone"] = training_kernels(run.model, dtype, args.train_batch, device)
+        calls["modern_kernels_alone"] = training_kernels(run.model, dtype, args.train_batch, device,
+                                                         compiled.enabled)
         calls["matmul"] = matmuls
         if nanogpt_folder:
             nanogpt = load_nanogpt(nanogpt_folder)
@@ -588,7 +592,8 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
     - decoding `decode_tokens` tokens through the layer: a cache grown with torch.cat at every step (a new,
       longer tensor per token) vs the preallocated `KVCache` written in place;
     - on a CPU, causal attention under bf16 autocast: PyTorch's kernel in bf16 vs in fp32
-      (`transformer.causal_attention` runs fp32 on a CPU);
+      (`transformer.causal_attention` runs fp32 on a CPU), and that fp32 kernel vs what a compiled step runs instead
+      (`transformer.block_causal_attention`, compiled);
     - on a CPU, RMSNorm forward + backward: F.rms_norm differentiated by autograd vs the closed-form backward
       of `modernize.RMSNormFunction` (what `RMSNorm` runs on a CPU)."""
     c = c or GPTConfig(dropout=0.0)
@@ -632,6 +637,12 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
         with autocast(device, "bf16"):
             causal_attention(q, k, v).sum().backward()
 
+    compiled_attention = torch.compile(causal_attention)
+
+    def compiled_blocks():
+        with autocast(device, "bf16"):
+            compiled_attention(q, k, v).sum().backward()
+
     norm = RMSNorm(c.n_embd).to(device)
     activations = torch.randn(batch, c.block_size, c.n_embd, device=device, requires_grad=True)
 
@@ -648,6 +659,10 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
     if device.type == "cpu":  # transformer.causal_attention's CPU policy, measured here
         changes.append((f"causal attention forward + backward under bf16 autocast, batch {batch} x {c.block_size}",
                         "tokens/s", batch * c.block_size, ("bf16 kernel", bf16_kernel), ("fp32 kernel", fp32_kernel)))
+        if cpp_compiler():  # what a compiled step runs instead
+            changes.append((f"causal attention forward + backward under bf16 autocast, in a compiled step, batch "
+                            f"{batch} x {c.block_size}", "tokens/s", batch * c.block_size, ("fp32 kernel", fp32_kernel),
+                            ("compiled block-causal bf16", compiled_blocks)))
         changes.append((f"RMSNorm forward + backward, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
                         ("F.rms_norm + autograd", composed_norm), ("closed-form backward", closed_form_norm)))
     rows = []
