@@ -198,7 +198,7 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     What compiling buys on a CPU: the inductor fuses chains of element-wise ops into generated loops, where eager
     PyTorch makes a pass over the activations per op. The modern components are such chains on a CPU (`fusible`:
     RMSNorm, RoPE's rotation, SwiGLU's gate); GPT-2's LayerNorm and ReLU are single eager kernels already, and the
-    vanilla model measured slower compiled than eager. Compiling costs a warm-up (tens of seconds on a 2-core CPU)
+    vanilla model's fp32 step measured slower compiled than eager (the benchmark's rows). Compiling costs a warm-up (tens of seconds on a 2-core CPU)
     before the first step. So `auto` compiles a single-process CPU run of at least COMPILE_MIN_STEPS steps of a
     model with fusible components, where a C++ compiler is found; tests, the demo, short experiments and the
     vanilla model stay eager. training/benchmark.py times the default step against the eager one (DEVLOG section 5).

@@ -21,7 +21,8 @@ best of up to 20 runs, since a ceiling is what the machine can do):
               also with bf16 / int8 weights, a torch.compile'd step and the C step of src/cdecode.c (--decode)
   components  before / after of the speed changes inside one layer: the teaching-head loop vs the fused
               projection + SDPA (training), a torch.cat cache vs the preallocated KVCache (decoding), and on a
-              CPU attention's kernel in bf16 vs fp32 and RMSNorm's autograd vs closed-form backward
+              CPU attention's kernel in bf16 vs fp32 (and vs compiled block-causal bf16), RMSNorm's
+              autograd vs closed-form backward
   quality     val loss and greedy agreement of each checkpoint with fp32, bf16 and int8 weights, and int8
               through the C step (modern checkpoints)
   samples     "ROMEO:", "To be", "KING HENRY:" at temperatures 0.5 / 0.8 / 1.0 from each checkpoint
