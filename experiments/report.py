@@ -224,15 +224,24 @@ def fmt3(mean_std) -> str:
     return f"{mean_std[0]:.3f}" + (f" ± {mean_std[1]:.3f}" if mean_std[1] else "")
 
 
-def benchmark_record() -> dict | None:
-    return load("benchmark") or load("benchmark_quick")
+def benchmark_records(quick: bool = False) -> list[dict]:
+    """Every machine's benchmark record (results/benchmark_<machine>.json, one per class of machine: see
+    device.hardware_tag), sorted by file name; the quick runs' records where asked, or where there is no full one."""
+    full = [p for p in sorted(RESULTS.glob("benchmark_*.json")) if not p.name.startswith("benchmark_quick_")]
+    paths = sorted(RESULTS.glob("benchmark_quick_*.json")) if quick or not full else full
+    return [{**json.loads(p.read_text()), "file": f"results/{p.name}"} for p in paths]
 
 
-def benchmark(r: dict | None = None) -> str:
-    """The benchmark's tables: of results/benchmark.json (else the quick one), or of the record given."""
-    r = r or benchmark_record()
-    if r is None:
-        return missing("benchmark", "python training/benchmark.py")
+def benchmark(quick: bool = False) -> str:
+    """The benchmark's tables, machine by machine."""
+    records = benchmark_records(quick)
+    if not records:
+        return missing("benchmark_<machine>", "python training/benchmark.py")
+    return "\n\n".join(f"#### {r['hardware']} (`{r['file']}`)\n\n{benchmark_tables(r)}" for r in records)
+
+
+def benchmark_tables(r: dict) -> str:
+    """The tables of one benchmark record."""
     c = r["ceilings"]
     lines = [f"`python {r['command']}` on {r['hardware']}, torch {r['torch']}, "
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
@@ -279,11 +288,14 @@ def benchmark(r: dict | None = None) -> str:
 
 
 def speed() -> str:
-    """The README's speed summary: batch-1 decoding of the modern model step by step, and its training rate."""
-    r = benchmark_record()
-    m = modern_entry(r) if r else None
-    if m is None:
-        return missing("benchmark", "python training/benchmark.py")
+    """The README's speed summary, a paragraph per machine: batch-1 decoding of the modern model step by step,
+    and its training rate."""
+    lines = [speed_of(r) for r in benchmark_records() if modern_entry(r)]
+    return "\n\n".join(lines) or missing("benchmark_<machine>", "python training/benchmark.py")
+
+
+def speed_of(r: dict) -> str:
+    m = modern_entry(r)
     rows = [g for g in m["generation"] if g["batch"] == 1]
     uncached = next(g for g in rows if not g["cached"])
     steps = [uncached, next(g for g in rows if g["cached"]), fastest_decoding(m)]
@@ -401,7 +413,7 @@ def benchmark_targets(r: dict) -> list[str]:
         t = memory["training"]
         lines.append(f"| peak resident memory, training at batch {t['size']} ({t['dtype']}) | ≤ 4,096 MB | "
                      f"{t['peak_resident_mb']:,.0f} MB | | {'yes' if t['peak_resident_mb'] <= 4096 else 'no'} |")
-    return lines + bf16_loss_target()
+    return lines + (bf16_loss_target() if h and h["dtype"] == "bf16" else [])  # bf16 training: where auto picks it
 
 
 def bf16_loss_target() -> list[str]:
@@ -505,8 +517,6 @@ FIGURE_CAPTIONS = {
     "swap6_schedule.png": "cosine vs warmup-stable-decay on ModernGPT — `experiments/swap6_schedule.py`",
     "swap7_bf16.png": "fp32 vs bf16 autocast training on the CPU recipe — `experiments/swap7_bf16.py`",
     "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
-    "benchmark.png": "training and generation speed against the machine's measured ceilings — `training/benchmark.py`",
-    "benchmark_quick.png": "the same, from `training/benchmark.py --quick`",
     "attention_vanilla.png": "every head of the vanilla model on a line of Romeo and Juliet — `experiments/visualize.py attention`",
     "attention_modern.png": "every head of the modern model on the same line — `experiments/visualize.py attention`",
     "attention_heads.png": "mean distance looked back vs entropy, per head: local and long-range heads — `experiments/visualize.py attention`",
@@ -515,8 +525,16 @@ FIGURE_CAPTIONS = {
 }
 
 
+def benchmark_captions() -> dict:
+    """The benchmark's figures, one per machine record: {file name: caption}."""
+    return {f"{Path(r['file']).stem}.png": f"training and generation speed against the measured ceilings of "
+            f"{r['hardware']} — `training/benchmark.py{' --quick' if r['quick'] else ''}`"
+            for quick in (False, True) for r in benchmark_records(quick)}
+
+
 def figures() -> str:
-    lines = [f"- [`images/{name}`](images/{name}): {text}" for name, text in FIGURE_CAPTIONS.items()
+    lines = [f"- [`images/{name}`](images/{name}): {text}" for name, text in {**FIGURE_CAPTIONS,
+                                                                            **benchmark_captions()}.items()
              if (REPO_ROOT / "images" / name).exists()]
     return "\n".join(lines) or "_No figures yet._"
 
@@ -556,11 +574,13 @@ def main(argv=None) -> None:
     if args.collect:
         print(f"wrote {write_run_results(args.collect)}")
         return
+    if args.show == "benchmark_quick":
+        if not any(RESULTS.glob("benchmark_quick_*.json")):
+            raise UserError("no results/benchmark_quick_<machine>.json; run python training/benchmark.py --quick first")
+        print(benchmark(quick=True))
+        return
     if args.show:
-        quick = load("benchmark_quick") if args.show == "benchmark_quick" else None
-        if args.show == "benchmark_quick" and quick is None:
-            raise UserError("no results/benchmark_quick.json; run python training/benchmark.py --quick first")
-        print(benchmark(quick) if quick else BLOCKS[args.show]())
+        print(BLOCKS[args.show]())
         return
     if not (args.write or args.check):
         print(swaps())

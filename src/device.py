@@ -100,6 +100,23 @@ def describe_hardware(device: torch.device) -> str:
     return f"{cpu_name()} ({' '.join(flags) or 'flags unknown'}), {torch.get_num_threads()} threads"
 
 
+CPU_CLASSES = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"), ("avx2", "avx2"),
+               ("bf16", "arm-bf16"), ("asimd", "arm"))  # the first flag found names the class
+
+
+def hardware_tag(device: torch.device) -> str:
+    """A short file-name tag for the class of machine a measurement speaks for: 'cpu-avx2', 'cpu-avx512bf16',
+    'cuda-nvidia-h200', 'mps'. The benchmark names its results by it, so a run on one kind of machine never
+    overwrites another kind's figures: the targets differ between them (bf16 native or emulated)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_properties(device).name.lower()
+        return "cuda-" + "-".join("".join(ch if ch.isalnum() else " " for ch in name).split())
+    if device.type == "mps":
+        return "mps"
+    flags = cpu_flags()
+    return "cpu-" + next((tag for flag, tag in CPU_CLASSES if flag in flags), "other")
+
+
 def native_bf16(flags: set[str]) -> str | None:
     """The name of the CPU feature that runs bf16 matmuls natively, or None."""
     return next((name for flag, name in NATIVE_BF16_FLAGS.items() if flag in flags), None)

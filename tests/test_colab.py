@@ -6,7 +6,9 @@ import subprocess
 import sys
 import time
 
+import torch
 from conftest import ROOT
+from device import hardware_tag
 
 TRAIN_ARGS = ("--n-layer 1 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 --eval-iters 2 --eval-interval 5 "
               "--max-steps 80 --sample-tokens 0 --dtype fp32 --grad-accum 1")
@@ -42,8 +44,9 @@ def test_all_phases_run_and_a_killed_run_resumes(tmp_path, small_text):
     out = again.stdout
     assert "[vanilla] done already" in out and "[modern] resuming" in out and "[bpe] starting" in out
     assert f"resumed from {drive / 'checkpoints' / 'modern' / 'last'} at step {killed_at}" in out
-    for name in ("train_vanilla", "train_modern", "train_bpe", "benchmark_quick", "losses", "attention"):
+    benchmark = f"benchmark_quick_{hardware_tag(torch.device('cpu'))}"  # named by the class of this machine
+    for name in ("train_vanilla", "train_modern", "train_bpe", benchmark, "losses", "attention"):
         assert (drive / "results" / f"{name}.json").exists(), name
     assert json.loads((drive / "results" / "train_modern.json").read_text())["steps"] == 80
-    assert (drive / "images" / "losses.png").exists() and (drive / "images" / "benchmark_quick.png").exists()
+    assert (drive / "images" / "losses.png").exists() and (drive / "images" / f"{benchmark}.png").exists()
     assert "device: cpu (" in out and "; training dtype: " in out and " (auto: this CPU has " in out

@@ -63,6 +63,16 @@ def test_the_hardware_description_names_the_flags_that_decide_speed(monkeypatch)
     assert "(avx2 avx512f avx512_bf16)" in text and "threads" in text and "sse4_2" not in text
 
 
+@pytest.mark.parametrize("flags, tag", [({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, "cpu-amx"),
+                                        ({"avx2", "avx512f", "avx512_bf16"}, "cpu-avx512bf16"),
+                                        ({"avx2", "avx512f"}, "cpu-avx512"), ({"avx2", "fma"}, "cpu-avx2"),
+                                        ({"asimd", "bf16"}, "cpu-arm-bf16"), ({"asimd"}, "cpu-arm"), (set(), "cpu-other")])
+def test_the_hardware_tag_names_the_class_of_cpu_whose_targets_apply(monkeypatch, flags, tag):
+    """The benchmark's results are named by it: an AVX2-only run must not overwrite a native-bf16 run's figures."""
+    monkeypatch.setattr(device, "cpu_flags", lambda: flags)
+    assert device.hardware_tag(torch.device("cpu")) == tag
+
+
 def test_training_records_the_precision_and_its_reason(tmp_path, small_text, monkeypatch):
     import json
     from conftest import tiny_train_config
@@ -170,7 +180,7 @@ def test_compiled_bf16_model_computes_the_loss_and_gradients_of_the_fp32_model()
     """What a compiled bf16 training step runs on a CPU (block-causal attention, fused norms and RoPE, bf16
     products) against the eager fp32 model: the same loss and gradients, up to bf16 rounding."""
     torch.manual_seed(0)
-    model = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=2, block_size=80))
+    model = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1, block_size=80))
     idx = torch.randint(0, 65, (2, 80))
     loss = model(idx, idx)[1]
     loss.backward()
@@ -194,7 +204,7 @@ def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eage
     from trainer import train
     curves = []
     for run, compile in (("a", "on"), ("b", "on"), ("eager", "off")):
-        summary = train(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", dropout=0.1),
+        summary = train(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", dropout=0.1, n_layer=1),
                         tiny_train_config(tmp_path / run, small_text, compile=compile, max_steps=30, eval_interval=30),
                         log=lambda *_: None)
         assert summary["compiled"] == (compile == "on")

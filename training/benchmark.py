@@ -28,8 +28,9 @@ best of up to 20 runs, since a ceiling is what the machine can do):
   samples     "ROMEO:", "To be", "KING HENRY:" at temperatures 0.5 / 0.8 / 1.0 from each checkpoint
 Speed is measured at the reference size (6 layers x 384, block 256) unless --size checkpoint: a dense
 model's speed does not depend on its weights, so random weights stand in when no checkpoint has that size.
-This script measures and writes results/benchmark[_quick].json and its figure; experiments/report.py renders
-the tables (`python experiments/report.py --show benchmark`).
+This script measures and writes results/benchmark[_quick]_<machine>.json and its figure, one per class of machine
+(device.hardware_tag: cpu-avx2, cpu-avx512bf16, cuda-<gpu>, ...); experiments/report.py renders the tables
+(`python experiments/report.py --show benchmark`).
 """
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_line, repo_relative, run_cli  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
-from device import (DTYPES, autocast, cpp_compiler, describe_hardware, pick_device, resolve_compile, resolve_dtype,  # noqa: E402
-                    synchronize)
+from device import (DTYPES, autocast, cpp_compiler, describe_hardware, hardware_tag, pick_device,  # noqa: E402
+                    resolve_compile, resolve_dtype, synchronize)
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from modernize import KVCache, RMSNorm  # noqa: E402
@@ -564,7 +565,10 @@ else:
     model = GPT(config).eval()
     generate(model, torch.zeros(1, 1, dtype=torch.long), int(sys.argv[4]), temperature=0.0, engine="auto")
     print("fp32")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+try:  # this process's own high-water mark; ru_maxrss also counts the parent's pages at the fork before the exec
+    print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+except OSError:  # no /proc (macOS): ru_maxrss, in bytes there and KiB elsewhere
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
 """
 
 
@@ -577,8 +581,7 @@ def peak_resident_mb(task: str, config: GPTConfig, size: int, args) -> dict:
     if result.returncode != 0:
         raise UserError(f"measuring the memory of {task} failed: {one_line(result.stderr)[-300:]}")
     dtype, rss = result.stdout.split()[-2:]
-    scale = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes on macOS, KiB on Linux
-    row = {"task": task, "size": size, "dtype": dtype, "peak_resident_mb": sig(int(rss) * scale / 2**20)}
+    row = {"task": task, "size": size, "dtype": dtype, "peak_resident_mb": sig(int(rss) / 2**20)}
     print(f"  memory {row}", flush=True)
     return row
 
@@ -680,10 +683,13 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
 
 # ----------------------------------------------------------------------------- quality of low-precision weights
 
-def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> list[dict]:
+def weight_quality(checkpoint: GPT, args, device, ceilings: dict,
+                   greedy_tokens: int = 200) -> tuple[list[dict], list[str]]:
     """Val loss of a trained checkpoint with fp32, bf16 and int8 weights (the same 8 fixed batches), and how
     many greedy tokens from "ROMEO:" (or token 0) match the fp32 ones before the first difference; int8+c: the
-    int8 weights through the C step (modern checkpoints on a CPU), which keeps the activations in fp32."""
+    int8 weights through the C step (modern checkpoints on a CPU), which keeps the activations in fp32.
+    (rows, what was skipped and why): bf16 weights where this machine emulates bf16 products (the val loss
+    alone would take minutes), the C step where it cannot run."""
     c = checkpoint.config
     _, val = train_val_split(encode_corpus(checkpoint.tokenizer, load_text(args.data)), c.block_size)
     val = val.to(device)
@@ -691,12 +697,17 @@ def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> l
         prompt = torch.tensor([checkpoint.tokenizer.encode(PROMPTS[0])], device=device)
     except (KeyError, ValueError):  # a character outside this checkpoint's vocabulary
         prompt = torch.zeros(1, 1, dtype=torch.long, device=device)
-    rows, reference = [], None
+    rows, skipped, reference = [], [], None
     for weights in ("fp32", "bf16", "int8", "int8+c"):
         engine = split_variant(weights)[1]
+        slow = f"matmul_gflops_{weights}" in ceilings and too_slow_to_train(weights, ceilings)
+        if slow:
+            skipped.append(f"quality of {weights} weights: {slow}")
+            continue
         try:
             model, decoder = prepare_variant(checkpoint, weights, device)
-        except UserError:  # the C step: CPUs, modern checkpoints and a C compiler only
+        except UserError as err:  # the C step: CPUs, modern checkpoints and a C compiler only
+            skipped.append(f"quality of {weights_label(weights)} weights: {err}")
             continue
         evaluated = dequantize(model) if engine == "c" else model  # what the C step computes: fp32 activations
         loss = estimate_loss(evaluated, val, c.block_size, batch_size=8, iters=8, seed=0, device=device, dtype="fp32",
@@ -708,7 +719,7 @@ def weight_quality(checkpoint: GPT, args, device, greedy_tokens: int = 200) -> l
                      "weights_mb": round(weight_bytes(model) / 2**20, 2),
                      "greedy_tokens_identical": int(differs[0, 0]) if len(differs) else greedy_tokens,
                      "greedy_tokens": greedy_tokens})
-    return rows
+    return rows, skipped
 
 
 def samples(model: GPT, sample_tokens: int, device) -> list[dict]:
@@ -815,24 +826,30 @@ def plot_decoding(ax, record: dict) -> None:
     ax.legend(fontsize=8)
 
 
+def replot(args) -> None:
+    """--replot: redraw the figure of every benchmark record in --results-dir, from the file alone."""
+    records = sorted(Path(args.results_dir).glob("benchmark*.json"))
+    if not records:
+        raise UserError(f"--replot: no benchmark*.json in {args.results_dir}; run the benchmark first")
+    for results in records:
+        plot(json.loads(results.read_text()), Path(args.images_dir) / f"{results.stem}.png")
+        print(f"redrew {Path(args.images_dir) / f'{results.stem}.png'} from {results}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    out_name = "benchmark_quick" if args.quick else "benchmark"
     if args.replot:
-        results = Path(args.results_dir) / f"{out_name}.json"
-        if not results.exists():
-            raise UserError(f"--replot: no {results}; run the benchmark first")
-        plot(json.loads(results.read_text()), Path(args.images_dir) / f"{out_name}.png")
-        print(f"redrew {Path(args.images_dir) / f'{out_name}.png'} from {results}")
-        return None
+        return replot(args)
     device = pick_device(args.device)
+    # one record per class of machine: a run here never overwrites figures another kind of machine measured
+    out_name = f"benchmark{'_quick' if args.quick else ''}_{hardware_tag(device)}"
     fill_defaults(args, device)
     started = time.perf_counter()
     print(f"device: {device} ({describe_hardware(device)}), torch {torch.__version__}", flush=True)
     ceilings = measure_ceilings(device, args.repeats, args.dtypes)
     print("ceilings: " + ", ".join(f"{k} {v:,}" for k, v in ceilings.items()), flush=True)
     record = {"command": command_line(args), "hardware": describe_hardware(device), "device": str(device),
-              "torch": torch.__version__,
+              "hardware_tag": hardware_tag(device), "torch": torch.__version__,
               "date": datetime.now(timezone.utc).date().isoformat(), "quick": args.quick, "ceilings": ceilings,
               "training_dtype_auto": vars(resolve_dtype("auto", device)),
               "config": {"size": args.size, "train_batch": args.train_batch, "gen_tokens": args.gen_tokens,
@@ -872,7 +889,8 @@ def main(argv=None):
             entry["memory"] = [peak_resident_mb("generation", timed.config, args.gen_tokens, args),
                                peak_resident_mb("training", timed.config, args.memory_batch, args)]
         if trained:
-            entry["quality"] = weight_quality(sampler, args, device)
+            entry["quality"], skipped = weight_quality(sampler, args, device, ceilings)
+            entry["skipped"] = entry.get("skipped", []) + skipped
             print(f"  quality {entry['quality']}", flush=True)
         entry["samples"] = samples(sampler, args.sample_tokens, device) if args.sample_tokens else []
         record["models"].append(entry)
@@ -894,7 +912,8 @@ def main(argv=None):
     atomic_write_json(Path(args.results_dir) / f"{out_name}.json", record)
     plot(record, Path(args.images_dir) / f"{out_name}.png")
     print(f"\nwrote {Path(args.results_dir) / f'{out_name}.json'} and {Path(args.images_dir) / f'{out_name}.png'} "
-          f"in {record['elapsed_s']:.0f} s; the tables: python experiments/report.py --show {out_name}")
+          f"in {record['elapsed_s']:.0f} s; the tables: python experiments/report.py --show "
+          f"{'benchmark_quick' if args.quick else 'benchmark'}")
     return record
 
 
