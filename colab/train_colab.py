@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, run_cli  # noqa: E402
-from device import describe_hardware, hardware_tag, pick_device, resolve_dtype  # noqa: E402
+from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
 
 DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
 TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> training/<script>.py
@@ -89,8 +89,7 @@ def run_training_phase(phase: str, root: Path, args) -> None:
 
 
 def run_benchmarks(root: Path, args) -> None:
-    tag = hardware_tag(pick_device(args.device))  # the name the benchmark gives this machine's record
-    results = root / "results" / f"benchmark{'_quick' if args.preset else ''}_{tag}.json"
+    results = root / "results" / f"{benchmark_record_name(pick_device(args.device), bool(args.preset))}.json"
     if results.exists():
         print(f"[benchmarks] done already ({results}); skipping", flush=True)
         return

@@ -12,6 +12,7 @@ cannot read them it times one small matmul in both precisions.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import platform
@@ -115,6 +116,12 @@ def hardware_tag(device: torch.device) -> str:
         return "mps"
     flags = cpu_flags()
     return "cpu-" + next((tag for flag, tag in CPU_CLASSES if flag in flags), "other")
+
+
+def benchmark_record_name(device: torch.device, quick: bool) -> str:
+    """The file stem of the benchmark's record on this kind of machine: 'benchmark_cpu-avx2', 'benchmark_quick_mps'
+    (results/<stem>.json, images/<stem>.png)."""
+    return f"benchmark{'_quick' if quick else ''}_{hardware_tag(device)}"
 
 
 def native_bf16(flags: set[str]) -> str | None:
@@ -239,3 +246,31 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     if compiler is None:
         return Compile(False, "auto: no C++ compiler here for torch.compile's CPU kernels")
     return Compile(True, f"auto: a CPU run of {max_steps} steps fusing {', '.join(fusible)} ({compiler} here)")
+
+
+# ----------------------------------------------------------------------------- memory
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+MMAP_THRESHOLD_MAX = 32 << 20  # the largest mmap threshold glibc accepts on a 64-bit system
+NO_TRIM = 2**31 - 1  # mallopt takes an int
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep the memory PyTorch frees on a CPU and hand it out again, for the rest of the
+    process. True where it did (Linux with glibc); elsewhere nothing changes.
+
+    Why: a training step allocates its activations and gradients afresh, a few hundred MB at the reference size,
+    and frees them by its end. By glibc's defaults, blocks above its mmap threshold get pages of their own from the
+    kernel and give them back on free, and free space at the top of the heap is returned too; either way the next
+    step writes to fresh pages, each a page fault in which the kernel maps and zeroes 4 KiB: tens of thousands of
+    faults a step at the reference size. With the threshold at its maximum and trimming off, freed blocks are
+    reused and a step takes none. The cost: the process keeps its peak size until it exits, which a training
+    run reaches at every step anyway. training/benchmark.py times nanoGPT's step with and without it (DEVLOG
+    section 5). PyTorch's tuning guide gets the same effect by preloading jemalloc or tcmalloc."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt, _ = libc.mallopt, libc.gnu_get_libc_version  # the second exists in glibc only
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, NO_TRIM))

@@ -115,7 +115,8 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[..., 0::2], x[..., 1::2]) of x (B, H, T, D) by the given angles (T, D/2).
+    """Rotate interleaved pairs (x[..., 0::2], x[..., 1::2]) of x (..., D) by the given angles (cos and sin tables
+    that broadcast against x's pairs: (T, D/2) for x (B, H, T, D), (T, 1, D/2) for x (B, T, H, D)).
 
     A pair (a, b) is the complex number a + ib, and rotating it by angle t is multiplying it by
     cos t + i sin t: in eager mode one complex product per pair, computed in fp32, fewer passes than four real

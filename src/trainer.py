@@ -36,8 +36,8 @@ from checkpoint import (CONFIG, RunLock, clear_run, existing_run, load_state_int
 from checks import check_bool, check_choice, check_fits_in_memory, check_float, check_int, check_seed
 from common import UserError, atomic_write_json, check_writable, repo_relative
 from data import encode_corpus, get_batch, load_text, sample_starts, train_val_split
-from device import (Compile, Precision, autocast, describe_hardware, pick_device, resolve_compile, resolve_dtype,
-                    synchronize)
+from device import (Compile, Precision, autocast, describe_hardware, keep_freed_memory, pick_device, resolve_compile,
+                    resolve_dtype, synchronize)
 from model import GPT, GPTConfig
 from muon import Muon
 from tokenizer import build_tokenizer, tokenizer_from_dict
@@ -300,6 +300,8 @@ class Trainer:
         self.tc, self.log = tc, log
         self.d = d or setup_distributed(tc.device)
         self.device = self.d.device
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step reuses the pages the last one freed instead of faulting in new ones
         self.precision: Precision = resolve_dtype(tc.dtype, self.device)
         self.dtype = self.precision.dtype
         self.out_dir = Path(tc.out_dir)

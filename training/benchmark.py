@@ -9,8 +9,8 @@ best of up to 20 runs, since a ceiling is what the machine can do):
   training    tokens/s of a full optimizer step (the real step of src/trainer.py), per model and dtype,
               and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype; and the step's
               kernel ceiling: its matrix products and attention kernels alone, at the model's own shapes
-  peers       with --nanogpt DIR, nanoGPT's model.py timed the same way in the same run; where llama-cpp-python
-              is installed, llama.cpp decoding the same weights (GGUF f32 and q8_0)
+  peers       with --nanogpt DIR, nanoGPT's model.py timed the same way in the same run (its training step in a
+              process of its own, as its users run it); where llama-cpp-python is installed, llama.cpp decoding the same weights (GGUF f32 and q8_0)
   targets     the figures issue #22's training targets are judged by, timed in alternating rounds (the median
               of 3 x --repeats) so the machine's drift falls on all alike: our step with default flags, its
               kernels alone, nanoGPT's step (with --nanogpt) and the dense matmul of the ceiling
@@ -34,9 +34,11 @@ This script measures and writes results/benchmark[_quick]_<machine>.json and its
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -57,8 +59,8 @@ from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_line, repo_relative, run_cli  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
-from device import (DTYPES, autocast, cpp_compiler, describe_hardware, hardware_tag, pick_device,  # noqa: E402
-                    resolve_compile, resolve_dtype, synchronize)
+from device import (DTYPES, autocast, benchmark_record_name, cpp_compiler, describe_hardware, hardware_tag,  # noqa: E402
+                    keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize)
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from modernize import KVCache, RMSNorm  # noqa: E402
@@ -437,6 +439,60 @@ def nanogpt_training_step(nanogpt, dtype: str, batch: int, device):
     return model, step
 
 
+class NanoGPTProcess:
+    """nanoGPT's training step (nanogpt_training_step) in a fresh process of its own, as its users run it. Ours sets
+    device.keep_freed_memory, a setting of the whole process that nanoGPT's train.py does not make: its step timed
+    in this process would be given it too. Calling the object runs one step there and returns when it is done, so
+    it is timed like a local call, and alternates with ours in interleaved_median_seconds."""
+
+    def __init__(self, folder: str, dtype: str, batch: int, device):
+        serve = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import benchmark; "
+                 "benchmark.serve_nanogpt_steps(*sys.argv[1:])")
+        self.process = subprocess.Popen([sys.executable, "-c", serve, folder, dtype, str(batch), str(device)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.wait()
+
+    def wait(self) -> None:
+        reply = self.process.stdout.readline().strip()
+        if reply != "done":
+            self.process.kill()
+            code = self.process.wait()
+            self.process.stdin.close()
+            self.process.stdout.close()
+            raise RuntimeError(f"nanoGPT's process failed: {reply or f'it stopped (exit code {code})'}")
+
+    def __call__(self) -> None:
+        self.process.stdin.write("step\n")
+        self.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.process.stdin.close()  # its loop ends at the end of its input
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+
+
+def serve_nanogpt_steps(folder: str, dtype: str, batch: str, device: str) -> None:
+    """NanoGPTProcess's other end: build nanoGPT's step, then run one per "step" line read until the input ends,
+    answering "done" on stdout after each (what nanoGPT prints goes to stderr)."""
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    try:
+        device = torch.device(device)
+        step = nanogpt_training_step(load_nanogpt(folder), dtype, int(batch), device)[1]
+        replies.write("done\n")
+        for line in sys.stdin:
+            if line.strip() != "step":
+                break
+            step()
+            synchronize(device)
+            replies.write("done\n")
+    except Exception as err:  # the parent raises it
+        replies.write(f"{type(err).__name__}: {one_line(str(err))}\n")
+
+
 def nanogpt_dtypes(dtypes: list[str], ceilings: dict) -> list[str]:
     """The dtypes nanoGPT's step is timed in: fp32, and the others asked for that this machine runs at speed
     (fp16 is left out: nanoGPT would need its own GradScaler)."""
@@ -445,13 +501,14 @@ def nanogpt_dtypes(dtypes: list[str], ceilings: dict) -> list[str]:
 
 def nanogpt_rows(folder: str, args, device, ceilings: dict) -> dict:
     """nanoGPT's GPT at its Shakespeare-char size, timed like ours: its training step in fp32 and under bf16
-    autocast at our batch, and its GPT.generate (no cache: the whole cropped context every token) over
+    autocast at our batch (in a process of its own: NanoGPTProcess), and its GPT.generate (no cache: the whole cropped context every token) over
     --gen-tokens tokens at batch 1, timed over the whole call."""
     nanogpt = load_nanogpt(folder)
+    model = nanogpt_training_step(nanogpt, "fp32", args.train_batch, device)[0]  # for its FLOPs and generate
     training = []
     for dtype in nanogpt_dtypes(args.dtypes, ceilings):
-        model, step = nanogpt_training_step(nanogpt, dtype, args.train_batch, device)
-        seconds = median_seconds(step, args.repeats, device, warmup=2)
+        with NanoGPTProcess(folder, dtype, args.train_batch, device) as step:
+            seconds = median_seconds(step, args.repeats, device, warmup=2)
         tokens_per_sec = args.train_batch * NANOGPT["block_size"] / seconds
         achieved = tokens_per_sec * flops_per_token(model) / 1e9
         training.append({"dtype": dtype, "batch": args.train_batch, "tokens_per_sec": sig(tokens_per_sec),
@@ -475,8 +532,9 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
     """The training targets' figures, all timed in the same alternating rounds (interleaved_median_seconds):
     our real training step with default flags (the dtype --dtype auto picks, compiled if --compile auto compiles a
     default-length run here; then the eager step too), the same step's kernels alone (training_kernels), nanoGPT's
-    step in each dtype it runs at speed here (with --nanogpt), and the dense matmul of the matmul ceiling in our
-    dtype, so the MFU set against it is measured in the same moments too."""
+    step in each dtype it runs at speed here (with --nanogpt; in its own process as its users run it, and on a CPU
+    also in this one, given the allocator setting our Trainer makes: the "_memory_kept" rows), and the dense matmul
+    of the matmul ceiling in our dtype, so the MFU set against it is measured in the same moments too."""
     dtype = resolve_dtype("auto", device).dtype
     default_run = TrainConfig()
     compiled = resolve_compile(default_run.compile, device, default_run.max_steps, 1, fusible_components(config))
@@ -499,12 +557,17 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
         calls["modern_kernels_alone"] = training_kernels(run.model, dtype, args.train_batch, device,
                                                          compiled.enabled)
         calls["matmul"] = matmuls
-        if nanogpt_folder:
-            nanogpt = load_nanogpt(nanogpt_folder)
-            for theirs in nanogpt_dtypes([dtype], ceilings):
-                calls[f"nanogpt_{theirs}"] = nanogpt_training_step(nanogpt, theirs, args.train_batch, device)[1]
-        rounds = 3 * args.repeats
-        seconds = interleaved_median_seconds(calls, rounds, device, warmup=3 if compiled.enabled else 2)
+        with contextlib.ExitStack() as processes:
+            if nanogpt_folder:
+                nanogpt = load_nanogpt(nanogpt_folder)
+                for theirs in nanogpt_dtypes([dtype], ceilings):
+                    calls[f"nanogpt_{theirs}"] = processes.enter_context(
+                        NanoGPTProcess(nanogpt_folder, theirs, args.train_batch, device))
+                    if device.type == "cpu" and keep_freed_memory():  # the setting our Trainer made in this process
+                        calls[f"nanogpt_{theirs}_memory_kept"] = nanogpt_training_step(nanogpt, theirs, args.train_batch,
+                                                                                       device)[1]
+            rounds = 3 * args.repeats
+            seconds = interleaved_median_seconds(calls, rounds, device, warmup=3 if compiled.enabled else 2)
         matmul_gflops = 10 * product_flops / seconds.pop("matmul") / 1e9
         flops = flops_per_token(run.model)
     tokens_per_sec = {name: sig(tokens / s) for name, s in seconds.items()}
@@ -842,7 +905,7 @@ def main(argv=None):
         return replot(args)
     device = pick_device(args.device)
     # one record per class of machine: a run here never overwrites figures another kind of machine measured
-    out_name = f"benchmark{'_quick' if args.quick else ''}_{hardware_tag(device)}"
+    out_name = benchmark_record_name(device, args.quick)
     fill_defaults(args, device)
     started = time.perf_counter()
     print(f"device: {device} ({describe_hardware(device)}), torch {torch.__version__}", flush=True)
