@@ -265,7 +265,7 @@ def keep_freed_memory() -> bool:
     kernel and give them back on free, and free space at the top of the heap is returned too; either way the next
     step writes to fresh pages, each a page fault in which the kernel maps and zeroes 4 KiB: tens of thousands of
     faults a step at the reference size. With the threshold at its maximum and trimming off, freed blocks are
-    reused and a step takes none. The cost: the process keeps its peak size until it exits, which a training
+    reused and a step takes next to none. The cost: the process keeps its peak size until it exits, which a training
     run reaches at every step anyway. training/benchmark.py times nanoGPT's step with and without it (DEVLOG
     section 5). PyTorch's tuning guide gets the same effect by preloading jemalloc or tcmalloc."""
     try:

@@ -10,7 +10,8 @@ best of up to 20 runs, since a ceiling is what the machine can do):
               and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype; and the step's
               kernel ceiling: its matrix products and attention kernels alone, at the model's own shapes
   peers       with --nanogpt DIR, nanoGPT's model.py timed the same way in the same run (its training step in a
-              process of its own, as its users run it); where llama-cpp-python is installed, llama.cpp decoding the same weights (GGUF f32 and q8_0)
+              process of its own, as its users run it); where llama-cpp-python is installed, llama.cpp decoding
+              the same weights (GGUF f32 and q8_0)
   targets     the figures issue #22's training targets are judged by, timed in alternating rounds (the median
               of 3 x --repeats) so the machine's drift falls on all alike: our step with default flags, its
               kernels alone, nanoGPT's step (with --nanogpt) and the dense matmul of the ceiling
@@ -501,8 +502,8 @@ def nanogpt_dtypes(dtypes: list[str], ceilings: dict) -> list[str]:
 
 def nanogpt_rows(folder: str, args, device, ceilings: dict) -> dict:
     """nanoGPT's GPT at its Shakespeare-char size, timed like ours: its training step in fp32 and under bf16
-    autocast at our batch (in a process of its own: NanoGPTProcess), and its GPT.generate (no cache: the whole cropped context every token) over
-    --gen-tokens tokens at batch 1, timed over the whole call."""
+    autocast at our batch (in a process of its own: NanoGPTProcess), and its GPT.generate (no cache: the whole
+    cropped context every token) over --gen-tokens tokens at batch 1, timed over the whole call."""
     nanogpt = load_nanogpt(folder)
     model = nanogpt_training_step(nanogpt, "fp32", args.train_batch, device)[0]  # for its FLOPs and generate
     training = []
