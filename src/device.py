@@ -31,6 +31,7 @@ NATIVE_BF16_FLAGS = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16", "bf16
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "bf16")  # what describe_hardware names
 PROBE_SPEEDUP = 1.5  # bf16 must beat fp32 by this much in the probe to be called native
 COMPILE_MIN_STEPS = 2000  # auto compiles runs at least this long: they pay the compiler's warm-up back many times
+COMPILE_MIN_SECONDS = 300.0  # ... and, when a run has a --max-time, only one of at least this many seconds
 
 
 # ----------------------------------------------------------------------------- devices
@@ -216,16 +217,17 @@ def cpp_compiler() -> str | None:
 
 
 def resolve_compile(requested: str, device: torch.device, max_steps: int, world: int = 1,
-                    fusible: tuple[str, ...] = ()) -> Compile:
+                    fusible: tuple[str, ...] = (), max_time: float = 0.0) -> Compile:
     """Compile the training step or not ("auto"), or the user's "on"/"off".
 
     What compiling buys on a CPU: the inductor fuses chains of element-wise ops into generated loops, where eager
     PyTorch makes a pass over the activations per op. The modern components are such chains on a CPU (`fusible`:
     RMSNorm, RoPE's rotation, SwiGLU's gate); GPT-2's LayerNorm and ReLU are single eager kernels already, and the
     vanilla model's fp32 step measured slower compiled than eager (the benchmark's rows). Compiling costs a warm-up (tens of seconds on a 2-core CPU)
-    before the first step. So `auto` compiles a single-process CPU run of at least COMPILE_MIN_STEPS steps of a
-    model with fusible components, where a C++ compiler is found; tests, the demo, short experiments and the
-    vanilla model stay eager. training/benchmark.py times the default step against the eager one (DEVLOG section 5).
+    before the first step, and the warm-up runs on the clock of a run with a time limit. So `auto` compiles a
+    single-process CPU run of at least COMPILE_MIN_STEPS steps (and, if it has a `max_time`, of at least
+    COMPILE_MIN_SECONDS) of a model with fusible components, where a C++ compiler is found; tests, the demo, short
+    or time-boxed experiments and the vanilla model stay eager. training/benchmark.py times the default step against the eager one (DEVLOG section 5).
     CUDA and MPS stay eager under auto until a run there measures it, and so do multi-process (torchrun) runs.
     """
     requested = (requested or "auto").lower()
@@ -242,6 +244,9 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     if max_steps < COMPILE_MIN_STEPS:
         return Compile(False, f"auto: a run of {max_steps} steps, under {COMPILE_MIN_STEPS}: the compiler's warm-up "
                               "would not pay")
+    if 0 < max_time < COMPILE_MIN_SECONDS:
+        return Compile(False, f"auto: a run capped at {max_time:g} s, under {COMPILE_MIN_SECONDS:g}: the compiler's "
+                              "warm-up would use up much of it")
     compiler = cpp_compiler()
     if compiler is None:
         return Compile(False, "auto: no C++ compiler here for torch.compile's CPU kernels")

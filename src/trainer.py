@@ -324,7 +324,7 @@ class Trainer:
         self.train_model = self.model
         # decided on the whole run's length, so that a resumed run computes its steps the way it began them
         self.compiled: Compile = resolve_compile(tc.compile, self.device, tc.max_steps, self.d.world,
-                                                 fusible_components(self.config))
+                                                 fusible_components(self.config), tc.max_time)
         if self.compiled.enabled:
             # The inductor sums the embedding's gradient with parallel atomic adds, in an order that changes from run
             # to run; in deterministic mode it keeps PyTorch's ordered kernel, so a seed gives one loss curve.

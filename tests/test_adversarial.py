@@ -300,6 +300,7 @@ def test_publish_never_replaces_a_folder_it_did_not_build(run, tmp_path):
     ("training/benchmark.py", ["--repeats", "0"], "--repeats"),
     ("training/benchmark.py", ["--dtypes", "fp8"], "fp8"),
     ("training/benchmark.py", ["--decode", "int4"], "int4"),
+    ("training/benchmark.py", ["--decode", "bf16+c"], "the C step runs fp32 or int8"),
     ("training/benchmark.py", ["--nanogpt", "/nonexistent/nanoGPT"], "model.py"),
     ("training/benchmark.py", ["--memory-batch", "-1"], "--memory-batch"),
     ("experiments/swap1_rmsnorm.py", ["--seeds", "0"], "--seeds"),

@@ -80,8 +80,8 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     tables = load_script(ROOT / "experiments" / "report.py").benchmark_tables(record)  # the renderer of the tables
     assert "| modern | fp32 |" in tables and "| cached, int8 weights, C step |" in tables
     image.unlink()  # --replot redraws it from the results file alone
-    replot = run_script(ROOT / "training" / "benchmark.py", "--replot", "--results-dir", tmp_path / "r",
-                        "--images-dir", tmp_path / "i")
+    replot = run_main(ROOT / "training" / "benchmark.py", "--replot", "--results-dir", tmp_path / "r",
+                      "--images-dir", tmp_path / "i")
     assert replot.returncode == 0 and image.stat().st_size > 10_000, replot.stderr
 
 

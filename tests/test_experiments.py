@@ -113,6 +113,8 @@ def test_the_recipe_search_records_one_row_per_step_against_its_budget(tmp_path,
     assert row["budget_s"] == 1.5 and 0 < row["steps_done"][0] < 10_000  # stopped by the budget
     assert row["elapsed_s"][0] >= 1.5 and row["val"][0] == row["vals"][0] and "threads" in row["hardware"]
     assert json.loads((tmp_path / "recipe_1.5s.json").read_text()) == record
+    # a 1.5 s budget is not spent on the compiler's warm-up (--compile auto)
+    assert not json.loads((tmp_path / "runs" / "tiny" / "seed0" / "summary.json").read_text())["compiled"]
 
 
 def test_the_cpu_presets_are_the_recipe_rows_they_cite():

@@ -4,7 +4,7 @@ import torch
 
 import device
 from common import UserError
-from device import COMPILE_MIN_STEPS, autocast, cpp_compiler, resolve_compile, resolve_dtype
+from device import COMPILE_MIN_SECONDS, COMPILE_MIN_STEPS, autocast, cpp_compiler, resolve_compile, resolve_dtype
 from conftest import ROOT, load_script, tiny_model_config
 from engine import generate
 from model import GPT
@@ -120,9 +120,9 @@ def test_benchmark_flops_count_matches_a_hand_count():
 
 
 def test_compile_auto_compiles_long_cpu_runs_of_fusible_models_where_a_compiler_is_found(monkeypatch):
-    """--compile auto: compiled only for a single-process CPU run of at least COMPILE_MIN_STEPS steps of a model
-    with components the compiler fuses, with a C++ compiler; each other case is eager and says why; "on"/"off"
-    are kept as asked."""
+    """--compile auto: compiled only for a single-process CPU run of at least COMPILE_MIN_STEPS steps (and no time
+    limit under COMPILE_MIN_SECONDS) of a model with components the compiler fuses, with a C++ compiler; each other
+    case is eager and says why; "on"/"off" are kept as asked."""
     from model import GPTConfig
     from trainer import fusible_components
     cpu, long_run = torch.device("cpu"), COMPILE_MIN_STEPS
@@ -131,8 +131,10 @@ def test_compile_auto_compiles_long_cpu_runs_of_fusible_models_where_a_compiler_
     monkeypatch.setattr(device.shutil, "which", lambda name: f"/usr/bin/{name}")
     decided = resolve_compile("auto", cpu, long_run, fusible=modern)
     assert decided.enabled and "fusing RMSNorm, RoPE, SwiGLU" in decided.reason
+    assert resolve_compile("auto", cpu, long_run, fusible=modern, max_time=COMPILE_MIN_SECONDS).enabled
     for case, why in ((resolve_compile("auto", cpu, long_run - 1, fusible=modern), f"run of {long_run - 1} steps"),
                       (resolve_compile("auto", cpu, long_run, world=2, fusible=modern), "torchrun"),
+                      (resolve_compile("auto", cpu, long_run, fusible=modern, max_time=1.5), "capped at 1.5 s"),
                       (resolve_compile("auto", cpu, long_run), "nothing the compiler fuses"),
                       (resolve_compile("auto", torch.device("cuda"), long_run, fusible=modern), "on cuda")):
         assert not case.enabled and why in case.reason

@@ -75,6 +75,7 @@ PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
 MODELS = ("vanilla", "modern")  # model.CONFIGS names
 ENGINE_LABELS = {"eager": "", "compile": ", compiled", "c": ", C step"}
+C_STEP_WEIGHTS = ("fp32", "int8")  # what src/cdecode.c implements
 DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "int8+compile", "fp32+c", "int8+c"],
                    "quick": ["fp32+c", "int8+c"]}
 NANOGPT = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, dropout=0.0, bias=False)
@@ -99,7 +100,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training")
     p.add_argument("--decode", nargs="*", default=None,
                    help="extra batch-1 cached decoding variants of RoPE models: weights fp32|bf16|int8, then "
-                        "'+compile' for a torch.compile'd step or '+c' for the C step (int8 only) "
+                        "'+compile' for a torch.compile'd step or '+c' for the C step (fp32 or int8 weights) "
                         f"(default: {' '.join(DECODE_VARIANTS['full'])}; quick: {' '.join(DECODE_VARIANTS['quick'])})")
     p.add_argument("--no-components", action="store_true", help="skip the one-layer before/after timings")
     p.add_argument("--nanogpt", default=None, metavar="DIR",
@@ -133,6 +134,9 @@ def fill_defaults(args, device: torch.device) -> None:
         weights, engine = split_variant(variant)
         if weights not in WEIGHTS or engine not in ENGINES:
             raise UserError(f"unknown --decode variant {variant!r}; use fp32|bf16|fp16|int8, optionally +compile or +c")
+        if engine == "c" and weights not in C_STEP_WEIGHTS:
+            raise UserError(f"--decode {variant}: the C step runs {' or '.join(C_STEP_WEIGHTS)} weights; "
+                            f"use {weights} or {weights}+compile")
     args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
     args.sample_tokens = args.sample_tokens if args.sample_tokens is not None else (60 if args.quick else 200)
