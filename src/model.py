@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from checks import check_bool, check_choice, check_float, check_int
 from common import UserError
+from dropout import Dropout
 from modernize import RotaryEmbedding
 from transformer import Block, make_norm
 
@@ -105,7 +106,7 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if config.pos == "learned" else None
         head_size = config.n_embd // config.n_head
         self.rope = RotaryEmbedding(head_size, config.block_size, config.rope_theta) if config.pos == "rope" else None
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm_f = make_norm(config.norm, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dropout import Dropout
+
 
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight.
@@ -76,7 +78,7 @@ class SwiGLU(nn.Module):
         self.gate = nn.Linear(n_embd, hidden, bias=False)
         self.up = nn.Linear(n_embd, hidden, bias=False)
         self.down = nn.Linear(hidden, n_embd, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dropout import Dropout
+from dropout import dropout as apply_dropout
 from modernize import RMSNorm, SwiGLU, apply_rotary
 
 
@@ -30,7 +32,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # rows: all queries, all keys, all values
         self.proj = nn.Linear(n_embd, n_embd, bias=proj_bias)
         self.dropout = dropout
-        self.resid_dropout = nn.Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
 
     def project(self, x: torch.Tensor, rope=None):
         """q, k, v as (B, n_head, T, head_size), with q and k rotated when RoPE tables are given.
@@ -66,14 +68,18 @@ def causal_attention(q, k, v, mask=None, dropout: float = 0.0) -> torch.Tensor:
     either way, and was faster with fp32 inputs than with bf16 ones on the AVX512_BF16 CPU we measured it on
     (training/benchmark.py times both, as a component row, on the machine it runs on). Inside torch.compile, bf16
     causal attention on a CPU is `block_causal_attention` instead: its products run as bf16 matmuls and the
-    inductor fuses the softmax around them, which measured faster than the fp32 kernel (a component row too)."""
+    inductor fuses the softmax around them, which measured faster than the fp32 kernel (a component row too).
+    With dropout, a CPU runs `block_causal_attention` in either case, so that the attention weights are dropped
+    with the cheap bits of dropout.py (the kernel would draw its own, one float each)."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout)
     if mask is None and q.dtype == torch.bfloat16 and torch.compiler.is_compiling():
         return block_causal_attention(q, k, v, dropout)
     with torch.autocast("cpu", enabled=False):
-        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=mask is None,
-                                              dropout_p=dropout)
+        q, k, v = q.float(), k.float(), v.float()
+        if mask is None and dropout > 0:
+            return block_causal_attention(q, k, v, dropout)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout)
 
 
 QUERY_BLOCK = 64  # queries per block of block_causal_attention (32 and 128 measured slower at the reference size)
@@ -96,8 +102,7 @@ def block_causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
         scores = (q[..., start:end, :] @ k[..., :end, :].transpose(-2, -1)).to(softmax_dtype) * scale
         future = torch.arange(start, end, device=q.device)[:, None] < torch.arange(end, device=q.device)
         weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
-        if dropout > 0:
-            weights = F.dropout(weights, dropout)
+        weights = apply_dropout(weights, dropout)
         outputs.append(weights.to(v.dtype) @ v[..., :end, :])
     return torch.cat(outputs, dim=-2)
 
@@ -111,7 +116,7 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(n_embd, 4 * n_embd)
         self.down = nn.Linear(4 * n_embd, n_embd)
         self.activation = activation
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.up(x))

@@ -116,10 +116,11 @@ def test_layer_components_time_both_sides_of_each_change():
     rows = benchmark.layer_components(torch.device("cpu"), repeats=1, batch=2, decode_tokens=8,
                                       c=tiny_model_config())
     compiled = [("fp32 kernel", "compiled block-causal bf16")] if cpp_compiler() else []
+    dropouts = [("F.dropout", "16-bit draws (dropout.py)")] * (2 if cpp_compiler() else 1)  # eager, compiled
     assert [(r["before"], r["after"]) for r in rows] == [("4 teaching heads in a loop", "fused q/k/v + SDPA"),
                                                          ("torch.cat cache", "preallocated KVCache"),
                                                          ("bf16 kernel", "fp32 kernel"), *compiled,
-                                                         ("F.rms_norm + autograd", "closed-form backward")]
+                                                         ("F.rms_norm + autograd", "closed-form backward"), *dropouts]
     for r in rows:
         assert r["before_value"] > 0 and r["after_value"] > 0
         assert r["speedup"] == pytest.approx(r["after_value"] / r["before_value"], rel=2e-3)

@@ -199,8 +199,8 @@ def test_compiled_bf16_model_computes_the_loss_and_gradients_of_the_fp32_model()
 def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eager(tmp_path, small_text):
     """Same seed, same curve, compiled too: without deterministic mode the inductor's parallel atomic adds for the
     embedding's gradient made two identical compiled runs drift apart within thirty steps. And the compiled step
-    trains the same model as the eager one (dropout on: the inductor draws its own random masks, so the curves
-    agree closely, not bit for bit)."""
+    trains the same model as the eager one, dropout on: both draw the same masks (dropout.py), so the curves
+    agree to rounding."""
     import json
     from conftest import tiny_train_config
     from trainer import train
@@ -212,7 +212,7 @@ def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eage
         assert summary["compiled"] == (compile == "on")
         curves.append(json.loads((tmp_path / run / "history.json").read_text())["train_loss"])
     assert curves[0] == curves[1]
-    assert max(abs(a - b) for a, b in zip(curves[0], curves[2])) < 0.05
+    assert max(abs(a - b) for a, b in zip(curves[0], curves[2])) < 1e-4
 
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")

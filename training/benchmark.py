@@ -62,6 +62,7 @@ from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
 from device import (DTYPES, autocast, benchmark_record_name, cpp_compiler, describe_hardware, hardware_tag,  # noqa: E402
                     keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize)
+from dropout import dropout as apply_dropout  # noqa: E402
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from modernize import KVCache, RMSNorm  # noqa: E402
@@ -667,7 +668,9 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
       (`transformer.causal_attention` runs fp32 on a CPU), and that fp32 kernel vs what a compiled step runs instead
       (`transformer.block_causal_attention`, compiled);
     - on a CPU, RMSNorm forward + backward: F.rms_norm differentiated by autograd vs the closed-form backward
-      of `modernize.RMSNormFunction` (what `RMSNorm` runs on a CPU)."""
+      of `modernize.RMSNormFunction` (what `RMSNorm` runs on a CPU);
+    - on a CPU, dropout (p 0.2) forward + backward on a layer's activations: F.dropout vs `dropout.dropout` (what
+      the model's dropout runs on a CPU), eager, then both compiled."""
     c = c or GPTConfig(dropout=0.0)
     torch.manual_seed(0)
     fused = MultiHeadAttention(c.n_embd, c.n_head, 0.0, True).to(device)
@@ -724,6 +727,10 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
     def closed_form_norm():
         norm(activations).sum().backward()
 
+    def dropout_step(drop):  # forward + backward of p 0.2 on the activations, the backward's mask included
+        return lambda: drop(activations, 0.2).sum().backward()
+    torch_dropout, cheap_dropout = partial(F.dropout, training=True), apply_dropout
+
     changes = [(f"attention layer training step, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
                 (f"{c.n_head} teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
                (f"attention layer decoding {decode_tokens} tokens, batch 1", "tokens/s", decode_tokens,
@@ -737,6 +744,14 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
                             ("compiled block-causal bf16", compiled_blocks)))
         changes.append((f"RMSNorm forward + backward, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
                         ("F.rms_norm + autograd", composed_norm), ("closed-form backward", closed_form_norm)))
+        changes.append((f"dropout p 0.2 forward + backward, batch {batch} x {c.block_size} x {c.n_embd}", "tokens/s",
+                        batch * c.block_size, ("F.dropout", dropout_step(torch_dropout)),
+                        ("16-bit draws (dropout.py)", dropout_step(cheap_dropout))))
+        if cpp_compiler():
+            changes.append((f"dropout p 0.2 forward + backward, compiled, batch {batch} x {c.block_size} x {c.n_embd}",
+                            "tokens/s", batch * c.block_size,
+                            ("F.dropout", dropout_step(torch.compile(torch_dropout))),
+                            ("16-bit draws (dropout.py)", dropout_step(torch.compile(cheap_dropout)))))
     rows = []
     for what, unit, work, before, after in changes:
         # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
