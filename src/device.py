@@ -71,10 +71,9 @@ def cpu_flags() -> set[str]:
     """The CPU's feature flags as the OS names them (Linux: /proc/cpuinfo 'flags' on x86, 'Features' on Arm;
     macOS on Apple silicon: the sysctl hw.optional.arm.FEAT_* set to 1). Empty where they cannot be read."""
     flags: set[str] = set()
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags.update(line.split(":", 1)[1].split())
+    for line in cpuinfo().splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
     if not flags and platform.system() == "Darwin":
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run(["sysctl", "hw.optional"], capture_output=True, text=True, timeout=5).stdout
@@ -83,12 +82,26 @@ def cpu_flags() -> set[str]:
     return flags
 
 
-def cpu_name() -> str:
+def cpuinfo() -> str:
+    """/proc/cpuinfo's text, or "" where there is none (macOS, Windows)."""
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "CPU"
+        return Path("/proc/cpuinfo").read_text()
+    return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name, with its family and model numbers where /proc/cpuinfo has them: a virtual machine may
+    call its CPU only 'AMD EPYC', and two generations with the same flags run at different speeds."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo().splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f", family {fields['cpu family']} model {fields['model']}"
+    return name
 
 
 def describe_hardware(device: torch.device) -> str:

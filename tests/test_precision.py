@@ -63,6 +63,15 @@ def test_the_hardware_description_names_the_flags_that_decide_speed(monkeypatch)
     assert "(avx2 avx512f avx512_bf16)" in text and "threads" in text and "sse4_2" not in text
 
 
+def test_the_cpu_name_carries_its_family_and_model_numbers(monkeypatch):
+    """A VM may report only 'AMD EPYC' for generations that share their flags but not their speed."""
+    block = "processor\t: {}\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+    monkeypatch.setattr(device, "cpuinfo", lambda: block.format(0) + "\n" + block.format(1).replace("26", "25"))
+    assert device.cpu_name() == "AMD EPYC, family 26 model 2"
+    monkeypatch.setattr(device, "cpuinfo", lambda: "")
+    assert device.cpu_name()  # macOS, Windows: what platform says
+
+
 @pytest.mark.parametrize("flags, tag", [({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, "cpu-amx"),
                                         ({"avx2", "avx512f", "avx512_bf16"}, "cpu-avx512bf16"),
                                         ({"avx2", "avx512f"}, "cpu-avx512"), ({"avx2", "fma"}, "cpu-avx2"),
