@@ -240,7 +240,8 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     before the first step, and the warm-up runs on the clock of a run with a time limit. So `auto` compiles a
     single-process CPU run of at least COMPILE_MIN_STEPS steps (and, if it has a `max_time`, of at least
     COMPILE_MIN_SECONDS) of a model with fusible components, where a C++ compiler is found; tests, the demo, short
-    or time-boxed experiments and the vanilla model stay eager. training/benchmark.py times the default step against the eager one (DEVLOG section 5).
+    or time-boxed experiments and the vanilla model stay eager. training/benchmark.py times the default step
+    against the eager one (DEVLOG section 5).
     CUDA and MPS stay eager under auto until a run there measures it, and so do multi-process (torchrun) runs.
     """
     requested = (requested or "auto").lower()

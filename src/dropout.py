@@ -12,7 +12,8 @@ falls below p * 65536, so p is rounded to a multiple of 1/65536 (0.2 becomes 0.1
 are scaled by exactly 1 / (1 - that p). The draw is a custom op, `tinyllm::random_bits`, which torch.compile
 keeps as a call instead of tracing into it: a compiled step and an eager one draw the same bits from the same
 generator in the same order, so a seed gives the same masks either way (tests/test_precision.py trains both and
-compares the curves), and the inductor fuses the comparison and the scaling into the loops around them. Other devices keep PyTorch's dropout.
+compares the curves), and the inductor fuses the comparison and the scaling into the loops around them. Other
+devices keep PyTorch's dropout.
 """
 from __future__ import annotations
 

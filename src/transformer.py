@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dropout import Dropout
-from dropout import dropout as apply_dropout
+from dropout import Dropout, dropout as apply_dropout
 from modernize import RMSNorm, SwiGLU, apply_rotary
 
 
@@ -93,7 +92,8 @@ def block_causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
     The scores come out of the matmul in q's dtype (under bf16 rounded, where a flash kernel keeps them in fp32:
     swap 7 measures what bf16 training costs the loss), the softmax runs in fp32, and its weights return to v's
     dtype for the second product, as in flash attention. Written for torch.compile, which fuses the scale, mask,
-    softmax and casts into one loop per block; run eagerly in float64 it is tested against PyTorch's kernel."""
+    softmax and casts into one loop per block; run eagerly in float64 it is tested against PyTorch's kernel. A CPU
+    also runs it eagerly, in fp32, when attention has dropout (causal_attention)."""
     T, scale = q.shape[-2], q.shape[-1] ** -0.5
     softmax_dtype = torch.promote_types(q.dtype, torch.float32)  # fp32 for bf16/fp16 inputs, fp64 stays fp64
     outputs = []

@@ -729,7 +729,6 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
 
     def dropout_step(drop):  # forward + backward of p 0.2 on the activations, the backward's mask included
         return lambda: drop(activations, 0.2).sum().backward()
-    torch_dropout, cheap_dropout = partial(F.dropout, training=True), apply_dropout
 
     changes = [(f"attention layer training step, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
                 (f"{c.n_head} teaching heads in a loop", head_loop), ("fused q/k/v + SDPA", fused_step)),
@@ -745,13 +744,13 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
         changes.append((f"RMSNorm forward + backward, batch {batch} x {c.block_size}", "tokens/s", batch * c.block_size,
                         ("F.rms_norm + autograd", composed_norm), ("closed-form backward", closed_form_norm)))
         changes.append((f"dropout p 0.2 forward + backward, batch {batch} x {c.block_size} x {c.n_embd}", "tokens/s",
-                        batch * c.block_size, ("F.dropout", dropout_step(torch_dropout)),
-                        ("16-bit draws (dropout.py)", dropout_step(cheap_dropout))))
+                        batch * c.block_size, ("F.dropout", dropout_step(F.dropout)),
+                        ("16-bit draws (dropout.py)", dropout_step(apply_dropout))))
         if cpp_compiler():
             changes.append((f"dropout p 0.2 forward + backward, compiled, batch {batch} x {c.block_size} x {c.n_embd}",
                             "tokens/s", batch * c.block_size,
-                            ("F.dropout", dropout_step(torch.compile(torch_dropout))),
-                            ("16-bit draws (dropout.py)", dropout_step(torch.compile(cheap_dropout)))))
+                            ("F.dropout", dropout_step(torch.compile(F.dropout))),
+                            ("16-bit draws (dropout.py)", dropout_step(torch.compile(apply_dropout)))))
     rows = []
     for what, unit, work, before, after in changes:
         # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
