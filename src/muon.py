@@ -47,9 +47,9 @@ def orthogonalize(matrix: torch.Tensor, steps: int = 5, dtype: str = "bf16") -> 
 class Muon(torch.optim.Optimizer):
     """SGD with Nesterov momentum whose update is orthogonalised (see the module docstring), for 2-D parameters.
 
-    ns_dtype: the precision of the Newton-Schulz products. bf16 where the device multiplies bf16 natively; fp32
-    elsewhere (a CPU without AVX512_BF16 or AMX emulates bf16 products about a hundred times slower than fp32),
-    which trainer.build_optimizers decides through device.py."""
+    ns_dtype: the precision of the Newton-Schulz products. bf16 when the run trains in bf16; fp32 otherwise (a CPU
+    without AVX512_BF16 or AMX emulates bf16 products about a hundred times slower than fp32, and a run asked for
+    in fp32 gets no bf16 rounding), which trainer.build_optimizers decides through device.py."""
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, ns_dtype: str = "bf16"):

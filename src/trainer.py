@@ -263,16 +263,17 @@ def fusible_components(config: GPTConfig) -> tuple[str, ...]:
 def build_optimizers(model: GPT, tc: TrainConfig, device) -> list[torch.optim.Optimizer]:
     """AdamW for every parameter, or with --optimizer muon: Muon (src/muon.py: momentum orthogonalised by
     Newton-Schulz) for the blocks' 2-D weight matrices and AdamW for the rest (the embedding, which is also the
-    output layer, the position table, norms and biases). Muon's products run in bf16 only where the device runs
-    bf16 natively (torch.optim.Muon always uses bf16, which a CPU without AVX512_BF16 or AMX emulates a hundred
-    times slower); its update scaling gives AdamW's RMS, so one --lr and --weight-decay serve both."""
+    output layer, the position table, norms and biases). Muon's products run in bf16 when the run trains in bf16
+    (torch.optim.Muon always uses bf16, which a CPU without AVX512_BF16 or AMX emulates a hundred times slower, and
+    which `--dtype fp32` asks not to use: its rounding can turn the last bit of a gradient into a visible
+    change of the update); its update scaling gives AdamW's RMS, so one --lr and --weight-decay serve both."""
     fused = device.type in ("cpu", "cuda")  # one kernel for all tensors instead of several per tensor
     if tc.optimizer == "adamw":
         return [torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
     hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and name.startswith("blocks.")]
     hidden_ids = {id(p) for p in hidden}
     rest = [p for p in model.parameters() if id(p) not in hidden_ids]
-    ns_dtype = "bf16" if resolve_dtype("auto", device).dtype == "bf16" else "fp32"
+    ns_dtype = "bf16" if resolve_dtype(tc.dtype, device).dtype == "bf16" else "fp32"
     return [Muon(hidden, lr=tc.lr, weight_decay=tc.weight_decay, ns_dtype=ns_dtype),
             torch.optim.AdamW(rest, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
 
