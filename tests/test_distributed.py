@@ -1,5 +1,5 @@
-"""DistributedDataParallel on the CPU (gloo): 2 ranks x batch 4 must train exactly like 1 rank x batch 8 in fp32, with Muon
-(each rank orthogonalises the same averaged gradient) and the warmup-stable-decay schedule."""
+"""DistributedDataParallel on the CPU (gloo): 2 ranks x batch 4 must train exactly like 1 rank x batch 8 in fp32,
+with Muon (each rank orthogonalises the same averaged gradient) and the warmup-stable-decay schedule."""
 import json
 import shutil
 
