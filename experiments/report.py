@@ -240,13 +240,20 @@ def benchmark(quick: bool = False) -> str:
     return "\n\n".join(f"#### {r['hardware']} (`{r['file']}`)\n\n{benchmark_tables(r)}" for r in records)
 
 
+def describe_ceilings(c: dict) -> str:
+    """'bf16 matmul 2,450.0 GFLOP/s (2048³), fp32 matmul ..., copy 49.0 GB/s'; records before the ceiling tried
+    two sizes have no matmul_size_<dtype> and timed 1024³."""
+    dtypes = [key[len("matmul_gflops_"):] for key in c if key.startswith("matmul_gflops_")]
+    parts = [f"{d} matmul {c['matmul_gflops_' + d]:,} GFLOP/s ({c.get('matmul_size_' + d, 1024)}³)" for d in dtypes]
+    return ", ".join([*parts, f"copy {c['copy_gbps']:,} GB/s"])
+
+
 def benchmark_tables(r: dict) -> str:
     """The tables of one benchmark record."""
     c = r["ceilings"]
     lines = [f"`python {r['command']}` on {r['hardware']}, torch {r['torch']}, "
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
-             "(the fastest of several runs): "
-             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in c.items()) + ".", "",
+             "(the fastest of several runs): " + describe_ceilings(c) + ".", "",
              "| model | dtype | train tokens/s (batch " + str(r["config"]["train_batch"]) + ") | ms/step | MFU | "
              "tokens/s at the matmul ceiling | tokens/s of the step's products and attention kernels alone (MFU) | "
              "share of that |", "|---|---|---|---|---|---|---|---|"]
@@ -360,7 +367,8 @@ def benchmark_head_to_head(r: dict) -> list[str]:
              "nanogpt_fp32_memory_kept": "nanoGPT's step, fp32, given our allocator setting (freed memory kept)",
              "nanogpt_bf16_memory_kept": "nanoGPT's step, bf16 autocast, given our allocator setting"}
     lines = [f"Head to head, the figures of the training targets below: batch {h['batch']}, each step timed in turn "
-             f"in {h['rounds']} alternating rounds (the median), with a {h['dtype']} 1024³ matmul in the same rounds at "
+             f"in {h['rounds']} alternating rounds (the median), with a {h['dtype']} {h.get('matmul_size', 1024)}³ matmul "
+             + ("(the size that set the ceiling) " if "matmul_size" in h else "") + "in the same rounds at "
              f"{h['matmul_gflops']:,} GFLOP/s, the ceiling of the MFU column. Default flags: {h['compile_reason']}.", "",
              "| training step | tokens/s | MFU |", "|---|---|---|"]
     mfu = {"modern": h["mfu"], "modern_kernels_alone": h["kernels_alone_mfu"]}

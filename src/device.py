@@ -27,7 +27,9 @@ import torch
 from common import UserError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-NATIVE_BF16_FLAGS = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16", "bf16": "Arm BF16"}
+# CPU flags of native bf16 matmuls, and their names; the first one found is named (AMX before AVX512_BF16: oneDNN
+# runs bf16 products on the AMX tiles where a CPU has both)
+NATIVE_BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512_BF16", "bf16": "Arm BF16"}
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "bf16")  # what describe_hardware names
 PROBE_SPEEDUP = 1.5  # bf16 must beat fp32 by this much in the probe to be called native
 COMPILE_MIN_STEPS = 2000  # auto compiles runs at least this long: they pay the compiler's warm-up back many times

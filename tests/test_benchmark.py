@@ -35,7 +35,7 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     record = json.loads(written.read_text())
     image = tmp_path / "i" / f"{written.stem}.png"
     ceilings = record["ceilings"]
-    assert ceilings["matmul_gflops_fp32"] > 0 and ceilings["copy_gbps"] > 0
+    assert ceilings["matmul_gflops_fp32"] > 0 and ceilings["copy_gbps"] > 0 and ceilings["matmul_size_fp32"] in (1024, 2048)
     (model,) = record["models"]
     assert [t["dtype"] for t in model["training"]] == ["fp32"]
     for t in model["training"]:
@@ -103,6 +103,18 @@ def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason(
     assert "bf16 matmuls run at 1.0 GFLOP/s here vs 150.0 in fp32 (150x slower)" in reason
     assert benchmark.too_slow_to_train("bf16", {**ceilings, "matmul_gflops_bf16": 300.0}) is None
     assert benchmark.too_slow_to_train("fp32", ceilings) is None
+
+
+@pytest.mark.parametrize("seconds, expected", [
+    ({1024: 0.002, 2048: 0.008}, (2**34 / 0.008 / 1e9, 2048)),  # the larger product faster per FLOP: AMX's bf16
+    ({1024: 0.002, 2048: 0.032}, (2**31 / 0.002 / 1e9, 1024)),  # the larger product slower: the smaller sets it
+    ({1024: 1.0}, (2**31 / 1.0 / 1e9, 1024)),                   # a slow (emulated) product is not tried larger
+])
+def test_the_matmul_ceiling_is_the_fastest_of_its_sizes(monkeypatch, seconds, expected):
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+    monkeypatch.setattr(benchmark, "dense_matmul", lambda dtype, device, n: (n, 2 * n**3))
+    monkeypatch.setattr(benchmark, "best_seconds", lambda n, device, repeats: seconds[n])  # KeyError if not expected
+    assert benchmark.matmul_ceiling(torch.bfloat16, torch.device("cpu"), 3) == pytest.approx(expected)
 
 
 def test_benchmark_refuses_an_unknown_dtype(tmp_path):

@@ -28,7 +28,8 @@ def cpu_with(monkeypatch, flags: set, speedup: float) -> list:
 @pytest.mark.parametrize("flags, speedup, expected, why, probed", [
     ({"avx2", "fma"}, 0.01, "fp32", "no AVX512_BF16 or AMX-BF16 flag", True),         # AVX2-only EPYC: emulated bf16
     ({"avx2", "avx512f", "avx512_bf16"}, 0.01, "bf16", "AVX512_BF16", False),          # Zen 4: flags decide, no probe
-    ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, 0.01, "bf16", "AMX-BF16", False),    # Sapphire Rapids
+    ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, 0.01, "bf16", "AMX-BF16", False),  # Sapphire Rapids
+    ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, 0.01, "bf16", "AMX-BF16", False),    # AMX without AVX512_BF16
     ({"asimd", "bf16"}, 0.01, "bf16", "Arm BF16", False),                              # Graviton 3 / Neoverse V1
     (set(), 2.5, "bf16", "2.5x faster", True),                                         # flags unreadable: the probe decides
     (set(), 1.1, "fp32", "could not be read", True),

@@ -5,7 +5,8 @@
 
 Measured in one run, each with a warm-up, device synchronisation and the median of --repeats (the ceilings: the
 best of up to 20 runs, since a ceiling is what the machine can do):
-  ceilings    matmul GFLOP/s (fp32, bf16) and memory copy GB/s of this machine
+  ceilings    matmul GFLOP/s (fp32, bf16: the faster of dense 1024^3 and 2048^3 products) and memory copy GB/s
+              of this machine
   training    tokens/s of a full optimizer step (the real step of src/trainer.py), per model and dtype,
               and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype; and the step's
               kernel ceiling: its matrix products and attention kernels alone, at the model's own shapes
@@ -212,16 +213,29 @@ def best_seconds(fn, device, min_runs: int, budget_s: float = 1.0, max_runs: int
     return min(times)
 
 
-def dense_matmul(dtype: torch.dtype, device, n: int = 1024):
+CEILING_SIZES = (1024, 2048)  # n of the dense n x n products the matmul ceiling tries, smallest first
+SLOW_PRODUCT_S = 0.25  # a product that took longer (an emulated dtype) is not tried at a larger size
+
+
+def dense_matmul(dtype: torch.dtype, device, n: int = CEILING_SIZES[0]):
     """The product the matmul ceiling times, dense n x n: (a call computing it, its FLOPs)."""
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     return (lambda: a @ b), 2 * n**3
 
 
-def matmul_gflops(dtype: torch.dtype, device, repeats: int) -> float:
-    """Dense matmul: the best a model's matmuls can do on this device in this dtype."""
-    product, flops = dense_matmul(dtype, device)
-    return flops / best_seconds(product, device, repeats) / 1e9
+def matmul_ceiling(dtype: torch.dtype, device, repeats: int) -> tuple[float, int]:
+    """Dense matmul, the best a model's matmuls can do on this device in this dtype: (GFLOP/s, n) of the fastest
+    of the CEILING_SIZES. One size is not enough: AMX's bf16 kernels ran 2048^3 products at about twice the rate
+    of 1024^3 ones (2026-12-02, 2-core Xeon), so a 1024^3 ceiling let a step's MFU come out above what the
+    machine's products do."""
+    best = (0.0, CEILING_SIZES[0])
+    for n in CEILING_SIZES:
+        product, flops = dense_matmul(dtype, device, n)
+        seconds = best_seconds(product, device, repeats)
+        best = max(best, (flops / seconds / 1e9, n))
+        if seconds > SLOW_PRODUCT_S:
+            break
+    return best
 
 
 def copy_gbps(device, repeats: int, megabytes: int = 256) -> float:
@@ -232,8 +246,12 @@ def copy_gbps(device, repeats: int, megabytes: int = 256) -> float:
 
 
 def measure_ceilings(device, repeats: int, dtypes: list[str]) -> dict:
-    ceilings = {f"matmul_gflops_{name}": sig(matmul_gflops(DTYPES[name], device, repeats))
-                for name in sorted(set(dtypes) | {"fp32"})}
+    """The machine's ceilings: matmul_gflops_<dtype> (with matmul_size_<dtype>, the n of the n^3 product that set
+    it) for fp32 and each dtype asked for, and copy_gbps."""
+    ceilings = {}
+    for name in sorted(set(dtypes) | {"fp32"}):
+        gflops, n = matmul_ceiling(DTYPES[name], device, repeats)
+        ceilings |= {f"matmul_gflops_{name}": sig(gflops), f"matmul_size_{name}": n}
     ceilings["copy_gbps"] = sig(copy_gbps(device, repeats))
     return ceilings
 
@@ -545,10 +563,12 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
     default_run = TrainConfig()
     compiled = resolve_compile(default_run.compile, device, default_run.max_steps, 1, fusible_components(config))
     tokens = args.train_batch * config.block_size
-    product, product_flops = dense_matmul(DTYPES[dtype], device)
+    size = ceilings.get(f"matmul_size_{dtype}", CEILING_SIZES[0])
+    product, product_flops = dense_matmul(DTYPES[dtype], device, size)
+    products = max(1, 10 * CEILING_SIZES[0] ** 3 // size**3)  # about ten 1024^3 products' FLOPs a call
 
-    def matmuls(n=10):  # ten products a call: a sample long enough to time
-        for _ in range(n):
+    def matmuls():  # a sample long enough to time
+        for _ in range(products):
             product()
 
     def trainer(compile: bool, out_dir: str) -> Trainer:
@@ -574,11 +594,11 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
                                                                                        device)[1]
             rounds = 3 * args.repeats
             seconds = interleaved_median_seconds(calls, rounds, device, warmup=3 if compiled.enabled else 2)
-        matmul_gflops = 10 * product_flops / seconds.pop("matmul") / 1e9
+        matmul_gflops = products * product_flops / seconds.pop("matmul") / 1e9
         flops = flops_per_token(run.model)
     tokens_per_sec = {name: sig(tokens / s) for name, s in seconds.items()}
     result = {"dtype": dtype, "compiled": compiled.enabled, "compile_reason": compiled.reason, "batch": args.train_batch,
-              "rounds": rounds, "tokens_per_sec": tokens_per_sec, "matmul_gflops": sig(matmul_gflops),
+              "rounds": rounds, "tokens_per_sec": tokens_per_sec, "matmul_gflops": sig(matmul_gflops), "matmul_size": size,
               "mfu": sig(tokens_per_sec["modern"] * flops / 1e9 / matmul_gflops),
               "kernels_alone_mfu": sig(tokens_per_sec["modern_kernels_alone"] * flops / 1e9 / matmul_gflops)}
     print(f"  head to head {result}", flush=True)
