@@ -883,7 +883,7 @@ def plot(record: dict, path: Path) -> None:
     labels, values, ceilings = [], [], []
     for m in record["models"]:
         for t in m["training"]:
-            labels.append(f"{m['name']}\n{t['dtype']}{' compiled' if t['compiled'] else ''}")
+            labels.append(f"{m['name']}\n{t['dtype']}" + ("\ncompiled" if t["compiled"] else ""))
             values.append(t["tokens_per_sec"])
             ceilings.append(t["ceiling_tokens_per_sec"])
     x = range(len(labels))
