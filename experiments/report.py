@@ -361,7 +361,7 @@ def benchmark_head_to_head(r: dict) -> list[str]:
     default = f"{h['dtype']}, {'compiled' if h.get('compiled') else 'eager'}"
     names = {"modern": f"modern, the real training step with default flags ({default})",
              "modern_eager": "... the same step eager (--compile off)",
-             "modern_kernels_alone": "... its products and attention kernels alone",
+             "modern_kernels_alone": f"... its {h.get('kernels_alone', 'products and attention kernels')} alone",
              "nanogpt_fp32": "nanoGPT's step (its model.py, in a process of its own), fp32",
              "nanogpt_bf16": "nanoGPT's step, bf16 autocast",
              "nanogpt_fp32_memory_kept": "nanoGPT's step, fp32, given our allocator setting (freed memory kept)",

@@ -84,6 +84,11 @@ def causal_attention(q, k, v, mask=None, dropout: float = 0.0) -> torch.Tensor:
 QUERY_BLOCK = 64  # queries per block of block_causal_attention (32 and 128 measured slower at the reference size)
 
 
+def query_blocks(T: int) -> list[tuple[int, int]]:
+    """(start, end) of block_causal_attention's query blocks over T tokens; block i attends to keys [0, end)."""
+    return [(start, min(start + QUERY_BLOCK, T)) for start in range(0, T, QUERY_BLOCK)]
+
+
 def block_causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
     """Causal attention written out as products, QUERY_BLOCK queries at a time, each block against only the keys up
     to its last query: the score blocks above the diagonal, which the mask would zero anyway, are never computed,
@@ -97,8 +102,7 @@ def block_causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
     T, scale = q.shape[-2], q.shape[-1] ** -0.5
     softmax_dtype = torch.promote_types(q.dtype, torch.float32)  # fp32 for bf16/fp16 inputs, fp64 stays fp64
     outputs = []
-    for start in range(0, T, QUERY_BLOCK):
-        end = min(start + QUERY_BLOCK, T)
+    for start, end in query_blocks(T):
         scores = (q[..., start:end, :] @ k[..., :end, :].transpose(-2, -1)).to(softmax_dtype) * scale
         future = torch.arange(start, end, device=q.device)[:, None] < torch.arange(end, device=q.device)
         weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)

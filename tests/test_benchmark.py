@@ -105,6 +105,30 @@ def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason(
     assert benchmark.too_slow_to_train("fp32", ceilings) is None
 
 
+def test_the_kernels_alone_time_the_products_block_causal_attention_runs():
+    """block_causal_products: as many bmm calls, of the same FLOPs, as block_causal_attention's forward and backward
+    run (at a length whose last query block is short)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformer import block_causal_attention
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+
+    class Products(TorchDispatchMode):
+        flops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.bmm.default:
+                (b, n, k), m = args[0].shape, args[1].shape[-1]
+                self.flops.append(2 * b * n * k * m)
+            return func(*args, **(kwargs or {}))
+    shape = (2, 3, 80, 8)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    with Products():
+        block_causal_attention(q, k, v).backward(torch.randn(shape))
+    timed = [2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+             for a, b in (call.args for call in benchmark.block_causal_products(shape, torch.float32, "cpu"))]
+    assert len(Products.flops) == 12 and sorted(timed) == sorted(Products.flops)
+
+
 @pytest.mark.parametrize("seconds, expected", [
     ({1024: 0.002, 2048: 0.008}, (2**34 / 0.008 / 1e9, 2048)),  # the larger product faster per FLOP: AMX's bf16
     ({1024: 0.002, 2048: 0.032}, (2**31 / 0.002 / 1e9, 1024)),  # the larger product slower: the smaller sets it

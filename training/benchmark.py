@@ -71,7 +71,7 @@ from plots import pyplot, save_figure  # noqa: E402
 from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
 from trainer import Dist, TrainConfig, Trainer, estimate_loss, fusible_components  # noqa: E402
-from transformer import MultiHeadAttention, causal_attention  # noqa: E402
+from transformer import MultiHeadAttention, causal_attention, query_blocks  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
@@ -282,10 +282,13 @@ def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
 def training_kernels(model: GPT, dtype: str, batch: int, device, compiled: bool = False):
     """A call that runs one training step's matrix products and attention kernels alone, at the model's own shapes
     and dtype: every linear layer's forward product and its two backward products (the input's and the weight's
-    gradients), the output layer's too, and causal attention forward + backward (transformer.causal_attention) in
-    every layer, compiled when the step is (`compiled`: the attention a compiled step runs is another kernel, see
-    causal_attention). What a step would cost with nothing else in it (norms, RoPE, activations, the optimizer): a
-    ceiling that says how far PyTorch's own kernels let a step go on this machine."""
+    gradients), the output layer's too, and attention in every layer, as the step runs it: PyTorch's kernel
+    forward + backward (transformer.causal_attention), or where a compiled step runs `block_causal_attention`
+    (bf16 on a CPU) the six products per query block of its forward and backward, the softmax between them left
+    out, like the norms. What a step would cost with nothing else in it: a ceiling that says how far PyTorch's own
+    kernels let a step go on this machine. (Until 2026-12-02 a compiled step's attention was timed as a compiled
+    function of its own; on an AMX Xeon that took longer than the same attention inside the step, with its inputs
+    copied and its calls' overhead, and so set the ceiling too low.)"""
     c = model.config
     rows, low = batch * c.block_size, DTYPES[dtype]
     products = []
@@ -295,17 +298,43 @@ def training_kernels(model: GPT, dtype: str, batch: int, device, compiled: bool 
         g = torch.randn(rows, layer.out_features, device=device, dtype=low)
         products += [partial(torch.mm, x, w.t()), partial(torch.mm, g, w), partial(torch.mm, g.t(), x)]
     shape = (batch, c.n_head, c.block_size, c.n_embd // c.n_head)
-    q, k, v = (torch.randn(shape, device=device, dtype=low, requires_grad=True) for _ in range(3))
-    grad = torch.randn(shape, device=device, dtype=low)
-    attention = torch.compile(causal_attention) if compiled else causal_attention
+    if attention_as_products(compiled, device, dtype):
+        products += c.n_layer * block_causal_products(shape, low, device)
+        attention = None
+    else:
+        q, k, v = (torch.randn(shape, device=device, dtype=low, requires_grad=True) for _ in range(3))
+        grad = torch.randn(shape, device=device, dtype=low)
+        attention = torch.compile(causal_attention) if compiled else causal_attention
 
     def kernels():
         for call in products:
             call()
-        for _ in range(c.n_layer):
+        for _ in range(c.n_layer if attention else 0):
             with autocast(device, dtype):
-                attention(q, k, v).backward(grad)
+                torch.autograd.grad(attention(q, k, v), (q, k, v), grad)  # no accumulation into .grad
     return kernels
+
+
+def attention_as_products(compiled: bool, device, dtype: str) -> bool:
+    """Whether training_kernels times attention as block_causal_attention's products (what a compiled bf16 step
+    runs on a CPU: transformer.causal_attention) rather than PyTorch's attention kernel."""
+    return compiled and torch.device(device).type == "cpu" and dtype == "bf16"
+
+
+def block_causal_products(shape: tuple, dtype: torch.dtype, device) -> list:
+    """The bmm calls of transformer.block_causal_attention's forward and backward for q, k, v of `shape` (B, H, T,
+    D): per query block of n queries against m keys, the scores and the weighted sum (n x D by D x m, n x m by
+    m x D), and in the backward the weights' gradient (as the scores), the gradients of v and k (m x n by n x D,
+    twice) and of q (as the weighted sum)."""
+    B, H, T, D = shape
+    calls = []
+    for start, end in query_blocks(T):
+        n, m = end - start, end
+        for left, right in (((n, D), (D, m)), ((n, m), (m, D)), ((m, n), (n, D))):
+            a = torch.randn(B * H, *left, device=device, dtype=dtype)
+            b = torch.randn(B * H, *right, device=device, dtype=dtype)
+            calls += 2 * [partial(torch.bmm, a, b)]
+    return calls
 
 
 def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: dict, compiled: bool) -> dict:
@@ -599,6 +628,8 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
     tokens_per_sec = {name: sig(tokens / s) for name, s in seconds.items()}
     result = {"dtype": dtype, "compiled": compiled.enabled, "compile_reason": compiled.reason, "batch": args.train_batch,
               "rounds": rounds, "tokens_per_sec": tokens_per_sec, "matmul_gflops": sig(matmul_gflops), "matmul_size": size,
+              "kernels_alone": "matrix products (attention's too, as block-causal bf16 products)"
+              if attention_as_products(compiled.enabled, device, dtype) else "matrix products and attention kernels",
               "mfu": sig(tokens_per_sec["modern"] * flops / 1e9 / matmul_gflops),
               "kernels_alone_mfu": sig(tokens_per_sec["modern_kernels_alone"] * flops / 1e9 / matmul_gflops)}
     print(f"  head to head {result}", flush=True)
