@@ -323,9 +323,9 @@ def attention_as_products(compiled: bool, device, dtype: str) -> bool:
 
 def block_causal_products(shape: tuple, dtype: torch.dtype, device) -> list:
     """The bmm calls of transformer.block_causal_attention's forward and backward for q, k, v of `shape` (B, H, T,
-    D): per query block of n queries against m keys, the scores and the weighted sum (n x D by D x m, n x m by
-    m x D), and in the backward the weights' gradient (as the scores), the gradients of v and k (m x n by n x D,
-    twice) and of q (as the weighted sum)."""
+    D): per query block of n queries against m keys, two products of each shape: n x D by D x m (the scores, and
+    the weights' gradient), n x m by m x D (the weighted sum, and q's gradient), m x n by n x D (the gradients of
+    v and of k)."""
     B, H, T, D = shape
     calls = []
     for start, end in query_blocks(T):
