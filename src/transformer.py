@@ -72,13 +72,19 @@ def causal_attention(q, k, v, mask=None, dropout: float = 0.0) -> torch.Tensor:
     with the cheap bits of dropout.py (the kernel would draw its own, one float each)."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout)
-    if mask is None and q.dtype == torch.bfloat16 and torch.compiler.is_compiling():
+    if mask is None and torch.compiler.is_compiling() and compiles_to_block_causal(q.device, q.dtype):
         return block_causal_attention(q, k, v, dropout)
     with torch.autocast("cpu", enabled=False):
         q, k, v = q.float(), k.float(), v.float()
         if mask is None and dropout > 0:
             return block_causal_attention(q, k, v, dropout)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout)
+
+
+def compiles_to_block_causal(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether causal attention without a mask runs as `block_causal_attention` inside torch.compile: bf16 on a CPU
+    (causal_attention; training/benchmark.py times a compiled step's attention by the same rule)."""
+    return torch.device(device).type == "cpu" and dtype == torch.bfloat16
 
 
 QUERY_BLOCK = 64  # queries per block of block_causal_attention (32 and 128 measured slower at the reference size)

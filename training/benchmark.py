@@ -71,7 +71,7 @@ from plots import pyplot, save_figure  # noqa: E402
 from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
 from trainer import Dist, TrainConfig, Trainer, estimate_loss, fusible_components  # noqa: E402
-from transformer import MultiHeadAttention, causal_attention, query_blocks  # noqa: E402
+from transformer import MultiHeadAttention, causal_attention, compiles_to_block_causal, query_blocks  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
 TEMPERATURES = [0.5, 0.8, 1.0]
@@ -316,9 +316,9 @@ def training_kernels(model: GPT, dtype: str, batch: int, device, compiled: bool 
 
 
 def attention_as_products(compiled: bool, device, dtype: str) -> bool:
-    """Whether training_kernels times attention as block_causal_attention's products (what a compiled bf16 step
-    runs on a CPU: transformer.causal_attention) rather than PyTorch's attention kernel."""
-    return compiled and torch.device(device).type == "cpu" and dtype == "bf16"
+    """Whether training_kernels times attention as block_causal_attention's products (what a compiled step runs
+    where transformer.compiles_to_block_causal says so) rather than PyTorch's attention kernel."""
+    return compiled and compiles_to_block_causal(device, DTYPES[dtype])
 
 
 def block_causal_products(shape: tuple, dtype: torch.dtype, device) -> list:
