@@ -1,5 +1,6 @@
 """training/benchmark.py at a tiny size: every figure is present and consistent with the machine's ceilings."""
 import argparse
+import itertools
 import json
 
 import pytest
@@ -105,28 +106,81 @@ def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason(
     assert benchmark.too_slow_to_train("fp32", ceilings) is None
 
 
+class Products:
+    """Records the shapes of the matrix products PyTorch runs inside it (a TorchDispatchMode: what autograd runs too)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        products = self.shapes = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func in (torch.ops.aten.mm.default, torch.ops.aten.bmm.default):
+                    products.append((func.__name__, tuple(args[0].shape), tuple(args[1].shape)))
+                elif func is torch.ops.aten.addmm.default:  # a product with a bias added: the same product
+                    products.append(("mm.default", tuple(args[1].shape), tuple(args[2].shape)))
+                return func(*args, **(kwargs or {}))
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def shapes_of(calls) -> list:
+    return [(call.func.__name__ + ".default", tuple(call.args[0].shape), tuple(call.args[1].shape)) for call in calls]
+
+
 def test_the_kernels_alone_time_the_products_block_causal_attention_runs():
-    """block_causal_products: as many bmm calls, of the same FLOPs, as block_causal_attention's forward and backward
-    run (at a length whose last query block is short)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    """block_causal_products: the bmm calls of block_causal_attention's forward, and of its backward, of the same
+    shapes (at a length whose last query block is short)."""
     from transformer import block_causal_attention
     benchmark = load_script(ROOT / "training" / "benchmark.py")
-
-    class Products(TorchDispatchMode):
-        flops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten.bmm.default:
-                (b, n, k), m = args[0].shape, args[1].shape[-1]
-                self.flops.append(2 * b * n * k * m)
-            return func(*args, **(kwargs or {}))
     shape = (2, 3, 80, 8)
     q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
-    with Products():
-        block_causal_attention(q, k, v).backward(torch.randn(shape))
-    timed = [2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
-             for a, b in (call.args for call in benchmark.block_causal_products(shape, torch.float32, "cpu"))]
-    assert len(Products.flops) == 12 and sorted(timed) == sorted(Products.flops)
+    with Products() as forward:
+        output = block_causal_attention(q, k, v)
+    with Products() as backward:
+        output.backward(torch.randn(shape))
+    timed_forward, timed_backward = benchmark.block_causal_products(shape, torch.float32, "cpu")
+    assert len(forward.shapes) == 4 and sorted(shapes_of(timed_forward)) == sorted(forward.shapes)
+    assert len(backward.shapes) == 8 and sorted(shapes_of(timed_backward)) == sorted(backward.shapes)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "modern"])
+def test_the_kernels_alone_run_the_products_of_a_step_in_its_order(name, monkeypatch):
+    """training_products against a real forward and backward of a small model whose attention runs as block-causal
+    products (dropout makes an eager CPU step do that): the same matrix products, in the same order (where autograd
+    picks the order by its graph, as a set: the bmm calls of each attention, the two products of a linear layer's
+    backward)."""
+    from model import GPT, GPTConfig
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    model = GPT(GPTConfig.named(name, **{**sizes, "dropout": 0.1}))
+    c, batch = model.config, 2
+    tokens = torch.randint(0, c.vocab_size, (batch, c.block_size))
+    with Products() as step_forward:
+        loss = model(tokens, tokens)[1]
+    with Products() as step_backward:
+        loss.backward()
+    monkeypatch.setattr(benchmark, "attention_as_products", lambda *_: True)  # as a compiled bf16 step on a CPU
+    forward, backward = benchmark.training_products(model, "fp32", batch, "cpu", compiled=True)
+
+    def grouped(shapes: list, linear_products: int) -> list:
+        """Each run of bmm calls as one sorted tuple, each linear layer's products (runs of mm calls, linear_products
+        each) as one sorted tuple."""
+        groups = []
+        for kind, run in itertools.groupby(shapes, key=lambda shape: shape[0]):
+            run = list(run)
+            size = len(run) if kind == "bmm.default" else linear_products
+            groups += [tuple(sorted(run[i:i + size])) for i in range(0, len(run), size)]
+        return groups
+    assert grouped(shapes_of(forward), 1) == grouped(step_forward.shapes, 1)
+    assert grouped(shapes_of(backward), 2) == grouped(step_backward.shapes, 2)
+    linear_layers = 2 + len([m for m in model.blocks[0].ffn.modules() if isinstance(m, torch.nn.Linear)])
+    products = step_forward.shapes + step_backward.shapes
+    assert sum(shape[0] == "mm.default" for shape in products) == 3 * (linear_layers * c.n_layer + 1)
 
 
 @pytest.mark.parametrize("seconds, expected", [

@@ -281,60 +281,95 @@ def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
 
 def training_kernels(model: GPT, dtype: str, batch: int, device, compiled: bool = False):
     """A call that runs one training step's matrix products and attention kernels alone, at the model's own shapes
-    and dtype: every linear layer's forward product and its two backward products (the input's and the weight's
-    gradients), the output layer's too, and attention in every layer, as the step runs it: PyTorch's kernel
-    forward + backward (transformer.causal_attention), or where a compiled step runs `block_causal_attention`
-    (bf16 on a CPU) the six products per query block of its forward and backward, the softmax between them left
-    out, like the norms. What a step would cost with nothing else in it: a ceiling that says how far PyTorch's own
-    kernels let a step go on this machine. (Until 2026-12-02 a compiled step's attention was timed as a compiled
-    function of its own; on an AMX Xeon that took longer than the same attention inside the step, with its inputs
-    copied and its calls' overhead, and so set the ceiling too low.)"""
-    c = model.config
-    rows, low = batch * c.block_size, DTYPES[dtype]
-    products = []
-    for layer in (m for m in model.modules() if isinstance(m, nn.Linear)):
-        x = torch.randn(rows, layer.in_features, device=device, dtype=low)
-        w = torch.randn(layer.out_features, layer.in_features, device=device, dtype=low)
-        g = torch.randn(rows, layer.out_features, device=device, dtype=low)
-        products += [partial(torch.mm, x, w.t()), partial(torch.mm, g, w), partial(torch.mm, g.t(), x)]
-    shape = (batch, c.n_head, c.block_size, c.n_embd // c.n_head)
-    if attention_as_products(compiled, device, dtype):
-        products += c.n_layer * block_causal_products(shape, low, device)
-        attention = None
-    else:
-        q, k, v = (torch.randn(shape, device=device, dtype=low, requires_grad=True) for _ in range(3))
-        grad = torch.randn(shape, device=device, dtype=low)
-        attention = torch.compile(causal_attention) if compiled else causal_attention
+    and dtype, in the order the step runs them (`training_products`): what a step would cost with nothing else in
+    it, a ceiling that says how far PyTorch's own kernels let a step go on this machine."""
+    forward, backward = training_products(model, dtype, batch, device, compiled)
 
     def kernels():
-        for call in products:
+        for call in forward + backward:
             call()
-        for _ in range(c.n_layer if attention else 0):
-            with autocast(device, dtype):
-                torch.autograd.grad(attention(q, k, v), (q, k, v), grad)  # no accumulation into .grad
     return kernels
 
 
+def training_products(model: GPT, dtype: str, batch: int, device, compiled: bool = False) -> tuple[list, list]:
+    """The calls of one training step's products, forward ones and backward ones, each list in the order the step
+    runs it: through the blocks (q/k/v projection, attention, output projection, the FFN's layers), then the output
+    layer; the backward from the output layer back down, each linear layer's weight gradient before its input's.
+    Attention is PyTorch's kernel (transformer.causal_attention, its backward through autograd), or where a compiled
+    step runs `block_causal_attention` (bf16 on a CPU) the bmm products of its query blocks, the softmax between
+    them left out, like the norms.
+
+    Every layer's products get tensors of their own, as a step's activations are distinct per layer: when the
+    backward reaches a layer, its tensors have left the cache. (Each linear layer's three products back to back on
+    shared tensors, as this function ran them before, took less time on an AMX Xeon than the step's own products:
+    a ceiling set too high, DEVLOG section 5.)"""
+    c = model.config
+    rows, low = batch * c.block_size, DTYPES[dtype]
+    shape = (batch, c.n_head, c.block_size, c.n_embd // c.n_head)
+
+    def linear(layer: nn.Linear) -> tuple[list, list]:
+        x, w, g = (torch.randn(size, device=device, dtype=low) for size in
+                   ((rows, layer.in_features), (layer.out_features, layer.in_features), (rows, layer.out_features)))
+        return [partial(torch.mm, x, w.t())], [partial(torch.mm, g.t(), x), partial(torch.mm, g, w)]
+
+    def attention() -> tuple[list, list]:
+        if attention_as_products(compiled, device, dtype):
+            return block_causal_products(shape, low, device)
+        return attention_kernel(shape, dtype, device, compiled)
+    stages = []  # (forward calls, backward calls) of each layer, in the forward's order
+    for block in model.blocks:
+        stages += [linear(block.attn.qkv), attention(), linear(block.attn.proj)]
+        stages += [linear(m) for m in block.ffn.modules() if isinstance(m, nn.Linear)]
+    stages.append(linear(model.lm_head))
+    return ([call for forward, _ in stages for call in forward],
+            [call for _, backward in reversed(stages) for call in backward])
+
+
 def attention_as_products(compiled: bool, device, dtype: str) -> bool:
-    """Whether training_kernels times attention as block_causal_attention's products (what a compiled step runs
+    """Whether training_products times attention as block_causal_attention's products (what a compiled step runs
     where transformer.compiles_to_block_causal says so) rather than PyTorch's attention kernel."""
     return compiled and compiles_to_block_causal(device, DTYPES[dtype])
 
 
-def block_causal_products(shape: tuple, dtype: torch.dtype, device) -> list:
-    """The bmm calls of transformer.block_causal_attention's forward and backward for q, k, v of `shape` (B, H, T,
-    D): per query block of n queries against m keys, two products of each shape: n x D by D x m (the scores, and
-    the weights' gradient), n x m by m x D (the weighted sum, and q's gradient), m x n by n x D (the gradients of
-    v and of k)."""
+def attention_kernel(shape: tuple, dtype: str, device, compiled: bool) -> tuple[list, list]:
+    """Forward and backward calls of transformer.causal_attention (compiled, as a compiled step runs it) for q, k, v
+    of `shape`: the forward keeps its output for the backward, which takes the gradients by autograd.grad (no
+    accumulation into .grad, which a step does not pay here either)."""
+    q, k, v = (torch.randn(shape, device=device, dtype=DTYPES[dtype], requires_grad=True) for _ in range(3))
+    grad = torch.randn(shape, device=device, dtype=DTYPES[dtype])
+    attend = torch.compile(causal_attention) if compiled else causal_attention
+    kept = {}
+
+    def forward():
+        with autocast(device, dtype):
+            kept["output"] = attend(q, k, v)
+
+    def backward():
+        torch.autograd.grad(kept.pop("output"), (q, k, v), grad)
+    return [forward], [backward]
+
+
+def block_causal_products(shape: tuple, dtype: torch.dtype, device) -> tuple[list, list]:
+    """The bmm calls of transformer.block_causal_attention's forward and of its backward for q, k, v of `shape` (B,
+    H, T, D), with the operands laid out as autograd and the inductor hand them over. Per query block of n queries
+    against m keys: forward, the scores q k^T (n x D by D x m) and the weighted sum P v (n x m by m x D); backward,
+    the weights' gradient dO v^T (n x D by D x m), q's gradient dS k (n x m by m x D), k's (transposed) q^T dS (D x n
+    by n x m) and v's P^T dO (m x n by n x D)."""
     B, H, T, D = shape
-    calls = []
+
+    def operand(rows: int, cols: int, transposed: bool = False) -> torch.Tensor:
+        size = (B * H, cols, rows) if transposed else (B * H, rows, cols)
+        tensor = torch.randn(size, device=device, dtype=dtype)
+        return tensor.transpose(1, 2) if transposed else tensor
+    forward, backward = [], []
     for start, end in query_blocks(T):
         n, m = end - start, end
-        for left, right in (((n, D), (D, m)), ((n, m), (m, D)), ((m, n), (n, D))):
-            a = torch.randn(B * H, *left, device=device, dtype=dtype)
-            b = torch.randn(B * H, *right, device=device, dtype=dtype)
-            calls += 2 * [partial(torch.bmm, a, b)]
-    return calls
+        forward += [partial(torch.bmm, operand(n, D), operand(D, m)), partial(torch.bmm, operand(n, m), operand(m, D))]
+        backward += [partial(torch.bmm, operand(n, D), operand(D, m, transposed=True)),
+                     partial(torch.bmm, operand(n, m), operand(m, D, transposed=True)),
+                     partial(torch.bmm, operand(D, n, transposed=True), operand(n, m)),
+                     partial(torch.bmm, operand(m, n, transposed=True), operand(n, D))]
+    return forward, backward
 
 
 def training_throughput(config: GPTConfig, dtype: str, args, device, ceilings: dict, compiled: bool) -> dict:
