@@ -606,9 +606,12 @@ def estimate_loss(model, data: torch.Tensor, block_size: int, batch_size: int, i
 
 
 def train(model_config: GPTConfig, tc: TrainConfig, log=print) -> dict:
-    """Train a model; returns the summary (also written to <out_dir>/summary.json)."""
+    """Train a model; returns the summary (also written to <out_dir>/summary.json). PyTorch's deterministic mode,
+    which a compiled run turns on for its steps (Trainer), is as it was when this returns: a notebook or script
+    that trains and then does something else is not left with it."""
     tc.validate()
     d = setup_distributed(tc.device)
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with claim_run_folder(tc, d):
             summary = Trainer(model_config, tc, log, d).fit()
@@ -616,5 +619,6 @@ def train(model_config: GPTConfig, tc: TrainConfig, log=print) -> dict:
             dist.barrier()  # every rank done before any tears the group down (gloo aborts a rank still using it)
         return summary
     finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -210,16 +210,17 @@ def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eage
     """Same seed, same curve, compiled too: without deterministic mode the inductor's parallel atomic adds for the
     embedding's gradient made two identical compiled runs drift apart within thirty steps. And the compiled step
     trains the same model as the eager one, dropout on: both draw the same masks (dropout.py), so the curves
-    agree to rounding."""
+    agree to rounding. Deterministic mode, on for a compiled run's steps, is off again when train() returns."""
     import json
     from conftest import tiny_train_config
     from trainer import train
+    torch.use_deterministic_algorithms(False)
     curves = []
     for run, compile in (("a", "on"), ("b", "on"), ("eager", "off")):
         summary = train(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", dropout=0.1, n_layer=1),
                         tiny_train_config(tmp_path / run, small_text, compile=compile, max_steps=30, eval_interval=30),
                         log=lambda *_: None)
-        assert summary["compiled"] == (compile == "on")
+        assert summary["compiled"] == (compile == "on") and not torch.are_deterministic_algorithms_enabled()
         curves.append(json.loads((tmp_path / run / "history.json").read_text())["train_loss"])
     assert curves[0] == curves[1]
     assert max(abs(a - b) for a, b in zip(curves[0], curves[2])) < 1e-4
