@@ -107,7 +107,8 @@ def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason(
 
 
 class Products:
-    """Records the shapes of the matrix products PyTorch runs inside it (a TorchDispatchMode: what autograd runs too)."""
+    """Records the shapes of the matrix products and optimizer updates PyTorch runs inside it (a TorchDispatchMode:
+    what autograd runs too)."""
 
     def __enter__(self):
         from torch.utils._python_dispatch import TorchDispatchMode
@@ -119,6 +120,8 @@ class Products:
                     products.append((func.__name__, tuple(args[0].shape), tuple(args[1].shape)))
                 elif func is torch.ops.aten.addmm.default:  # a product with a bias added: the same product
                     products.append(("mm.default", tuple(args[1].shape), tuple(args[2].shape)))
+                elif "adam" in func.__name__:  # an optimizer update: the shapes of the weights it steps
+                    products.append((func.__name__, *(tuple(weight.shape) for weight in args[0])))
                 return func(*args, **(kwargs or {}))
         self.mode = Mode()
         self.mode.__enter__()
@@ -181,6 +184,32 @@ def test_the_kernels_alone_run_the_products_of_a_step_in_its_order(name, monkeyp
     linear_layers = 2 + len([m for m in model.blocks[0].ffn.modules() if isinstance(m, torch.nn.Linear)])
     products = step_forward.shapes + step_backward.shapes
     assert sum(shape[0] == "mm.default" for shape in products) == 3 * (linear_layers * c.n_layer + 1)
+
+
+def test_the_kernels_alone_end_with_the_update_a_step_makes(tmp_path, shakespeare):
+    """training_kernels: after the products, the optimizer update of the real step (the same kernel, over weights of
+    the same shapes), run on a copy of the weights: the model's own are left as they were."""
+    from trainer import Trainer
+    data = tmp_path / "small.txt"
+    data.write_text(shakespeare[:20_000])
+    run = Trainer(modern_config(**{k: v for k, v in vars(tiny_model_config()).items() if k in ("block_size", "n_layer",
+                                                                                                 "n_head", "n_embd")}),
+                  tiny_train_config(tmp_path / "out", data, max_steps=1), log=lambda *_: None)
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+
+    def updates(recorded: Products) -> list:
+        return [call for call in recorded.shapes if "adam" in call[0]]
+    with Products() as step:
+        run.train_step()
+    weights = {name: weight.clone() for name, weight in run.model.state_dict().items()}
+    kernels = benchmark.training_kernels(run.model, "fp32", 2, "cpu")
+    with Products() as alone:
+        kernels()
+    assert len(updates(step)) == 1 and updates(alone) == updates(step)
+    assert alone.shapes[-1] == updates(step)[0], "the update comes last, as in the step"
+    assert len(updates(step)[0]) - 1 == len(list(run.model.parameters()))
+    for name, weight in run.model.state_dict().items():
+        assert torch.equal(weight, weights[name]), name
 
 
 @pytest.mark.parametrize("seconds, expected", [

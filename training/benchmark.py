@@ -9,7 +9,8 @@ best of up to 20 runs, since a ceiling is what the machine can do):
               of this machine
   training    tokens/s of a full optimizer step (the real step of src/trainer.py), per model and dtype,
               and its MFU: model FLOPs per second / the measured matmul ceiling of that dtype; and the step's
-              kernel ceiling: its matrix products and attention kernels alone, at the model's own shapes
+              kernel ceiling: its matrix products, attention kernels and optimizer update alone, at the model's
+              own shapes
   peers       with --nanogpt DIR, nanoGPT's model.py timed the same way in the same run (its training step in a
               process of its own, as its users run it); where llama-cpp-python is installed, llama.cpp decoding
               the same weights (GGUF f32 and q8_0)
@@ -70,7 +71,7 @@ from modernize import KVCache, RMSNorm  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 from quantize import Int8Linear, dequantize  # noqa: E402
 from tokenizer import CharTokenizer  # noqa: E402
-from trainer import Dist, TrainConfig, Trainer, estimate_loss, fusible_components  # noqa: E402
+from trainer import Dist, TrainConfig, Trainer, build_optimizers, estimate_loss, fusible_components  # noqa: E402
 from transformer import MultiHeadAttention, causal_attention, compiles_to_block_causal, query_blocks  # noqa: E402
 
 PROMPTS = ["ROMEO:", "To be", "KING HENRY:"]
@@ -80,6 +81,7 @@ ENGINE_LABELS = {"eager": "", "compile": ", compiled", "c": ", C step"}
 C_STEP_WEIGHTS = ("fp32", "int8")  # what src/cdecode.c implements
 DECODE_VARIANTS = {"full": ["bf16", "int8", "fp32+compile", "int8+compile", "fp32+c", "int8+c"],
                    "quick": ["fp32+c", "int8+c"]}
+KERNELS_ALONE = "matrix products, attention kernels and optimizer update"  # what training_kernels times
 NANOGPT = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, dropout=0.0, bias=False)
 
 
@@ -280,15 +282,34 @@ def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
 
 
 def training_kernels(model: GPT, dtype: str, batch: int, device, compiled: bool = False):
-    """A call that runs one training step's matrix products and attention kernels alone, at the model's own shapes
-    and dtype, in the order the step runs them (`training_products`): what a step would cost with nothing else in
-    it, a ceiling that says how far PyTorch's own kernels let a step go on this machine."""
+    """A call that runs one training step's kernels alone, at the model's own shapes and dtype, in the order the step
+    runs them: its matrix products and attention kernels (`training_products`), then its optimizer's update
+    (`optimizer_update`). What a step would cost with nothing else in it, the work no step can skip: a ceiling that
+    says how far PyTorch's own kernels let a step go on this machine."""
     forward, backward = training_products(model, dtype, batch, device, compiled)
+    update = optimizer_update(model, device)
 
     def kernels():
         for call in forward + backward:
             call()
+        update()
     return kernels
+
+
+def optimizer_update(model: GPT, device):
+    """A call that runs the default training step's optimizer update alone (trainer.build_optimizers with
+    TrainConfig's defaults: one fused AdamW kernel on a CPU or GPU) on a copy of the model's weights, gradients in
+    place. It streams every weight, its gradient and AdamW's two moments through memory (in fp32, 16 bytes a weight
+    read and 12 written), work that every step does and that the products alone would leave out."""
+    weights = copy.deepcopy(model).to(device)  # the model itself is left as it was
+    for weight in weights.parameters():
+        weight.grad = torch.randn_like(weight) * 1e-3
+    optimizers = build_optimizers(weights, TrainConfig(), torch.device(device))
+
+    def update():
+        for optimizer in optimizers:
+            optimizer.step()
+    return update
 
 
 def training_products(model: GPT, dtype: str, batch: int, device, compiled: bool = False) -> tuple[list, list]:
@@ -663,8 +684,8 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
     tokens_per_sec = {name: sig(tokens / s) for name, s in seconds.items()}
     result = {"dtype": dtype, "compiled": compiled.enabled, "compile_reason": compiled.reason, "batch": args.train_batch,
               "rounds": rounds, "tokens_per_sec": tokens_per_sec, "matmul_gflops": sig(matmul_gflops), "matmul_size": size,
-              "kernels_alone": "matrix products (attention's too, as block-causal bf16 products)"
-              if attention_as_products(compiled.enabled, device, dtype) else "matrix products and attention kernels",
+              "kernels_alone": "matrix products (attention's too, as block-causal bf16 products) and optimizer update"
+              if attention_as_products(compiled.enabled, device, dtype) else KERNELS_ALONE,
               "mfu": sig(tokens_per_sec["modern"] * flops / 1e9 / matmul_gflops),
               "kernels_alone_mfu": sig(tokens_per_sec["modern_kernels_alone"] * flops / 1e9 / matmul_gflops)}
     print(f"  head to head {result}", flush=True)
@@ -1019,7 +1040,7 @@ def main(argv=None):
     record = {"command": command_line(args), "hardware": describe_hardware(device), "device": str(device),
               "hardware_tag": hardware_tag(device), "torch": torch.__version__,
               "date": datetime.now(timezone.utc).date().isoformat(), "quick": args.quick, "ceilings": ceilings,
-              "training_dtype_auto": vars(resolve_dtype("auto", device)),
+              "training_dtype_auto": vars(resolve_dtype("auto", device)), "kernels_alone": KERNELS_ALONE,
               "config": {"size": args.size, "train_batch": args.train_batch, "gen_tokens": args.gen_tokens,
                          "batched_gen_tokens": args.batched_gen_tokens,
                          "batches": args.batches, "repeats": args.repeats, "dtypes": args.dtypes}, "models": []}
