@@ -104,16 +104,24 @@ def block_causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
     swap 7 measures what bf16 training costs the loss), the softmax runs in fp32, and its weights return to v's
     dtype for the second product, as in flash attention. Written for torch.compile, which fuses the scale, mask,
     softmax and casts into one loop per block; run eagerly in float64 it is tested against PyTorch's kernel. A CPU
-    also runs it eagerly, in fp32, when attention has dropout (causal_attention)."""
+    also runs it eagerly, in fp32, when attention has dropout (causal_attention).
+
+    Each block's keys and values are the key blocks up to its own, concatenated, rather than a slice k[..., :end, :].
+    The backward of a slice pads its gradient to the full length, and the inductor sums the four padded gradients
+    with a bounds check on every element, fused into RoPE's backward (the largest generated loop of a compiled
+    step); the gradient of a concatenation is split into whole key blocks instead, summed by plain adds. The
+    copies this costs the forward are small, and the step measured faster (DEVLOG section 5)."""
     T, scale = q.shape[-2], q.shape[-1] ** -0.5
     softmax_dtype = torch.promote_types(q.dtype, torch.float32)  # fp32 for bf16/fp16 inputs, fp64 stays fp64
+    key_blocks, value_blocks = k.split(QUERY_BLOCK, dim=-2), v.split(QUERY_BLOCK, dim=-2)
     outputs = []
-    for start, end in query_blocks(T):
-        scores = (q[..., start:end, :] @ k[..., :end, :].transpose(-2, -1)).to(softmax_dtype) * scale
+    for block, (start, end) in enumerate(query_blocks(T)):
+        keys, values = torch.cat(key_blocks[:block + 1], dim=-2), torch.cat(value_blocks[:block + 1], dim=-2)
+        scores = (q[..., start:end, :] @ keys.transpose(-2, -1)).to(softmax_dtype) * scale
         future = torch.arange(start, end, device=q.device)[:, None] < torch.arange(end, device=q.device)
         weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
         weights = apply_dropout(weights, dropout)
-        outputs.append(weights.to(v.dtype) @ v[..., :end, :])
+        outputs.append(weights.to(v.dtype) @ values)
     return torch.cat(outputs, dim=-2)
 
 

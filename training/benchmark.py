@@ -375,7 +375,8 @@ def block_causal_products(shape: tuple, dtype: torch.dtype, device) -> tuple[lis
     H, T, D), with the operands laid out as autograd and the inductor hand them over. Per query block of n queries
     against m keys: forward, the scores q k^T (n x D by D x m) and the weighted sum P v (n x m by m x D); backward,
     the weights' gradient dO v^T (n x D by D x m), q's gradient dS k (n x m by m x D), k's (transposed) q^T dS (D x n
-    by n x m) and v's P^T dO (m x n by n x D)."""
+    by n x m) and v's P^T dO (m x n by n x D). The keys are a concatenation of key blocks, k^T a transposed view of
+    it; for the first block, a single key block, the inductor writes k^T itself, and dS k takes its transposed view."""
     B, H, T, D = shape
 
     def operand(rows: int, cols: int, transposed: bool = False) -> torch.Tensor:
@@ -385,9 +386,11 @@ def block_causal_products(shape: tuple, dtype: torch.dtype, device) -> tuple[lis
     forward, backward = [], []
     for start, end in query_blocks(T):
         n, m = end - start, end
-        forward += [partial(torch.bmm, operand(n, D), operand(D, m)), partial(torch.bmm, operand(n, m), operand(m, D))]
+        first = start == 0
+        forward += [partial(torch.bmm, operand(n, D), operand(D, m, transposed=not first)),
+                    partial(torch.bmm, operand(n, m), operand(m, D))]
         backward += [partial(torch.bmm, operand(n, D), operand(D, m, transposed=True)),
-                     partial(torch.bmm, operand(n, m), operand(m, D, transposed=True)),
+                     partial(torch.bmm, operand(n, m), operand(m, D, transposed=first)),
                      partial(torch.bmm, operand(D, n, transposed=True), operand(n, m)),
                      partial(torch.bmm, operand(m, n, transposed=True), operand(n, D))]
     return forward, backward
