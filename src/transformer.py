@@ -107,10 +107,10 @@ def block_causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
     also runs it eagerly, in fp32, when attention has dropout (causal_attention).
 
     Each block's keys and values are the key blocks up to its own, concatenated, rather than a slice k[..., :end, :].
-    The backward of a slice pads its gradient to the full length, and the inductor sums the four padded gradients
-    with a bounds check on every element, fused into RoPE's backward (the largest generated loop of a compiled
-    step); the gradient of a concatenation is split into whole key blocks instead, summed by plain adds. The
-    copies this costs the forward are small, and the step measured faster (DEVLOG section 5)."""
+    The backward of a slice pads its gradient to the full length, and the inductor sums the blocks' padded
+    gradients with a bounds check on every element, fused into RoPE's backward (the largest generated loop of a
+    compiled step); the gradient of a concatenation is split into whole key blocks instead, summed by plain adds.
+    The copies this costs the forward are small, and the step measured faster (DEVLOG section 5)."""
     T, scale = q.shape[-2], q.shape[-1] ** -0.5
     softmax_dtype = torch.promote_types(q.dtype, torch.float32)  # fp32 for bf16/fp16 inputs, fp64 stays fp64
     key_blocks, value_blocks = k.split(QUERY_BLOCK, dim=-2), v.split(QUERY_BLOCK, dim=-2)
