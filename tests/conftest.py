@@ -39,6 +39,11 @@ def tiny_model_config(**overrides) -> GPTConfig:
     return GPTConfig(**{**base, **overrides})
 
 
+def tiny_sizes() -> dict:
+    """tiny_model_config's sizes without its architecture switches: for GPTConfig.named / modern_config."""
+    return {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+
+
 def tiny_train_config(out_dir, data, **overrides) -> TrainConfig:
     """fp32 pinned (here and in TINY_FLAGS): `auto` picks bf16 on CPUs with native bf16, and tests compare runs
     to 1e-5. The precision policy has tests of its own (test_precision.py)."""

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from checkpoint import RunLock
-from conftest import ROOT, TINY_FLAGS, assert_user_error, run_main, tiny_model_config, tiny_train_config
+from conftest import ROOT, TINY_FLAGS, assert_user_error, run_main, tiny_sizes, tiny_train_config
 from model_modern import modern_config
 from trainer import train
 
@@ -65,7 +65,7 @@ def text(tmp_path_factory, shakespeare):
 def run(tmp_path_factory, text):
     """A tiny trained modern run (best/, last/, history.json, summary.json)."""
     out = tmp_path_factory.mktemp("runs") / "modern"
-    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    sizes = tiny_sizes()
     train(modern_config(**sizes), tiny_train_config(out, text, max_steps=10, eval_interval=5), log=lambda *_: None)
     return out
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_sizes, tiny_train_config
 from device import cpp_compiler, hardware_tag
 from model_modern import modern_config
 from trainer import train
@@ -17,7 +17,7 @@ def checkpoints(tmp_path_factory, shakespeare):
     root = tmp_path_factory.mktemp("bench")
     data = root / "small.txt"
     data.write_text(shakespeare[:30_000])
-    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    sizes = tiny_sizes()
     train(modern_config(**sizes), tiny_train_config(root / "checkpoints" / "modern", data, max_steps=4, eval_interval=2),
           log=lambda *_: None)
     return root
@@ -159,7 +159,7 @@ def test_the_kernels_alone_run_the_products_of_a_step_in_its_order(name, monkeyp
     backward)."""
     from model import GPT, GPTConfig
     benchmark = load_script(ROOT / "training" / "benchmark.py")
-    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    sizes = tiny_sizes()
     model = GPT(GPTConfig.named(name, **{**sizes, "dropout": 0.1}))
     c, batch = model.config, 2
     tokens = torch.randint(0, c.vocab_size, (batch, c.block_size))
@@ -192,9 +192,8 @@ def test_the_kernels_alone_end_with_the_update_a_step_makes(tmp_path, shakespear
     from trainer import Trainer
     data = tmp_path / "small.txt"
     data.write_text(shakespeare[:20_000])
-    run = Trainer(modern_config(**{k: v for k, v in vars(tiny_model_config()).items() if k in ("block_size", "n_layer",
-                                                                                                 "n_head", "n_embd")}),
-                  tiny_train_config(tmp_path / "out", data, max_steps=1), log=lambda *_: None)
+    run = Trainer(modern_config(**tiny_sizes()), tiny_train_config(tmp_path / "out", data, max_steps=1),
+                  log=lambda *_: None)
     benchmark = load_script(ROOT / "training" / "benchmark.py")
 
     def updates(recorded: Products) -> list:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from checkpoint import load_model
-from conftest import ROOT, assert_user_error, run_main, tiny_model_config, tiny_train_config
+from conftest import ROOT, assert_user_error, run_main, tiny_sizes, tiny_train_config
 from engine import generate
 from trainer import train
 
@@ -17,7 +17,7 @@ TEXT = "ROMEO:\nWhat light through yonder window breaks? It is the east, and Jul
 
 
 def tiny(architecture: str, **overrides):
-    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    sizes = tiny_sizes()
     from model import GPTConfig
     return GPTConfig.named(architecture, **{**sizes, "n_embd": 64, **overrides})
 

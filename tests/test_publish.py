@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_sizes, tiny_train_config
 from checkpoint import load_model, save_model_folder
 from model import GPT
 from model_modern import ModernGPT, modern_config
@@ -14,7 +14,7 @@ from trainer import train
 
 
 def tiny_modern_config():
-    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    sizes = tiny_sizes()
     return modern_config(**sizes)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attention import record_attention
-from conftest import ROOT, assert_user_error, load_script, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, assert_user_error, load_script, run_script, tiny_model_config, tiny_sizes, tiny_train_config
 from model import GPT
 from model_modern import ModernGPT, modern_config
 from trainer import train
@@ -16,7 +16,7 @@ visualize = load_script(ROOT / "experiments" / "visualize.py")
 
 
 def tiny_modern():
-    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k not in ("norm", "ffn", "pos", "attn_proj_bias")}
+    sizes = tiny_sizes()
     return modern_config(**sizes)
 
 

@@ -301,7 +301,7 @@ def optimizer_update(model: GPT, device):
     TrainConfig's defaults: one fused AdamW kernel on a CPU or GPU) on a copy of the model's weights, gradients in
     place. It streams every weight, its gradient and AdamW's two moments through memory (in fp32, 16 bytes a weight
     read and 12 written), work that every step does and that the products alone would leave out."""
-    weights = copy.deepcopy(model).to(device)  # the model itself is left as it was
+    weights = copy.deepcopy(model)  # the model itself is left as it was
     for weight in weights.parameters():
         weight.grad = torch.randn_like(weight) * 1e-3
     optimizers = build_optimizers(weights, TrainConfig(), torch.device(device))
