@@ -266,6 +266,23 @@ def test_a_training_target_beyond_the_kernels_alone_says_so():
     assert "| ... its products and attention kernels alone | 4,400 | 75% |" in report.benchmark_head_to_head(record)
 
 
+def test_the_speed_summary_names_the_default_decoding_path():
+    """The README's decoding path goes uncached -> cached -> what generate.py runs without flags -> the fastest;
+    the default is named as such, and a row that is two of these appears once."""
+    def row(mode, tok_s, cached=True):
+        return {"batch": 1, "new_tokens": 500, "cached": cached, "mode": mode, "tokens_per_sec": tok_s,
+                "speedup": tok_s / 10, "fraction_of_bandwidth_ceiling": 0.5}
+    generation = [row("uncached", 10, cached=False), row("cached", 100), row("cached, C step", 900),
+                  row("cached, int8 weights, C step", 2000)]
+    record = {"hardware": "a CPU", "command": "training/benchmark.py", "date": "2026-12-03",
+              "models": [{"name": "modern", "default_engine": "c", "generation": generation}]}
+    report = load_script(ROOT / "experiments" / "report.py")
+    assert ("at 10 (uncached) → 100 (cached) → 900 (cached, C step: the default path) → 2,000 (cached, int8 "
+            "weights, C step) tokens/s") in report.speed_of(record)
+    record["models"][0]["default_engine"] = "eager"
+    assert "at 10 (uncached) → 100 (cached: the default path) → 2,000 (cached, int8" in report.speed_of(record)
+
+
 def test_head_to_head_rounds_alternate_the_contenders():
     """Each round times every contender once, in turn, so a slow spell of the machine falls on all of them."""
     import torch
