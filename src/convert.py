@@ -29,7 +29,7 @@ import torch
 
 from common import UserError
 from model import GPT, GPTConfig
-from modernize import swiglu_hidden_size
+from modernize import halves_to_interleaved, interleaved_to_halves, swiglu_hidden_size
 
 TINYLLM_CONFIG = "tinyllm.json"  # our own record next to transformers' config.json in a published folder
 EXPORT_MARK = ".tinyllm-export"  # in every folder export.py or publish.py builds: the names of the files it wrote
@@ -44,19 +44,6 @@ def check_exportable(config: GPTConfig, to: str) -> None:
     if to == "gguf" and config.architecture != "modern":
         raise UserError("--to gguf exports modern (Llama-architecture) checkpoints; export a vanilla one with --to hf "
                         "(GPT-2), which llama.cpp's own converter can then read")
-
-
-# ----------------------------------------------------------------------------- the q/k row order of RoPE
-
-def interleaved_to_halves(weight: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Rows of a q or k projection (n_head * d, C): each head's [0, 1, 2, ...] -> [0, 2, 4, ..., 1, 3, 5, ...]."""
-    d = weight.size(0) // n_head
-    return weight.view(n_head, d // 2, 2, -1).transpose(1, 2).reshape(weight.shape)
-
-
-def halves_to_interleaved(weight: torch.Tensor, n_head: int) -> torch.Tensor:
-    d = weight.size(0) // n_head
-    return weight.view(n_head, 2, d // 2, -1).transpose(1, 2).reshape(weight.shape)
 
 
 # ----------------------------------------------------------------------------- transformers: Llama and GPT-2

@@ -116,6 +116,29 @@ class RotaryEmbedding(nn.Module):
         return self.cos.index_select(0, positions), self.sin.index_select(0, positions)
 
 
+def interleaved_to_halves(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Rows of a q or k projection (n_head * d, C): each head's [0, 1, 2, ...] -> [0, 2, 4, ..., 1, 3, 5, ...].
+
+    What these rows compute, rotated by `rotate_halves`, is what the original rows compute rotated by
+    `apply_rotary`, with each head's dimensions in another order: q . k is a sum over the same pairs either way."""
+    d = weight.size(0) // n_head
+    return weight.view(n_head, d // 2, 2, -1).transpose(1, 2).reshape(weight.shape)
+
+
+def halves_to_interleaved(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+    """The inverse of `interleaved_to_halves`."""
+    d = weight.size(0) // n_head
+    return weight.view(n_head, 2, d // 2, -1).transpose(1, 2).reshape(weight.shape)
+
+
+def rotate_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE over pairs (x[i], x[i + D/2]) (transformers' `rotate_half`), for rows put in that order by
+    `interleaved_to_halves`. The two halves are contiguous, so the inductor turns this, and its backward, into
+    vector loops; the interleaved pairs of `apply_rotary` it compiles into a scalar loop on a CPU."""
+    a, b = x.float().chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1).type_as(x)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[..., 0::2], x[..., 1::2]) of x (..., D) by the given angles (cos and sin tables
     that broadcast against x's pairs: (T, D/2) for x (B, H, T, D), (T, 1, D/2) for x (B, T, H, D)).
@@ -123,7 +146,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     A pair (a, b) is the complex number a + ib, and rotating it by angle t is multiplying it by
     cos t + i sin t: in eager mode one complex product per pair, computed in fp32, fewer passes than four real
     products and a stack. While torch.compile traces, it is those real products: the inductor cannot generate code
-    for complex ops, and fuses the real ones into one loop (tests/test_precision.py checks both forms agree)."""
+    for complex ops, and fuses the real ones into one loop (tests/test_precision.py checks both forms agree). A
+    compiled forward without a KV cache (training) rotates halves instead (`rotate_halves`, `MultiHeadAttention.project`)."""
     if torch.compiler.is_compiling():
         a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
         return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dropout import Dropout, dropout as apply_dropout
-from modernize import RMSNorm, SwiGLU, apply_rotary
+from modernize import RMSNorm, SwiGLU, apply_rotary, interleaved_to_halves, rotate_halves
 
 
 def sliding_window_mask(length: int, window: int, device=None) -> torch.Tensor:
@@ -33,25 +33,37 @@ class MultiHeadAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = Dropout(dropout)
 
-    def project(self, x: torch.Tensor, rope=None):
+    def project(self, x: torch.Tensor, rope=None, halves: bool = False):
         """q, k, v as (B, n_head, T, head_size), with q and k rotated when RoPE tables are given.
 
         The rotation runs before the heads move in front of T, in the layout the projection wrote: in a compiled
         training step on a CPU, its backward then fuses into a pass that reads and writes along head_size, instead
-        of one that also transposes (the step measured faster in paired rounds, DEVLOG section 5)."""
+        of one that also transposes (the step measured faster in paired rounds, DEVLOG section 5).
+        halves=True projects q and k with each head's rows in the order [0, 2, 4, ..., 1, 3, 5, ...] and rotates
+        contiguous halves (`rotate_halves`): the same attention, each head's dimensions in another order, which the
+        inductor compiles into vector loops where interleaved pairs compile into scalar ones. A compiled forward
+        without a cache does that (`forward`); a cache keeps keys in the interleaved order every engine reads."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).unbind(2)  # each (B, T, n_head, head_size)
+        halves = halves and rope is not None and isinstance(self.qkv, nn.Linear)  # int8 layers keep their rows
+        qkv = F.linear(x, self.halves_weight()) if halves else self.qkv(x)
+        q, k, v = qkv.view(B, T, 3, self.n_head, self.head_size).unbind(2)  # each (B, T, n_head, head_size)
         if rope is not None:
             cos, sin = (table[:, None, :] for table in rope)  # (T, 1, head_size / 2): every head turns alike
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            rotate = rotate_halves if halves else apply_rotary
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def halves_weight(self) -> torch.Tensor:
+        """The q/k/v projection's weight with each head's query and key rows in `interleaved_to_halves` order."""
+        q_rows, k_rows, v_rows = self.qkv.weight.split(self.n_head * self.head_size)
+        return torch.cat((interleaved_to_halves(q_rows, self.n_head), interleaved_to_halves(k_rows, self.n_head), v_rows))
 
     def forward(self, x, rope=None, cache=None, window: int | None = None):
         """Causal self-attention of x (B, T, C). Without a cache, token i attends to tokens i-window+1 .. i
         (all earlier ones if window is None or T <= window). With a cache (one layer's, see engine.py), this
         chunk's keys and values are stored and its queries attend over everything the cache holds."""
         B, T, C = x.shape
-        q, k, v = self.project(x, rope)
+        q, k, v = self.project(x, rope, halves=cache is None and torch.compiler.is_compiling())
         if cache is not None:
             y = cache.attend(q, k, v)
         else:

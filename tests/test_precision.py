@@ -170,6 +170,38 @@ def test_the_rotation_the_compiler_sees_is_the_complex_one_in_real_numbers(monke
 
 
 
+def test_a_compiled_forward_without_a_cache_rotates_halves_of_reordered_rows_to_the_same_attention(monkeypatch):
+    """While torch.compile traces a forward without a cache, each head's query and key rows are reordered
+    [0, 2, 4, ..., 1, 3, 5, ...] and RoPE rotates contiguous halves (vector loops for the inductor). q and k are then
+    the interleaved ones with their dimensions in that order, v is untouched, so the scores, the layer's output
+    and the weight's gradient are the same; with a cache (decoding), the interleaved order stays."""
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.named("modern", n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11, dropout=0.0))
+    model.double()
+    attention, rope = model.blocks[0].attn, model.rope.at(torch.arange(8))
+    x = torch.randn(2, 8, 16, dtype=torch.float64)
+    q, k, v = attention.project(x, rope)
+    qh, kh, vh = attention.project(x, rope, halves=True)
+    order = torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])  # head size 8
+    assert torch.allclose(qh, q[..., order], atol=1e-6) and torch.allclose(kh, k[..., order], atol=1e-6)
+    assert torch.equal(vh, v) and not torch.allclose(qh, q, atol=1e-2)
+
+    def output_and_grad(compiling):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+        attention.zero_grad()
+        y = attention(x, rope)
+        y.square().sum().backward()
+        return y.detach(), attention.qkv.weight.grad.clone()
+    (y, grad), (yh, grad_h) = output_and_grad(False), output_and_grad(True)
+    assert torch.allclose(yh, y, atol=1e-6) and torch.allclose(grad_h, grad, atol=1e-5)
+    asked = []  # what forward asks project for, compiling, without a cache and with one
+    monkeypatch.setattr(attention, "project", lambda *args, halves: asked.append(halves) or (q, k, v))
+    attention(x, rope)
+    attention(x, rope, cache=type("Cache", (), {"attend": lambda self, q, k, v: v})())
+    assert asked == [True, False]
+
+
 def test_causal_attention_runs_blocks_only_for_bf16_while_compiling_and_the_kernel_otherwise(monkeypatch):
     """The CPU policy of transformer.causal_attention: the fp32 kernel in eager mode (fp32 output from bf16 inputs),
     block_causal_attention for bf16 while torch.compile traces, and the kernel again for a mask or fp32 inputs."""
