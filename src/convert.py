@@ -103,7 +103,7 @@ def to_hf_state(model: GPT) -> dict[str, torch.Tensor]:
 
 def from_hf_state(state: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
     """The inverse of to_hf_state: a published folder's weights under our names (for load_model)."""
-    c, C = config, config.n_embd
+    c = config
     out = {}
     try:
         if c.architecture == "modern":
@@ -247,7 +247,6 @@ def gguf_vocab(tokenizer) -> tuple[list[str], list[int]]:
 
 def gguf_metadata(writer, config: GPTConfig, tokenizer, name: str) -> None:
     """llama.cpp's llama architecture, sized as ours; the vocabulary of gguf_vocab; no BOS added, no space prefix."""
-    import gguf
     c = config
     tokens, types = gguf_vocab(tokenizer)
     writer.add_name(name)

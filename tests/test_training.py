@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from checkpoint import load_model, load_train_state
+from checkpoint import load_model
 from common import UserError
 from conftest import run_script, tiny_model_config, tiny_train_config
 from model import GPT
