@@ -306,9 +306,9 @@ def speed_of(r: dict) -> str:
     m = modern_entry(r)
     rows = [g for g in m["generation"] if g["batch"] == 1]
     uncached = next(g for g in rows if not g["cached"])
-    steps = [uncached, next(g for g in rows if g["cached"]), default_decoding(m), fastest_decoding(m)]
-    steps = [g for i, g in enumerate(steps) if g is not None and g not in steps[:i]]
     default = default_decoding(m)
+    steps = [uncached, next(g for g in rows if g["cached"]), default, fastest_decoding(m)]
+    steps = [g for i, g in enumerate(steps) if g is not None and g not in steps[:i]]  # each row once
     path = " → ".join(f"{g['tokens_per_sec']:,.0f} ({g['mode']}{': the default path' if g is default else ''})"
                       for g in steps)
     fastest, h = steps[-1], r.get("head_to_head")
