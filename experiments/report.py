@@ -256,7 +256,8 @@ def benchmark_tables(r: dict) -> str:
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
              "(the fastest of several runs): " + describe_ceilings(c) + ".", "",
              "| model | dtype | train tokens/s (batch " + str(r["config"]["train_batch"]) + ") | ms/step | MFU | "
-             f"tokens/s at the matmul ceiling | tokens/s of the step's {r.get('kernels_alone', OLD_KERNELS_ALONE)} alone (MFU) | "
+             "tokens/s at the matmul ceiling | "
+             f"tokens/s of the step's {r.get('kernels_alone', OLD_KERNELS_ALONE)} alone (MFU) | "
              "share of that |", "|---|---|---|---|---|---|---|---|"]
     for m in r["models"]:
         for t in m["training"]:

@@ -147,7 +147,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     cos t + i sin t: in eager mode one complex product per pair, computed in fp32, fewer passes than four real
     products and a stack. While torch.compile traces, it is those real products: the inductor cannot generate code
     for complex ops, and fuses the real ones into one loop (tests/test_precision.py checks both forms agree). A
-    compiled forward without a KV cache (training) rotates halves instead (`rotate_halves`, `MultiHeadAttention.project`)."""
+    compiled forward without a KV cache (training) rotates halves instead (`rotate_halves`,
+    `MultiHeadAttention.project`)."""
     if torch.compiler.is_compiling():
         a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
         return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).type_as(x)

@@ -56,7 +56,8 @@ class MultiHeadAttention(nn.Module):
     def halves_weight(self) -> torch.Tensor:
         """The q/k/v projection's weight with each head's query and key rows in `interleaved_to_halves` order."""
         q_rows, k_rows, v_rows = self.qkv.weight.split(self.n_head * self.head_size)
-        return torch.cat((interleaved_to_halves(q_rows, self.n_head), interleaved_to_halves(k_rows, self.n_head), v_rows))
+        q_rows, k_rows = (interleaved_to_halves(rows, self.n_head) for rows in (q_rows, k_rows))
+        return torch.cat((q_rows, k_rows, v_rows))
 
     def forward(self, x, rope=None, cache=None, window: int | None = None):
         """Causal self-attention of x (B, T, C). Without a cache, token i attends to tokens i-window+1 .. i

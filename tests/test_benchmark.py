@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_sizes, tiny_train_config
+from conftest import (ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_sizes,
+                      tiny_train_config)
 from device import cpp_compiler, hardware_tag
 from model_modern import modern_config
 from trainer import train
