@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from device import cpu_flags, cpu_name
 from quantize import Int8Linear
 
 SOURCE = Path(__file__).with_name("cdecode.c")
@@ -66,8 +67,10 @@ def _build(compiler: str, source: bytes) -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
     errors = []
     for flags in FLAG_SETS:
-        # -march=native code is only safe on the machine that built it (a shared home folder may span several)
-        key = hashlib.sha256(source + " ".join([compiler, *flags, platform.machine(), platform.node()]).encode())
+        # -march=native code runs only on CPUs with the builder's instruction sets: a home folder can be shared by
+        # several machines, or outlive a virtual machine moved to another CPU under the same host name
+        cpu = [platform.machine(), platform.node(), cpu_name(), *sorted(cpu_flags())]
+        key = hashlib.sha256(source + " ".join([compiler, *flags, *cpu]).encode())
         target = cache_dir() / f"cdecode-{key.hexdigest()[:16]}.so"
         if target.exists():
             return target

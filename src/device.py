@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import hashlib
 import os
 import platform
 import shutil
@@ -267,6 +268,30 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     if compiler is None:
         return Compile(False, "auto: no C++ compiler here for torch.compile's CPU kernels")
     return Compile(True, f"auto: a CPU run of {max_steps} steps fusing {', '.join(fusible)} ({compiler} here)")
+
+
+def compile_cache_for_this_cpu() -> None:
+    """Keep the inductor's cache (TORCHINDUCTOR_CACHE_DIR, by default /tmp/torchinductor_<user>) in a folder of
+    this CPU's own, unless the user chose one.
+
+    Why: torch keys a cached graph's generated C++ on the graph, not on the CPU's vector instructions, and compiles
+    it again for the CPU it finds. Where one folder outlives a change of CPU (a virtual machine restarted on another
+    host, a disk moved to another instance type), C++ generated for one vector width is built for another (16-float
+    AVX-512 vectors as 8-float AVX2 ones, or the reverse): it reads and writes past its buffers, and the process
+    computes garbage or dies ("malloc(): unaligned tcache chunk detected"). One folder per CPU (its flags, and ATEN_CPU_CAPABILITY, which overrides the
+    vector width torch picks) costs one fresh compile after such a change."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return  # the user's folder, or the one torch settled on when this process first compiled
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    cpu = " ".join([platform.machine(), cpu_name(), os.environ.get("ATEN_CPU_CAPABILITY", ""), *sorted(cpu_flags())])
+    tag = hashlib.sha256(cpu.encode()).hexdigest()[:12]
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(default_cache_dir(), f"cpu-{tag}")
+
+
+def torch_compile(fn, **options):
+    """torch.compile(fn, **options), its generated code cached for this CPU (`compile_cache_for_this_cpu`)."""
+    compile_cache_for_this_cpu()
+    return torch.compile(fn, **options)
 
 
 # ----------------------------------------------------------------------------- memory

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from attention import attention_scores
 from checks import check_float, check_int
 from common import UserError
-from device import DTYPES, Precision, cpp_compiler, cpu_bf16_reason
+from device import DTYPES, Precision, cpp_compiler, cpu_bf16_reason, torch_compile
 from modernize import KVCache
 
 ENGINES = ("auto", "eager", "compile", "c")
@@ -168,7 +168,7 @@ def compiled_step(device: torch.device):
     than the matrix products. On a CPU the graph is driven from C++ (cpp_wrapper), not from Python."""
     if device.type not in _compiled_steps:
         options = {"cpp_wrapper": True} if device.type == "cpu" else None
-        _compiled_steps[device.type] = torch.compile(_static_step, fullgraph=True, options=options)
+        _compiled_steps[device.type] = torch_compile(_static_step, fullgraph=True, options=options)
     return _compiled_steps[device.type]
 
 

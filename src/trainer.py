@@ -37,7 +37,7 @@ from checks import check_bool, check_choice, check_fits_in_memory, check_float, 
 from common import UserError, atomic_write_json, check_writable, repo_relative
 from data import encode_corpus, get_batch, load_text, sample_starts, train_val_split
 from device import (Compile, Precision, autocast, describe_hardware, keep_freed_memory, pick_device, resolve_compile,
-                    resolve_dtype, synchronize)
+                    resolve_dtype, synchronize, torch_compile)
 from model import GPT, GPTConfig
 from muon import Muon
 from tokenizer import build_tokenizer, tokenizer_from_dict
@@ -330,7 +330,7 @@ class Trainer:
             # The inductor sums the embedding's gradient with parallel atomic adds, in an order that changes from run
             # to run; in deterministic mode it keeps PyTorch's ordered kernel, so a seed gives one loss curve.
             torch.use_deterministic_algorithms(True, warn_only=True)
-            self.train_model = torch.compile(self.model)
+            self.train_model = torch_compile(self.model)
         if self.d.world > 1:
             ddp_device = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ddp_device)

@@ -54,7 +54,7 @@ def test_no_dropout_outside_training_and_a_probability_out_of_range_is_refused()
 
 def test_a_compiled_dropout_draws_the_bits_of_the_eager_one():
     """The draw is a custom op the compiler calls rather than traces: the same seed gives the same mask compiled."""
-    from device import cpp_compiler
+    from device import cpp_compiler, torch_compile
     if cpp_compiler() is None:
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     x = torch.randn(4, 16, 32)
@@ -65,4 +65,4 @@ def test_a_compiled_dropout_draws_the_bits_of_the_eager_one():
     torch.manual_seed(3)
     eager = layer(x)
     torch.manual_seed(3)
-    assert torch.equal(torch.compile(layer)(x), eager)
+    assert torch.equal(torch_compile(layer)(x), eager)

@@ -231,7 +231,7 @@ def test_compiled_bf16_model_computes_the_loss_and_gradients_of_the_fp32_model()
     reference = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     with autocast(torch.device("cpu"), "bf16"):
-        compiled_loss = torch.compile(model)(idx, idx)[1]
+        compiled_loss = device.torch_compile(model)(idx, idx)[1]
     compiled_loss.backward()
     assert abs(compiled_loss.item() - loss.item()) < 0.02
     for fp32_grad, p in zip(reference, model.parameters()):
@@ -267,7 +267,7 @@ def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
     loss.backward()
     eager_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    compiled_loss = torch.compile(model)(idx, idx)[1]
+    compiled_loss = device.torch_compile(model)(idx, idx)[1]
     compiled_loss.backward()
     assert torch.allclose(loss, compiled_loss, atol=1e-5)
     for eager, p in zip(eager_grads, model.parameters()):

@@ -15,6 +15,8 @@ import torch
 import checkpoint as ck
 from common import UserError
 from conftest import ROOT, TINY_FLAGS, assert_user_error, run_main, run_script, tiny_model_config, tiny_train_config
+import device
+from device import cpp_compiler, cpu_flags
 from trainer import Trainer, train
 
 TRAIN = ROOT / "training" / "train.py"
@@ -168,3 +170,45 @@ def test_grad_scaler_skipped_steps_are_not_nan_stops(tmp_path, small_text):
     summary = run.fit()
     assert summary["steps"] == 12 and math.isfinite(summary["final_train_loss"])
     assert run.scaler.get_scale() < 2.0 ** 127  # steps were skipped and the scale backed off
+
+
+VECTOR_WIDTH_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from device import torch_compile
+def f(x):
+    return torch.softmax(x * 2 + 1, dim=-1)
+x = torch.randn(64, 1000)
+print((torch_compile(f)(x) - f(x)).abs().max().item())
+"""
+
+
+@pytest.mark.skipif(cpp_compiler() is None or "avx512f" not in cpu_flags(),
+                    reason="needs a C++ compiler, and AVX-512 to compile for two vector widths")
+def test_code_generated_for_one_vector_width_is_never_built_for_another(tmp_path):
+    """torch's cache of generated C++ is not keyed on the CPU: in one cache folder, a softmax compiled on this
+    AVX-512 CPU, then where torch picks AVX2 (ATEN_CPU_CAPABILITY=avx2, as on a CPU without AVX-512), came out
+    off by tenths. `device.torch_compile` keeps a folder per CPU; the default folder lies under TMPDIR."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"TMPDIR": str(tmp_path)}
+    errors = []
+    for capability in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+        result = subprocess.run([sys.executable, "-c", VECTOR_WIDTH_CHILD, str(ROOT / "src")], env=env | capability,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        errors.append(float(result.stdout.split()[-1]))
+    assert max(errors) < 1e-5, errors
+    assert len(list(tmp_path.glob("torchinductor_*/cpu-*"))) == 2
+
+
+def test_the_compile_cache_is_the_users_folder_or_one_per_cpu(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    folders = []
+    for flags in ({"avx2", "fma"}, {"avx2", "fma", "avx512f"}, {"fma", "avx2"}):
+        monkeypatch.setattr(device, "cpu_flags", lambda flags=flags: flags)
+        device.compile_cache_for_this_cpu()
+        folders.append(os.environ.pop("TORCHINDUCTOR_CACHE_DIR"))
+    assert folders[0] == folders[2] != folders[1] and all(os.path.basename(f).startswith("cpu-") for f in folders)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    device.compile_cache_for_this_cpu()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)

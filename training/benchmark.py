@@ -63,7 +63,7 @@ from checkpoint import describe_record, load_model  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_line, repo_relative, run_cli  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
 from device import (DTYPES, autocast, benchmark_record_name, cpp_compiler, describe_hardware, hardware_tag,  # noqa: E402
-                    keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize)
+                    keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize, torch_compile)
 from dropout import dropout as apply_dropout  # noqa: E402
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
@@ -358,7 +358,7 @@ def attention_kernel(shape: tuple, dtype: str, device, compiled: bool) -> tuple[
     accumulation into .grad, which a step does not pay here either)."""
     q, k, v = (torch.randn(shape, device=device, dtype=DTYPES[dtype], requires_grad=True) for _ in range(3))
     grad = torch.randn(shape, device=device, dtype=DTYPES[dtype])
-    attend = torch.compile(causal_attention) if compiled else causal_attention
+    attend = torch_compile(causal_attention) if compiled else causal_attention
     kept = {}
 
     def forward():
@@ -822,7 +822,7 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
         with autocast(device, "bf16"):
             causal_attention(q, k, v).sum().backward()
 
-    compiled_attention = torch.compile(causal_attention)
+    compiled_attention = torch_compile(causal_attention)
 
     def compiled_blocks():
         with autocast(device, "bf16"):
@@ -859,8 +859,8 @@ def layer_components(device, repeats: int, batch: int = 8, decode_tokens: int = 
         if cpp_compiler():
             changes.append((f"dropout p 0.2 forward + backward, compiled, batch {batch} x {c.block_size} x {c.n_embd}",
                             "tokens/s", batch * c.block_size,
-                            ("F.dropout", dropout_step(torch.compile(F.dropout))),
-                            ("16-bit draws (dropout.py)", dropout_step(torch.compile(apply_dropout)))))
+                            ("F.dropout", dropout_step(torch_compile(F.dropout))),
+                            ("16-bit draws (dropout.py)", dropout_step(torch_compile(apply_dropout)))))
     rows = []
     for what, unit, work, before, after in changes:
         # each run is short and both sides are sensitive to other load: three times the repeats, interleaved
