@@ -280,9 +280,11 @@ def compile_cache_for_this_cpu() -> None:
     AVX-512 vectors as 8-float AVX2 ones, or the reverse): it reads and writes past its buffers, and the process
     computes garbage or dies ("malloc(): unaligned tcache chunk detected"). One folder per CPU (its flags, and ATEN_CPU_CAPABILITY, which overrides the
     vector width torch picks) costs one fresh compile after such a change."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return  # the user's folder, or the one torch settled on when this process first compiled
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # importing torch._dynamo (building a model on the meta device does) sets the variable to torch's default
+    if chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir()):
+        return  # the user's folder
     cpu = " ".join([platform.machine(), cpu_name(), os.environ.get("ATEN_CPU_CAPABILITY", ""), *sorted(cpu_flags())])
     tag = hashlib.sha256(cpu.encode()).hexdigest()[:12]
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(default_cache_dir(), f"cpu-{tag}")

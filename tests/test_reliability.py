@@ -176,6 +176,7 @@ VECTOR_WIDTH_CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import torch
+import torch._dynamo  # as building a model on the meta device does: it sets TORCHINDUCTOR_CACHE_DIR to the default
 from device import torch_compile
 def f(x):
     return torch.softmax(x * 2 + 1, dim=-1)
@@ -202,6 +203,7 @@ def test_code_generated_for_one_vector_width_is_never_built_for_another(tmp_path
 
 
 def test_the_compile_cache_is_the_users_folder_or_one_per_cpu(monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     folders = []
     for flags in ({"avx2", "fma"}, {"avx2", "fma", "avx512f"}, {"fma", "avx2"}):
@@ -209,6 +211,9 @@ def test_the_compile_cache_is_the_users_folder_or_one_per_cpu(monkeypatch, tmp_p
         device.compile_cache_for_this_cpu()
         folders.append(os.environ.pop("TORCHINDUCTOR_CACHE_DIR"))
     assert folders[0] == folders[2] != folders[1] and all(os.path.basename(f).startswith("cpu-") for f in folders)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what importing torch._dynamo sets
+    device.compile_cache_for_this_cpu()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == folders[2]
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     device.compile_cache_for_this_cpu()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
