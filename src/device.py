@@ -278,8 +278,8 @@ def compile_cache_for_this_cpu() -> None:
     it again for the CPU it finds. Where one folder outlives a change of CPU (a virtual machine restarted on another
     host, a disk moved to another instance type), C++ generated for one vector width is built for another (16-float
     AVX-512 vectors as 8-float AVX2 ones, or the reverse): it reads and writes past its buffers, and the process
-    computes garbage or dies ("malloc(): unaligned tcache chunk detected"). One folder per CPU (its flags, and ATEN_CPU_CAPABILITY, which overrides the
-    vector width torch picks) costs one fresh compile after such a change."""
+    computes garbage or dies ("malloc(): unaligned tcache chunk detected"). One folder per CPU (its flags, and
+    ATEN_CPU_CAPABILITY, which overrides the vector width torch picks) costs one fresh compile after such a change."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     # importing torch._dynamo (building a model on the meta device does) sets the variable to torch's default
