@@ -17,11 +17,17 @@ devices keep PyTorch's dropout.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 LEVELS = 1 << 16  # a 16-bit random number per element
+
+if "tags" not in inspect.signature(getattr(torch.library, "custom_op", lambda: None)).parameters:  # torch < 2.8
+    raise ImportError(f"tinyllm needs torch 2.8 or newer (custom ops with tags); this is torch {torch.__version__}: "
+                      "pip install -r requirements.txt")
 
 
 @torch.library.custom_op("tinyllm::random_bits", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
