@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +298,16 @@ def torch_compile(fn, **options):
 
 
 # ----------------------------------------------------------------------------- memory
+
+def peak_resident_bytes() -> int:
+    """This process's own peak resident memory. Linux: VmHWM, since ru_maxrss also counts the parent's pages at
+    the fork before an exec (a benchmark that starts a fresh process per task would read its own size there)."""
+    try:
+        return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    except OSError:  # no /proc (macOS): ru_maxrss, in bytes there and KiB elsewhere
+        import resource  # Unix only
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
 MMAP_THRESHOLD_MAX = 32 << 20  # the largest mmap threshold glibc accepts on a 64-bit system

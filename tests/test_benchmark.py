@@ -90,11 +90,10 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
 
 
 TORCH_ALONE_PEAK = """
-import resource, sys, torch
-try:
-    print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
-except OSError:  # no /proc (macOS): ru_maxrss, in bytes there
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+import sys
+sys.path.insert(0, sys.argv[1])
+from device import peak_resident_bytes  # imports torch
+print(peak_resident_bytes())
 """
 
 
@@ -103,7 +102,7 @@ def test_peak_memory_is_the_task_alone_not_the_benchmark_process_that_starts_it(
     figure for generation and training. The fresh process's own high-water mark does not. The bounds are relative
     to a fresh process that only imports torch: a CUDA build of torch holds ~1 GB from its import alone."""
     benchmark = load_script(ROOT / "training" / "benchmark.py")
-    torch_alone = subprocess.run([sys.executable, "-c", TORCH_ALONE_PEAK], capture_output=True, text=True, check=True)
+    torch_alone = subprocess.run([sys.executable, "-c", TORCH_ALONE_PEAK, str(ROOT / "src")], capture_output=True, text=True, check=True)
     torch_alone_mb = int(torch_alone.stdout) / 2**20
     ballast = torch.ones(2**28)  # 1 GiB resident in this process
     config, args = tiny_model_config(), argparse.Namespace(data=None)  # vanilla: trained eager, no compile to wait for

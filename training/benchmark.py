@@ -727,8 +727,9 @@ def llama_cpp_rows(model: GPT, args) -> list[dict]:
 # ----------------------------------------------------------------------------- memory
 
 MEMORY_CHILD = """
-import json, resource, sys, tempfile, torch
+import json, sys, tempfile, torch
 sys.path.insert(0, sys.argv[1])
+from device import peak_resident_bytes
 from engine import generate
 from model import GPT, GPTConfig
 from trainer import TrainConfig, Trainer
@@ -744,10 +745,7 @@ else:
     model = GPT(config).eval()
     generate(model, torch.zeros(1, 1, dtype=torch.long), int(sys.argv[4]), temperature=0.0, engine="auto")
     print("fp32")
-try:  # this process's own high-water mark; ru_maxrss also counts the parent's pages at the fork before the exec
-    print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
-except OSError:  # no /proc (macOS): ru_maxrss, in bytes there and KiB elsewhere
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+print(peak_resident_bytes())
 """
 
 
