@@ -42,7 +42,6 @@ import copy
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,8 @@ from checkpoint import describe_record, load_model  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, one_line, repo_relative, run_cli  # noqa: E402
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
 from device import (DTYPES, autocast, benchmark_record_name, cpp_compiler, describe_hardware, hardware_tag,  # noqa: E402
-                    keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize, torch_compile)
+                    keep_freed_memory, peak_resident_bytes, pick_device, resolve_compile, resolve_dtype, synchronize,
+                    torch_compile)
 from dropout import dropout as apply_dropout  # noqa: E402
 from engine import ENGINES, WEIGHTS, check_engine, choose_engine, generate, prepare_decoder, prepare_weights  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
@@ -188,8 +188,7 @@ def peak_memory_mb(device) -> float:
     """CUDA: peak allocated by torch since the last reset. CPU/MPS: the process's peak resident size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+    return peak_resident_bytes() / 2**20
 
 
 def reset_peak_memory(device) -> None:
