@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from device import cpu_flags, cpu_name
+from device import cpu_identity
 from quantize import Int8Linear
 
 SOURCE = Path(__file__).with_name("cdecode.c")
@@ -69,8 +69,7 @@ def _build(compiler: str, source: bytes) -> Path:
     for flags in FLAG_SETS:
         # -march=native code runs only on CPUs with the builder's instruction sets: a home folder can be shared by
         # several machines, or outlive a virtual machine moved to another CPU under the same host name
-        cpu = [platform.machine(), platform.node(), cpu_name(), *sorted(cpu_flags())]
-        key = hashlib.sha256(source + " ".join([compiler, *flags, *cpu]).encode())
+        key = hashlib.sha256(source + " ".join([compiler, *flags, platform.node(), cpu_identity()]).encode())
         target = cache_dir() / f"cdecode-{key.hexdigest()[:16]}.so"
         if target.exists():
             return target

@@ -108,6 +108,12 @@ def cpu_name() -> str:
     return name
 
 
+def cpu_identity() -> str:
+    """The architecture, model name and flags of this CPU: what native code built here (-march=native, the
+    inductor's vector width) depends on, for caches of such code to key on."""
+    return " ".join([platform.machine(), cpu_name(), *sorted(cpu_flags())])
+
+
 def describe_hardware(device: torch.device) -> str:
     """What results files record as the hardware: the GPU, or the CPU with the flags that decide its speed."""
     if device.type == "cuda":
@@ -286,8 +292,7 @@ def compile_cache_for_this_cpu() -> None:
     # importing torch._dynamo (building a model on the meta device does) sets the variable to torch's default
     if chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir()):
         return  # the user's folder
-    cpu = " ".join([platform.machine(), cpu_name(), os.environ.get("ATEN_CPU_CAPABILITY", ""), *sorted(cpu_flags())])
-    tag = hashlib.sha256(cpu.encode()).hexdigest()[:12]
+    tag = hashlib.sha256(f"{cpu_identity()} {os.environ.get('ATEN_CPU_CAPABILITY', '')}".encode()).hexdigest()[:12]
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(default_cache_dir(), f"cpu-{tag}")
 
 

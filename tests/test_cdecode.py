@@ -89,10 +89,11 @@ def test_a_library_built_for_one_cpu_is_not_loaded_on_another(tmp_path, monkeypa
     """-march=native code from an AVX-512 machine dies of SIGILL on an AVX2 one: the cache key names the CPU's flags
     (a shared home folder, or a virtual machine moved to another CPU under the same host name, would mix them)."""
     import cdecode
+    import device
     monkeypatch.setenv("TINYLLM_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(cdecode, "cpu_flags", lambda: {"avx2", "avx512f", "fma"})
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "avx512f", "fma"})
     avx512 = cdecode.build_library()
-    monkeypatch.setattr(cdecode, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "fma"})
     avx2 = cdecode.build_library()
     assert avx2 != avx512 and sorted(tmp_path.iterdir()) == sorted([avx2, avx512])
     assert cdecode.build_library() == avx2
