@@ -17,7 +17,32 @@ from trainer import TrainConfig
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "input.txt"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """Workers for `-n auto` (pytest.ini): one per core this process may run on, at most four. Each worker holds
+    its own torch, and many tests start processes of their own."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def pytest_configure(config):
+    """One torch thread per worker when pytest-xdist runs tests in parallel: two workers of two threads each on two
+    cores spun against each other (in-process training steps ran ten times slower). Two threads in one process
+    (-n 0). Scripts the tests start get one thread too (run_script)."""
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def torch_threads(request):
+    """Two threads for a test marked `multithreaded`, whose code splits work across threads (the C step's OpenMP
+    loops, the inductor's parallel loops and atomic adds): what a race would break must run on more than one."""
+    if request.node.get_closest_marker("multithreaded") is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

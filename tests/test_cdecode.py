@@ -10,7 +10,8 @@ from engine import Cache, generate
 from model import GPT
 from quantize import dequantize, quantize_int8
 
-pytestmark = pytest.mark.skipif(find_c_compiler() is None, reason="the C step needs a C compiler")
+pytestmark = [pytest.mark.skipif(find_c_compiler() is None, reason="the C step needs a C compiler"),
+              pytest.mark.multithreaded]  # the C loops split rows across threads
 
 
 def modern_fp32(seed=0, **overrides):

@@ -52,6 +52,7 @@ def test_no_dropout_outside_training_and_a_probability_out_of_range_is_refused()
             dropout(x, p)
 
 
+@pytest.mark.multithreaded
 def test_a_compiled_dropout_draws_the_bits_of_the_eager_one():
     """The draw is a custom op the compiler calls rather than traces: the same seed gives the same mask compiled."""
     from device import cpp_compiler, torch_compile

@@ -220,6 +220,7 @@ def test_causal_attention_runs_blocks_only_for_bf16_while_compiling_and_the_kern
 
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.multithreaded
 def test_compiled_bf16_model_computes_the_loss_and_gradients_of_the_fp32_model():
     """What a compiled bf16 training step runs on a CPU (block-causal attention, fused norms and RoPE, bf16
     products) against the eager fp32 model: the same loss and gradients, up to bf16 rounding."""
@@ -238,6 +239,7 @@ def test_compiled_bf16_model_computes_the_loss_and_gradients_of_the_fp32_model()
         assert torch.nn.functional.cosine_similarity(fp32_grad.flatten(), p.grad.flatten(), dim=0) > 0.99
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.multithreaded
 def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eager(tmp_path, small_text):
     """Same seed, same curve, compiled too: without deterministic mode the inductor's parallel atomic adds for the
     embedding's gradient made two identical compiled runs drift apart within thirty steps. And the compiled step
@@ -259,6 +261,7 @@ def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eage
 
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.multithreaded
 def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
     torch.manual_seed(0)
     model = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1))
@@ -275,6 +278,7 @@ def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
 
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.multithreaded
 def test_compiled_int8_decoding_gives_the_tokens_of_eager_int8_decoding():
     """engine "compile": one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
     from quantize import quantize_int8
