@@ -5,6 +5,8 @@ so vanilla GPT and the modern LLaMA-style model are the same code with different
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -87,7 +89,8 @@ def causal_attention(q, k, v, mask=None, dropout: float = 0.0) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout)
     if mask is None and torch.compiler.is_compiling() and compiles_to_block_causal(q.device, q.dtype):
         return block_causal_attention(q, k, v, dropout)
-    with torch.autocast("cpu", enabled=False):
+    # entered only under autocast: a compiled graph that enters an autocast region is not stored by AOTAutograd's cache
+    with torch.autocast("cpu", enabled=False) if torch.is_autocast_enabled("cpu") else contextlib.nullcontext():
         q, k, v = q.float(), k.float(), v.float()
         if mask is None and dropout > 0:
             return block_causal_attention(q, k, v, dropout)

@@ -278,6 +278,28 @@ def test_compiled_model_computes_the_same_loss_and_gradients_as_eager():
 
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_a_compiled_training_graph_is_one_the_next_run_can_load_from_the_cache(dtype):
+    """torch's AOTAutograd cache keeps a compiled graph's forward and backward for the next process, which then
+    skips tracing them (the first step of a warm compiled run took a quarter to a half less time here). It bypasses
+    a graph that calls an autograd.Function or enters an autocast region: RMSNorm's closed-form backward and
+    attention's fp32 region did that in every compiled step; dropout's custom op does not."""
+    from torch._dynamo.utils import counters
+    from torch._functorch import config as functorch_config
+    if not functorch_config.enable_autograd_cache:
+        pytest.skip("this torch does not cache AOTAutograd graphs")
+    torch._dynamo.reset()  # a graph compiled by an earlier test in this process would be reused, not compiled
+    counters.clear()
+    model = GPT(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", n_layer=1, dropout=0.1))
+    idx = torch.randint(0, 65, (2, 16))
+    with autocast(torch.device("cpu"), dtype):
+        loss = device.torch_compile(model)(idx, idx)[1]
+    loss.backward()
+    cache = counters["aot_autograd"]
+    assert cache["autograd_cache_bypass"] == 0 and cache["autograd_cache_hit"] + cache["autograd_cache_miss"] == 1
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")
 @pytest.mark.multithreaded
 def test_compiled_int8_decoding_gives_the_tokens_of_eager_int8_decoding():
     """engine "compile": one fixed-shape graph per step (cache wrap-around included, 40 > block 16)."""
