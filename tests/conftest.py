@@ -27,8 +27,8 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 def pytest_configure(config):
     """One torch thread per worker when pytest-xdist runs tests in parallel: two workers of two threads each on two
-    cores spun against each other (in-process training steps ran ten times slower). Two threads in one process
-    (-n 0). Scripts the tests start get one thread too (run_script)."""
+    cores spun against each other (in-process training tests ran ten to thirty times slower). Two threads in one
+    process (-n 0). Scripts the tests start get one thread too (run_script)."""
     torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
