@@ -102,7 +102,8 @@ def test_peak_memory_is_the_task_alone_not_the_benchmark_process_that_starts_it(
     figure for generation and training. The fresh process's own high-water mark does not. The bounds are relative
     to a fresh process that only imports torch: a CUDA build of torch holds ~1 GB from its import alone."""
     benchmark = load_script(ROOT / "training" / "benchmark.py")
-    torch_alone = subprocess.run([sys.executable, "-c", TORCH_ALONE_PEAK, str(ROOT / "src")], capture_output=True, text=True, check=True)
+    torch_alone = subprocess.run([sys.executable, "-c", TORCH_ALONE_PEAK, str(ROOT / "src")], capture_output=True,
+                                 text=True, check=True)
     torch_alone_mb = int(torch_alone.stdout) / 2**20
     ballast = torch.ones(2**28)  # 1 GiB resident in this process
     config, args = tiny_model_config(), argparse.Namespace(data=None)  # vanilla: trained eager, no compile to wait for
