@@ -42,9 +42,11 @@ def load_text(path: str | Path | None = None) -> str:
         path = DEFAULT_DATA
         if not path.exists():
             download_shakespeare(path)
+    if not str(path).strip():
+        raise UserError("--data is empty; pass --data with an existing UTF-8 text file")
     path = Path(path)
     if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
+        what = "is a folder, not a file" if path.is_dir() else "is not a regular file" if path.exists() else "not found"
         raise UserError(f"data file {path} {what}; pass --data with an existing UTF-8 text file")
     try:
         return path.read_text(encoding="utf-8")
@@ -57,18 +59,19 @@ def load_text(path: str | Path | None = None) -> str:
 # ----------------------------------------------------------------------------- encoded, split, batched
 
 def encode_corpus(tokenizer, text: str, cache_dir: Path | None = REPO_ROOT / "data") -> np.ndarray:
-    """Encode the whole text once. Subword encodings are cached as a uint16 file under data/, keyed by
-    the text's checksum and the tokenizer, so later runs map it instead of re-encoding."""
+    """Encode the whole text once. Subword encodings are cached as a file under data/, keyed by the text's
+    checksum and the tokenizer, so later runs map it instead of re-encoding: uint16 ids (.u16) where the
+    vocabulary fits, as GPT-2's 50,257 does, else uint32 (.u32: cl100k_base, o200k_base)."""
     if tokenizer.kind == "char" or cache_dir is None:
         return np.asarray(tokenizer.encode(text), dtype=np.int64)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     tok_key = hashlib.sha256(repr(sorted(tokenizer.to_dict().items())).encode()).hexdigest()[:8]
-    path = Path(cache_dir) / f"corpus-{digest}-{tokenizer.name.replace(':', '')}-{tok_key}.u16"
-    if tokenizer.vocab_size > 2**16:
-        raise UserError(f"vocabulary of {tokenizer.vocab_size} does not fit the uint16 corpus cache")
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    suffix = "u16" if dtype is np.uint16 else "u32"
+    path = Path(cache_dir) / f"corpus-{digest}-{tokenizer.name.replace(':', '')}-{tok_key}.{suffix}"
     if path.exists():
-        return np.memmap(path, dtype=np.uint16, mode="r").astype(np.int64)
-    ids = np.asarray(tokenizer.encode(text), dtype=np.uint16)
+        return np.memmap(path, dtype=dtype, mode="r").astype(np.int64)
+    ids = np.asarray(tokenizer.encode(text), dtype=dtype)
     try:
         atomic_write_bytes(path, ids.tobytes())
     except OSError:

@@ -59,6 +59,10 @@ class TiktokenTokenizer:
     def __init__(self, encoding_name: str = "gpt2"):
         import tiktoken  # imported lazily: char-only users never pay for it
 
+        known = tiktoken.list_encoding_names()
+        if encoding_name not in known:  # a typo, not a cache problem: say what the names are
+            raise UserError(f"unknown tokenizer {encoding_name!r}; choose char, bpe:<vocab_size> (ours, trained on "
+                            f"the data) or a tiktoken encoding: {', '.join(known)}")
         try:
             self.encoding = tiktoken.get_encoding(encoding_name)
         except Exception as err:  # tiktoken raises plain Exceptions for network/cache problems

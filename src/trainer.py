@@ -103,6 +103,8 @@ class TrainConfig:
             check_bool(getattr(self, name), flag(name))
         if self.resume and self.overwrite:
             raise UserError("--resume continues a run and --overwrite starts it over: choose one")
+        if not str(self.out_dir).strip():  # Path("") is the working folder: the run would land among its files
+            raise UserError("--out-dir is empty; name the run's folder, e.g. --out-dir checkpoints/my-run")
 
     def record(self) -> dict:
         """The config as checkpoints and results record it: paths relative to the repo, never a machine's folders."""

@@ -7,6 +7,7 @@ main() runs in this process (conftest.run_main), so a case costs milliseconds, n
 """
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -93,7 +94,7 @@ def run_copy(run, tmp_path):
     (["--batch-size", "0"], "--batch-size"), (["--eval-iters", "-2"], "--eval-iters"), (["--sample-tokens", "-1"], "--sample"),
     (["--schedule", "linear"], "--schedule"), (["--dtype", "fp8"], "fp8"), (["--device", "tpu"], "tpu"),
     (["--device", "cuda:abc"], "cuda"), (["--tokenizer", "bpe:abc"], "bpe:abc"), (["--tokenizer", "bpe:10"], "256"),
-    (["--tokenizer", "no-such-encoding"], "no-such-encoding"), (["--resume", "--overwrite"], "choose one"),
+    (["--tokenizer", "no-such-encoding"], "unknown tokenizer 'no-such-encoding'; choose char, bpe:"), (["--resume", "--overwrite"], "choose one"),
     (["--preset", "gpu-cluster"], "--preset"), (["--bogus-flag"], "--bogus-flag"), (["--max-steps"], "--max-steps"),
     (["--n-embd", "8192", "--n-layer", "1000", "--n-head", "8"], "GiB"),
 ])
@@ -115,6 +116,20 @@ def test_bad_data_files_name_the_problem_and_leave_no_run_folder(tmp_path, conte
         data.write_bytes(content)
     user_error(TRAIN, *TINY_FLAGS, "--data", data, "--out-dir", tmp_path / "run", folders=[tmp_path], needle=needle)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("data, needle", [("", "--data is empty"), (os.devnull, "is not a regular file")])
+def test_data_paths_that_are_no_file_name_the_problem(tmp_path, data, needle):
+    user_error(TRAIN, *TINY_FLAGS, "--data", data, "--out-dir", tmp_path / "run", folders=[tmp_path], needle=needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_out_dir_is_refused_not_taken_as_the_working_folder(tmp_path, text, monkeypatch):
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    user_error(TRAIN, *TINY_FLAGS, "--data", text, "--out-dir", "", folders=[tmp_path], needle="--out-dir is empty")
+    assert not any(working.iterdir()), "the run wrote into the working folder"
 
 
 def test_data_without_the_sample_prompts_characters_still_finishes(tmp_path):

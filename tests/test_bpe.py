@@ -30,6 +30,26 @@ def test_corpus_cache_is_written_once_and_reused(tmp_path):
     assert np.array_equal(data.encode_corpus(tok, text, cache_dir=tmp_path), first[::-1])
 
 
+class WideVocabTokenizer:
+    """A stand-in for a tiktoken encoding with more than 65,536 ids (cl100k_base's 100,277): word i -> id 69,000 + i."""
+    kind, name, vocab_size = "tiktoken", "wide", 70_000
+
+    def encode(self, text):
+        return [69_000 + len(word) for word in text.split()]
+
+    def to_dict(self):
+        return {"type": "tiktoken", "encoding": self.name}
+
+
+def test_corpus_cache_keeps_ids_beyond_uint16(tmp_path):
+    text = "a bb ccc dddd " * 10
+    first = data.encode_corpus(WideVocabTokenizer(), text, cache_dir=tmp_path)
+    assert first.tolist() == [69_001, 69_002, 69_003, 69_004] * 10  # none wrapped around 65,536
+    (cache,) = tmp_path.glob("*.u32")
+    cache.write_bytes(np.asarray(first[::-1], dtype=np.uint32).tobytes())  # proves the cache is read back as uint32
+    assert np.array_equal(data.encode_corpus(WideVocabTokenizer(), text, cache_dir=tmp_path), first[::-1])
+
+
 def test_learned_merges_on_a_hand_checkable_corpus():
     # chunks: "aaab" x1 -> pairs (a,a) x2, (a,b) x1; " ab" x2 -> ( ,a) x2, (a,b) x2
     merges = train_merges("aaab ab ab", 259)

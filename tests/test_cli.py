@@ -173,6 +173,16 @@ def test_help_shows_defaults():
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout
 
 
+@pytest.mark.parametrize("script", ["training/benchmark.py", "experiments/swap4_kvcache.py", "publish.py"])
+def test_help_shows_default_paths_relative_to_the_repo(script):
+    """Defaults anchored at the repo (so a script finds checkpoints/ from any folder) are shown as repo paths in
+    --help, not as the folders of the machine it runs on."""
+    result = run_main(ROOT / script, "--help")
+    help_text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert result.returncode == 0 and str(ROOT) not in help_text
+    assert "in the repo)" in help_text
+
+
 def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkeypatch, capsys):
     import presets
     generate = load_script(GENERATE)
