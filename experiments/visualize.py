@@ -22,7 +22,8 @@ import torch  # noqa: E402
 
 from attention import record_attention  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_relative, run_cli  # noqa: E402
+from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
+                    output_folder, repo_relative, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
@@ -37,8 +38,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"))
     p.add_argument("--prompt", default=PROMPT, help="text whose attention is drawn (cut to the context length)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
-    p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
-    p.add_argument("--images-dir", default=str(REPO_ROOT / "images"))
+    p.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"))
+    p.add_argument("--images-dir", type=output_folder, default=str(REPO_ROOT / "images"))
     return p
 
 

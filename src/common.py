@@ -144,14 +144,33 @@ def replace_atomically(out: Path, write) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-def check_writable(folder: Path, flag: str = "--out-dir") -> None:
-    """Fail early (before hours of training) if `folder` could not be created or written, without creating it:
-    a run that then fails on its data must not leave an empty folder behind."""
-    folder = Path(folder).absolute()
-    existing = folder
+def unwritable_reason(folder: Path) -> str | None:
+    """Why `folder` could not be created or written (None if it could), found without creating it."""
+    existing = Path(folder).absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"cannot write to {flag} {folder}: {existing} is a file, not a folder; choose another {flag}")
+        return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {flag} {folder}: {existing} is not writable; choose another {flag}")
+        return f"{existing} is not writable"
+    return None
+
+
+def check_writable(folder: Path, flag: str = "--out-dir") -> None:
+    """Fail early (before hours of training) if `folder` could not be created or written, without creating it:
+    a run that then fails on its data must not leave an empty folder behind."""
+    reason = unwritable_reason(folder)
+    if reason:
+        raise UserError(f"cannot write to {flag} {Path(folder).absolute()}: {reason}; choose another {flag}")
+
+
+def output_folder(value: str) -> Path:
+    """argparse `type` of a flag naming a folder a script writes into (--results-dir, --images-dir, --runs-dir):
+    checked when the flags are read, so a bad one fails in a second, not when an experiment's results are ready.
+    An empty value is refused: Path("") is the working folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty; name a folder")
+    reason = unwritable_reason(Path(value))
+    if reason:
+        raise argparse.ArgumentTypeError(f"cannot write to {value}: {reason}; choose another folder")
+    return Path(value)

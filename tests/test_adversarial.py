@@ -328,3 +328,18 @@ def test_publish_never_replaces_a_folder_it_did_not_build(run, tmp_path):
 def test_other_scripts_refuse_bad_flags_in_one_line(tmp_path, script, flags, needle):
     user_error(ROOT / script, *flags, folders=[ROOT / "results", ROOT / "images"], needle=needle)
 
+
+
+@pytest.mark.parametrize("script, flag", [
+    ("experiments/swap1_rmsnorm.py", "--results-dir"), ("experiments/swap1_rmsnorm.py", "--images-dir"),
+    ("experiments/swap1_rmsnorm.py", "--runs-dir"), ("experiments/swap4_kvcache.py", "--results-dir"),
+    ("experiments/visualize.py", "--images-dir"), ("experiments/recipe_search.py", "--runs-dir"),
+    ("experiments/llama_cpp_check.py", "--results-dir"), ("training/benchmark.py", "--results-dir"),
+])
+def test_output_folders_are_checked_before_any_work(tmp_path, script, flag):
+    """A folder that cannot be written fails when the flags are read (it used to end a finished experiment in a
+    traceback), and an empty one is refused rather than taken as the working folder."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    user_error(ROOT / script, flag, str(a_file / "results"), folders=[tmp_path], needle=f"{a_file} is a file")
+    user_error(ROOT / script, flag, "", folders=[tmp_path], needle=f"{flag}: is empty")
