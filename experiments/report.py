@@ -530,6 +530,9 @@ def llama_cpp() -> str:
                      f"{g['max_logit_difference']:.2g} | {g['greedy_identical_within_block']} of "
                      f"{g['greedy_tokens_within_block']} | token {g['greedy_first_difference']} of {g['greedy_tokens']} | "
                      f"{g['max_special_token_probability']:.1g} |")
+    lines += [f"\n{gguf_type}: llama.cpp's extra buffer types {g['extra_buffer_types']} (see the script's docstring)."
+              for gguf_type, g in r["gguf"].items()
+              if not g.get("extra_buffer_types", "on").startswith("on")]
     f32 = r["gguf"]["f32"]
     return "\n".join(lines + ["", f"llama.cpp's greedy continuation of {r['prompt']!r} (f32), as far as block_size:",
                                "", "```", f32["llama_cpp_text"], "```"])

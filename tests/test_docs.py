@@ -1,4 +1,6 @@
 """No number in the docs is typed by hand: every table re-renders from results/*.json unchanged."""
+import json
+
 from conftest import ROOT, load_script
 
 report = load_script(ROOT / "experiments" / "report.py")
@@ -15,3 +17,13 @@ def test_every_committed_image_is_named_in_a_caption():
     figures = report.figures()
     for image in (ROOT / "images").glob("*.png"):
         assert f"images/{image.name}" in figures, image.name
+
+
+def test_the_llama_cpp_section_says_when_a_row_ran_without_llamas_extra_buffer_types(monkeypatch):
+    record = json.loads((ROOT / "results" / "llama_cpp.json").read_text())
+    record["gguf"]["q8_0"]["extra_buffer_types"] = "off: with them on, llama.cpp died of SIGSEGV"
+    record["gguf"]["f32"]["extra_buffer_types"] = "on (llama.cpp's default)"
+    monkeypatch.setattr(report, "load", lambda name: record)
+    text = report.llama_cpp()
+    assert "q8_0: llama.cpp's extra buffer types off: with them on, llama.cpp died of SIGSEGV" in text
+    assert "f32: llama.cpp's extra buffer types" not in text

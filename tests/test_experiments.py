@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from conftest import ROOT, assert_user_error, run_main, run_script
+from conftest import ROOT, assert_user_error, load_script, run_main, run_script
 
 TINY = ["--preset", "ab-cpu", "--seeds", "2", "--max-steps", "6", "--eval-interval", "3", "--eval-iters", "2",
         "--batch-size", "4", "--device", "cpu"]
@@ -126,3 +126,25 @@ def test_the_cpu_presets_are_the_recipe_rows_they_cite():
         values = dict(PRESETS[preset].values)
         assert values.pop("max_time") == budget
         assert values == {k: v for k, v in recipe.STEPS[step][1].items() if k != "dtype" or v != "auto"}, preset
+
+
+CRASHES_WITH_EXTRA_BUFFER_TYPES = """
+import json, os, signal, sys
+job = json.loads(sys.stdin.read())
+if job["extra_buffer_types"]:
+    os.kill(os.getpid(), signal.SIGSEGV)
+print(json.dumps({"path": job["path"]}))
+"""
+
+
+def test_a_llama_cpp_crash_is_reported_and_measured_again_without_extra_buffer_types(monkeypatch):
+    """llama.cpp runs in a child (it died of SIGSEGV on an AMX CPU): a child killed by a signal is run again with
+    llama.cpp's extra buffer types off, and the row says why; a second death is one error line, not a crash."""
+    from common import UserError
+    check = load_script(ROOT / "experiments" / "llama_cpp_check.py")
+    monkeypatch.setattr(check, "LLAMA_CHILD", CRASHES_WITH_EXTRA_BUFFER_TYPES)
+    outputs, how = check.run_llama_cpp({"path": "m.gguf"})
+    assert outputs == {"path": "m.gguf"} and how == "off: with them on, llama.cpp died of SIGSEGV"
+    monkeypatch.setattr(check, "LLAMA_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(UserError, match="died of SIGSEGV on m.gguf even with its extra buffer types off"):
+        check.run_llama_cpp({"path": "m.gguf"})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from checkpoint import load_model
-from conftest import ROOT, assert_user_error, run_main, tiny_sizes, tiny_train_config
+from conftest import ROOT, assert_user_error, load_script, run_main, tiny_sizes, tiny_train_config
 from engine import generate
 from trainer import train
 
@@ -138,6 +138,20 @@ def test_llama_cpp_generates_our_greedy_tokens(runs, tmp_path):
         expected = ours(torch.tensor([window]))[0][0]
     got = torch.tensor(llm.scores[:len(window)])[:, :ours.config.vocab_size]
     assert torch.allclose(got, expected, atol=1e-3), (got - expected).abs().max()
+
+
+def test_llama_cpp_check_compares_f32_and_q8_0_without_dying(runs, tmp_path):
+    """experiments/llama_cpp_check.py end to end. On a CPU with AMX, llama.cpp's q8_0 kernels died of SIGSEGV on
+    multi-token evaluation: the script must still finish, with that row measured on llama.cpp's plain CPU path."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    run, _ = runs["modern"]
+    result = load_script(ROOT / "experiments" / "llama_cpp_check.py").main(
+        ["--checkpoint", str(run), "--prompt", "ROMEO:", "--results-dir", str(tmp_path)])
+    f32, q8_0 = result["gguf"]["f32"], result["gguf"]["q8_0"]
+    assert f32["tokenizes_prompt_to_our_ids"] and f32["max_logit_difference"] < 1e-3
+    assert f32["greedy_identical_within_block"] == f32["greedy_tokens_within_block"]
+    assert 0 < q8_0["max_logit_difference"] < 0.5  # 8-bit weights: close, not equal
+    assert json.loads((tmp_path / "llama_cpp.json").read_text())["gguf"]["q8_0"] == q8_0
 
 
 @pytest.mark.parametrize("problem", ["missing weights", "vanilla to gguf", "exists", "not ours", "unwritable"])
