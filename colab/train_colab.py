@@ -44,12 +44,17 @@ def build_parser() -> ArgumentParser:
 
 
 def in_colab() -> bool:
-    return importlib.util.find_spec("google.colab") is not None
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:  # no `google` package at all: find_spec imports the parent first
+        return False
 
 
 def storage_root(requested: str | None) -> Path:
     """Drive in Colab (so a disconnect loses nothing), the repo elsewhere, or what --out-dir says."""
-    if requested:
+    if requested is not None:
+        if not requested.strip():  # Path("") would be the working folder
+            raise UserError("--out-dir is empty; name a folder, or leave the flag out")
         return Path(requested).resolve()
     if in_colab():
         from google.colab import drive

@@ -318,6 +318,10 @@ def test_publish_never_replaces_a_folder_it_did_not_build(run, tmp_path):
     ("training/benchmark.py", ["--decode", "bf16+c"], "the C step runs fp32 or int8"),
     ("training/benchmark.py", ["--nanogpt", "/nonexistent/nanoGPT"], "model.py"),
     ("training/benchmark.py", ["--memory-batch", "-1"], "--memory-batch"),
+    ("training/benchmark.py", ["--gen-tokens", "0"], "--gen-tokens"),  # was taken as unset: the default ran
+    ("training/benchmark.py", ["--gen-tokens", "99999999999"], "--gen-tokens"),  # was an 800 GB allocation
+    ("training/benchmark.py", ["--batches", "1", "99999999999"], "--batches"),
+    ("training/benchmark.py", ["--sample-tokens", "-1"], "--sample-tokens"),  # was a traceback after the timings
     ("experiments/swap1_rmsnorm.py", ["--seeds", "0"], "--seeds"),
     ("experiments/swap1_rmsnorm.py", ["--preset", "huge"], "--preset"),
     ("experiments/swap4_kvcache.py", ["--repeats", "0"], "--repeats"),

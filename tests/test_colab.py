@@ -6,8 +6,9 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, load_script
 from device import hardware_tag
 
 # the sizes of conftest.tiny_model_config: the benchmark phase's compiled step is then test_benchmark.py's, which
@@ -51,3 +52,14 @@ def test_all_phases_run_and_a_killed_run_resumes(tmp_path, small_text):
     assert json.loads((drive / "results" / "train_modern.json").read_text())["steps"] == 80
     assert (drive / "images" / "losses.png").exists() and (drive / "images" / f"{benchmark}.png").exists()
     assert "device: cpu (" in out and "; training dtype: " in out and " (auto: this CPU has " in out
+
+
+def test_outside_colab_without_google_installed_the_repo_is_the_storage(monkeypatch):
+    """find_spec("google.colab") imports `google` first, and raised where no google package is installed: the
+    documented local run (no --out-dir) died of a ModuleNotFoundError there."""
+    from common import REPO_ROOT, UserError
+    colab_script = load_script(ROOT / "colab" / "train_colab.py")
+    monkeypatch.setitem(sys.modules, "google", None)  # `import google` now fails, as where it is not installed
+    assert colab_script.in_colab() is False and colab_script.storage_root(None) == REPO_ROOT
+    with pytest.raises(UserError, match="--out-dir is empty"):
+        colab_script.storage_root("")

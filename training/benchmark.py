@@ -59,6 +59,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
+from checks import check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     one_line, output_folder, repo_relative, run_cli)
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
@@ -124,8 +125,8 @@ def build_parser() -> ArgumentParser:
 
 
 def fill_defaults(args, device: torch.device) -> None:
-    if min(args.repeats, args.train_batch) < 1:
-        raise UserError("--repeats and --train-batch must be at least 1")
+    """The quick or full defaults of the flags left unset, then every count in its range: a count past it would
+    fail deep inside PyTorch (an allocation of terabytes) after minutes of measuring."""
     if args.dtypes is None:  # the default first: the rows the docs quote as "default flags"
         default = resolve_dtype("auto", device).dtype
         others = [d for d in ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else []) if d != default]
@@ -142,17 +143,20 @@ def fill_defaults(args, device: torch.device) -> None:
         if engine == "c" and weights not in C_STEP_WEIGHTS:
             raise UserError(f"--decode {variant}: the C step runs {' or '.join(C_STEP_WEIGHTS)} weights; "
                             f"use {weights} or {weights}+compile")
-    args.gen_tokens = args.gen_tokens or (200 if args.quick else 500)
+    args.gen_tokens = args.gen_tokens if args.gen_tokens is not None else (200 if args.quick else 500)
     args.batches = args.batches or ([1] if args.quick else [1, 8])
     args.sample_tokens = args.sample_tokens if args.sample_tokens is not None else (60 if args.quick else 200)
     if args.memory_batch is None:
         args.memory_batch = 0 if args.quick else 64
-    if args.memory_batch < 0:
-        raise UserError(f"--memory-batch must be >= 0 (0: not measured), got {args.memory_batch}")
+    for flag, value, low, high in (("--repeats", args.repeats, 1, 1000), ("--train-batch", args.train_batch, 1, 1024),
+                                   ("--gen-tokens", args.gen_tokens, 2, 10**6),
+                                   ("--batched-gen-tokens", args.batched_gen_tokens, 2, 10**5),
+                                   *(("--batches", batch, 1, 1024) for batch in args.batches),
+                                   ("--memory-batch (0: not measured)", args.memory_batch, 0, 1024),
+                                   ("--sample-tokens", args.sample_tokens, 0, 10**5)):
+        check_int(value, flag, low, high)
     if args.nanogpt:
         load_nanogpt(args.nanogpt)  # a wrong path fails now, not after minutes of measuring
-    if min(args.gen_tokens, args.batched_gen_tokens) < 2 or min(args.batches) < 1:
-        raise UserError("--gen-tokens and --batched-gen-tokens must be at least 2, --batches positive")
 
 
 def sig(value: float, digits: int = 4) -> float:
