@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
 
+from checks import check_int  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     output_folder, repo_relative, run_cli)
@@ -80,8 +81,10 @@ def plot(rows, title, path):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.repeats < 1 or min(args.lengths) < 1 or min(args.batches) < 1:
-        raise UserError("--repeats, --lengths and --batches must be positive")
+    for flag, values, high in (("--repeats", [args.repeats], 1000), ("--lengths", args.lengths, 10**6),
+                               ("--batches", args.batches, 1024)):
+        for value in values:  # past these, an allocation of terabytes would fail inside PyTorch
+            check_int(value, flag, 1, high)
     device = pick_device(args.device)
     model, source = get_model(args.checkpoint, device)
     print(f"model: {source}\ndevice: {device} ({describe_hardware(device)})")

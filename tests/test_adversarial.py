@@ -325,6 +325,8 @@ def test_publish_never_replaces_a_folder_it_did_not_build(run, tmp_path):
     ("experiments/swap1_rmsnorm.py", ["--seeds", "0"], "--seeds"),
     ("experiments/swap1_rmsnorm.py", ["--preset", "huge"], "--preset"),
     ("experiments/swap4_kvcache.py", ["--repeats", "0"], "--repeats"),
+    ("experiments/swap4_kvcache.py", ["--lengths", "64", "99999999999"], "--lengths"),  # was an 800 GB allocation
+    ("experiments/swap4_kvcache.py", ["--batches", "99999999999"], "--batches"),
     ("experiments/report.py", ["--collect", "/nonexistent/run"], "summary.json"),
     ("experiments/visualize.py", ["sideways"], "sideways"),
     ("colab/train_colab.py", ["--phases", "everything"], "--phases"),
