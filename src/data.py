@@ -46,7 +46,8 @@ def load_text(path: str | Path | None = None) -> str:
         raise UserError("--data is empty; pass --data with an existing UTF-8 text file")
     path = Path(path)
     if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "is not a regular file" if path.exists() else "not found"
+        what = ("is a folder, not a file" if path.is_dir() else
+                "is not a regular file" if path.exists() else "not found")  # e.g. /dev/null, a pipe
         raise UserError(f"data file {path} {what}; pass --data with an existing UTF-8 text file")
     try:
         return path.read_text(encoding="utf-8")
