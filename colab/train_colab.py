@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from cli import write_run_results  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
 
 DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
@@ -35,7 +35,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES, help="what to run, in this order")
     p.add_argument("--preset", choices=["cpu"], default=None,
                    help="small sizes for a CPU: presets cpu and bpe-cpu of presets.py (default: reference sizes)")
-    p.add_argument("--out-dir", default=None,
+    p.add_argument("--out-dir", type=output_folder, default=None,
                    help="where checkpoints/, results/, images/ go (default: Drive in Colab, else the repo)")
     p.add_argument("--train-args", default="", help="extra flags for every training phase, e.g. '--max-steps 500'")
     p.add_argument("--benchmark-args", default="", help="extra flags for training/benchmark.py")
@@ -50,12 +50,10 @@ def in_colab() -> bool:
         return False
 
 
-def storage_root(requested: str | None) -> Path:
+def storage_root(requested: Path | None) -> Path:
     """Drive in Colab (so a disconnect loses nothing), the repo elsewhere, or what --out-dir says."""
     if requested is not None:
-        if not requested.strip():  # Path("") would be the working folder
-            raise UserError("--out-dir is empty; name a folder, or leave the flag out")
-        return Path(requested).resolve()
+        return requested.resolve()
     if in_colab():
         from google.colab import drive
         drive.mount("/content/drive")

@@ -61,5 +61,5 @@ def test_outside_colab_without_google_installed_the_repo_is_the_storage(monkeypa
     colab_script = load_script(ROOT / "colab" / "train_colab.py")
     monkeypatch.setitem(sys.modules, "google", None)  # `import google` now fails, as where it is not installed
     assert colab_script.in_colab() is False and colab_script.storage_root(None) == REPO_ROOT
-    with pytest.raises(UserError, match="--out-dir is empty"):
-        colab_script.storage_root("")
+    with pytest.raises(UserError, match="--out-dir: is empty"):
+        colab_script.build_parser().parse_args(["--out-dir", ""])
