@@ -271,9 +271,20 @@ def load_weights(folder: Path) -> dict:
     return state
 
 
+class SkipInit(torch.overrides.TorchFunctionMode):
+    """Calls of torch.nn.init's functions return their tensor untouched: a model built under it has shapes, not
+    values. On the meta device torch runs normal_ through its reference implementation, whose first call imports
+    torch._dynamo: seconds of start-up for loading a checkpoint to generate from or export, which never needs it."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]  # every init function's first parameter
+        return func(*args, **(kwargs or {}))
+
+
 def parameter_bytes(config: GPTConfig) -> int:
-    """fp32 bytes of a model's parameters, counted on the meta device (nothing allocated)."""
-    with torch.device("meta"):
+    """fp32 bytes of a model's parameters, counted on the meta device (nothing allocated or initialised)."""
+    with torch.device("meta"), SkipInit():
         return GPT(config).num_params() * 4
 
 

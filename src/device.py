@@ -289,7 +289,7 @@ def compile_cache_for_this_cpu() -> None:
     ATEN_CPU_CAPABILITY, which overrides the vector width torch picks) costs one fresh compile after such a change."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    # importing torch._dynamo (building a model on the meta device does) sets the variable to torch's default
+    # importing torch._dynamo (torch.compile, a dropout layer's first call) sets the variable to torch's default
     if chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir()):
         return  # the user's folder
     tag = hashlib.sha256(f"{cpu_identity()} {os.environ.get('ATEN_CPU_CAPABILITY', '')}".encode()).hexdigest()[:12]

@@ -101,13 +101,17 @@ class RotaryEmbedding(nn.Module):
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head size, got {head_dim}")
         # float64 on the CPU for accurate angles at large positions; only the cos/sin tables move devices
-        self.inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        self._build(max_positions)
+        self.inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim)
+        self._build(max_positions, torch.empty(0).device)  # the default device
 
-    def _build(self, n_positions: int, device=None) -> None:
-        angles = torch.outer(torch.arange(n_positions, dtype=torch.float64), self.inv_freq)
-        self.register_buffer("cos", angles.cos().float().to(device), persistent=False)
-        self.register_buffer("sin", angles.sin().float().to(device), persistent=False)
+    def _build(self, n_positions: int, device: torch.device) -> None:
+        if device.type == "meta":  # a model built for its shapes alone (checkpoint.parameter_bytes): no angles
+            cos = sin = torch.empty(n_positions, self.inv_freq.numel(), device=device)
+        else:
+            angles = torch.outer(torch.arange(n_positions, dtype=torch.float64, device="cpu"), self.inv_freq)
+            cos, sin = angles.cos().float().to(device), angles.sin().float().to(device)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def reserve(self, n_positions: int) -> None:
         """Grow the tables to hold at least `n_positions` positions (decoding may run past block_size)."""

@@ -85,6 +85,15 @@ def test_generate_streams_text_from_a_checkpoint(tiny_run):
     assert again.stdout == result.stdout
 
 
+def test_generating_never_imports_the_compiler(tiny_run):
+    """Loading a checkpoint and generating from it need nothing of torch.compile, whose torch._dynamo takes seconds
+    to import: counting the parameters on the meta device used to import it (checkpoint.SkipInit, RotaryEmbedding)."""
+    out, _ = tiny_run
+    result = run_script("-X", "importtime", GENERATE, "--checkpoint", out, "--tokens", "5", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "| torch._dynamo" not in result.stderr
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "int8"])
 def test_low_precision_weights_generate_almost_the_same_distribution(tiny_run, dtype):
     """--dtype bf16 halves the bytes read per token, int8 quarters them; the next-token distribution of the

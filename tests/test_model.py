@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from attention import Head
+from checkpoint import parameter_bytes
 from conftest import tiny_model_config
 from model import GPT, GPTConfig
 from model_modern import ModernGPT
@@ -21,6 +22,14 @@ from transformer import QUERY_BLOCK, MultiHeadAttention, block_causal_attention
 ])
 def test_parameter_counts_of_each_swap(overrides, expected):
     assert GPT(GPTConfig(**overrides)).num_params() == expected
+
+
+def test_the_memory_check_counts_parameters_from_shapes_alone():
+    """checkpoint.parameter_bytes builds the model on the meta device, weights and RoPE tables as shapes: the count
+    of a real build, and a model of a terabyte (RoPE tables of 17 GB in float64) counted without allocating it."""
+    for config in (GPTConfig.named("vanilla"), GPTConfig.named("modern"), tiny_model_config(pos="rope", ffn="swiglu")):
+        assert parameter_bytes(config) == 4 * GPT(config).num_params()
+    assert parameter_bytes(GPTConfig.named("modern", n_embd=2**16, n_head=1, block_size=2**16)) > 2**40
 
 
 def test_modern_parameter_counts_and_usage_snippet():
