@@ -14,13 +14,14 @@ FLAGS = [*TINY_FLAGS, "--max-steps", "10", "--eval-interval", "5", "--seed", "5"
 GLOO_ABORT = "terminate called without an active exception"
 
 
-def torchrun(nproc, *args, clear_on_abort=None):
-    """training/train.py under torchrun. After that upstream abort (only that one) it runs once more, from a cleared
-    --out-dir if `clear_on_abort` names it (a fresh run) or resuming as asked: the test is of our training, and a
-    second abort still fails it."""
+def torchrun(nproc, *args, scratch, clear_on_abort=None):
+    """training/train.py under torchrun, with `scratch` as the temporary folder of every process (torch's launcher
+    and its ranks leave folders of their own in it, which would pile up in /tmp). After that upstream abort (only
+    that one) it runs once more, from a cleared --out-dir if `clear_on_abort` names it (a fresh run) or resuming as
+    asked: the test is of our training, and a second abort still fails it."""
     for attempt in range(2):
         result = run_script("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", TRAIN, *args,
-                            timeout=180)
+                            timeout=180, env={"TMPDIR": str(scratch)})
         if result.returncode == 0 or GLOO_ABORT not in result.stderr or attempt:
             return result
         if clear_on_abort is not None:
@@ -31,7 +32,7 @@ def test_two_ranks_match_one_rank_with_the_same_total_batch_and_resume_under_eit
     one = run_script(TRAIN, *FLAGS, "--batch-size", "8", "--data", small_text, "--out-dir", tmp_path / "one")
     assert one.returncode == 0, one.stderr
     two = torchrun(2, *FLAGS, "--batch-size", "4", "--data", small_text, "--out-dir", tmp_path / "two",
-                   clear_on_abort=tmp_path / "two")
+                   scratch=tmp_path, clear_on_abort=tmp_path / "two")
     assert two.returncode == 0, two.stderr
     assert "effective batch 8 = 4 x 2 ranks x 1 accum" in two.stdout
     assert two.stdout.count("best val loss") == 1  # only rank 0 logs
@@ -46,6 +47,6 @@ def test_two_ranks_match_one_rank_with_the_same_total_batch_and_resume_under_eit
     r1 = run_script(TRAIN, *FLAGS, *more, "--batch-size", "4", "--data", small_text, "--out-dir", tmp_path / "two", "--resume")
     assert r1.returncode == 0, r1.stderr
     r2 = torchrun(2, *FLAGS, "--max-steps", "20", "--eval-interval", "5", "--batch-size", "4", "--data", small_text,
-                  "--out-dir", tmp_path / "two", "--resume")
+                  "--out-dir", tmp_path / "two", "--resume", scratch=tmp_path)
     assert r2.returncode == 0, r2.stderr
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["steps"] == 20

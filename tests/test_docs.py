@@ -1,5 +1,6 @@
 """No number in the docs is typed by hand: every table re-renders from results/*.json unchanged."""
 import json
+import re
 
 from conftest import ROOT, load_script
 
@@ -27,3 +28,14 @@ def test_the_llama_cpp_section_says_when_a_row_ran_without_llamas_extra_buffer_t
     text = report.llama_cpp()
     assert "q8_0: llama.cpp's extra buffer types off: with them on, llama.cpp died of SIGSEGV" in text
     assert "f32: llama.cpp's extra buffer types" not in text
+
+
+def test_the_readmes_project_structure_names_every_module_and_script():
+    readme = (ROOT / "README.md").read_text()
+    structure = readme[readme.index("## Project structure"):readme.index("## When things go wrong")]
+    files = [*(ROOT / "src").glob("*.py"), *(ROOT / "src").glob("*.c"), *(ROOT / "training").glob("*.py"),
+             *(ROOT / "experiments").glob("*.py"), *(ROOT / "colab").glob("*.py")]
+    assert files
+    named = set(re.findall(r"(?<![\w.])[\w.]+\.(?:py|c)\b", structure))  # bpe.py, not the tail of train_bpe.py
+    missing = sorted(f"{path.parent.name}/{path.name}" for path in files if path.name not in named)
+    assert not missing, f"README's project structure does not name {missing}"
