@@ -102,11 +102,11 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"RoPE needs an even head size, got {head_dim}")
         # float64 on the CPU for accurate angles at large positions; only the cos/sin tables move devices
         self.inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim)
-        self._build(max_positions, torch.empty(0).device)  # the default device
+        self._build(max_positions, torch.get_default_device())
 
     def _build(self, n_positions: int, device: torch.device) -> None:
         if device.type == "meta":  # a model built for its shapes alone (checkpoint.parameter_bytes): no angles
-            cos = sin = torch.empty(n_positions, self.inv_freq.numel(), device=device)
+            cos, sin = (torch.empty(n_positions, self.inv_freq.numel(), device=device) for _ in range(2))
         else:
             angles = torch.outer(torch.arange(n_positions, dtype=torch.float64, device="cpu"), self.inv_freq)
             cos, sin = angles.cos().float().to(device), angles.sin().float().to(device)
