@@ -39,3 +39,22 @@ def test_the_readmes_project_structure_names_every_module_and_script():
     named = set(re.findall(r"(?<![\w.])[\w.]+\.(?:py|c)\b", structure))  # bpe.py, not the tail of train_bpe.py
     missing = sorted(f"{path.parent.name}/{path.name}" for path in files if path.name not in named)
     assert not missing, f"README's project structure does not name {missing}"
+
+
+def test_the_cpu_presets_table_has_a_row_for_every_run_of_a_preset_whatever_its_folder(monkeypatch, tmp_path):
+    """A preset's run on another CPU (its own --out-dir, so its own results file) joins the table with its machine
+    and whether it met the target; a run with other settings, or of another architecture, does not."""
+    demo = json.loads((ROOT / "results" / "train_demo.json").read_text())
+    other_cpu = {**demo, "hardware": "Other CPU (avx2)", "dtype": "fp32", "best_val_loss": 1.6760,
+                 "time": "2030-01-01T00:00:00+00:00"}
+    longer = {**demo, "train_config": {**demo["train_config"], "max_steps": 99}}
+    vanilla = {**demo, "architecture": "vanilla"}
+    for name, record in (("train_demo", demo), ("train_demo-other", other_cpu), ("train_x", longer),
+                         ("train_y", vanilla)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    rows = [line for line in report.cpu_recipes().splitlines() if line.startswith("| `--preset")]
+    assert len(rows) == 2
+    assert rows[0].endswith(f"| {demo['best_val_loss']:.4f} | ≤ 1.58 | yes | {demo['hardware']}, bf16, "
+                            f"{demo['time'][:10]} |")
+    assert rows[1].endswith("| 1.6760 | ≤ 1.58 | no | Other CPU (avx2), fp32, 2030-01-01 |")
