@@ -506,7 +506,7 @@ def preset_runs(preset: str) -> list[dict]:
     values = PRESETS[preset].values
     runs = []
     for path in sorted(RESULTS.glob("train_*.json")):
-        r = json.loads(path.read_text())
+        r = load(path.stem)
         config = {**r["model_config"], **r["train_config"]}
         if (r["architecture"], r["tokenizer"]) == ("modern", "char") and all(config.get(k) == v
                                                                               for k, v in values.items()):
