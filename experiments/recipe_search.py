@@ -8,8 +8,8 @@ budget on this machine, and kept only if it wins beyond seed noise.
 A step is a full set of GPTConfig/TrainConfig values for ModernGPT (not a diff: a loser is simply not carried
 into the next step). Each run stops at its own max_steps or at --budget seconds of wall clock, evaluations
 included (--max-time), whichever comes first; the row records the val loss at that point (the best checkpoint),
-the steps done and the wall clock. Rows accumulate in results/recipe_<budget>s.json, one per step, each with the
-hardware it ran on.
+the steps done and the wall clock. Rows accumulate in results/recipe_<budget>s.json, one per step and machine:
+each names the hardware it ran on, and a step rerun on another class of CPU adds a row beside the first one's.
 """
 import json
 import statistics
@@ -68,6 +68,17 @@ STEPS = {
                                                       "weight_decay": 0.3}),
     "cpu-wd1": ("weight decay 1.0 instead of 0.3", {**CPU, "n_layer": 6, "max_steps": 4800, "eval_interval": 1200,
                                                     "weight_decay": 1.0}),
+    # a CPU without native bf16 trains in fp32, at well under half the bf16 step rate: fewer steps fit the budget
+    "cpu-5layers": ("cpu-wd0.3 with 5 layers instead of 6 (for fp32-only CPUs: more steps in the budget)",
+                    {**CPU, "n_layer": 5, "max_steps": 4800, "eval_interval": 1200, "weight_decay": 0.3}),
+    "cpu-4layers": ("cpu-wd0.3 with 4 layers instead of 6 (for fp32-only CPUs)",
+                    {**CPU, "n_layer": 4, "max_steps": 4800, "eval_interval": 1200, "weight_decay": 0.3}),
+    "demo-3layers": ("demo-margin with 3 layers instead of 4 (for fp32-only CPUs: more steps in the budget)",
+                     {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 1300, "eval_interval": 325,
+                      "n_layer": 3}),
+    "demo-2layers": ("demo-margin with 2 layers instead of 4 (for fp32-only CPUs)",
+                     {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 1300, "eval_interval": 325,
+                      "n_layer": 2}),
 }
 
 
@@ -130,7 +141,7 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     for name in args.steps:
         row = run_step(name, args)
-        record["rows"] = [r for r in record["rows"] if r["step"] != name] + [row]
+        record["rows"] = [r for r in record["rows"] if (r["step"], r["hardware"]) != (name, row["hardware"])] + [row]
         atomic_write_json(path, record)
         print(f"{name}: val {row['val'][0]:.4f} ± {row['val'][1]:.4f} at {args.budget:g} s", flush=True)
     print(f"wrote {path} in {time.perf_counter() - started:.0f} s")

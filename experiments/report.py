@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, run_cli  # noqa: E402
-from presets import PRESETS  # noqa: E402
+from presets import preset_values  # noqa: E402
 
 RESULTS = REPO_ROOT / "results"
 DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "DEVLOG.md"]
@@ -55,7 +55,7 @@ def runs() -> str:
                   f"weight decay {tc.get('weight_decay', 0.01):g}, dropout {mc['dropout']}")
         rows.append(f"| {r['architecture']} | {r['tokenizer']} | {r['params']:,} | {config} | {r['best_val_loss']:.4f} | "
                     f"{r['best_val_bpc']:.3f} | {r['best_step']} | {r['tokens_per_sec']:,.0f} | {r['elapsed_s'] / 60:.1f} min | "
-                    f"{r['hardware']}, {r['dtype']}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
+                    f"{r['hardware']}, {run_precision(r)}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
     if not rows:
         return missing("train_modern", "python -u training/train_modern.py --preset cpu")
     head = ("| model | tokenizer | params | config | best val loss | val bits/char | best step | train tokens/s | "
@@ -499,15 +499,21 @@ def recipe() -> str:
     return "\n\n".join(blocks)
 
 
+def run_precision(r: dict) -> str:
+    """A training run's precision, and the flag that forced it where --dtype auto did not pick it."""
+    return r["dtype"] if r["dtype_reason"].startswith("auto") else f"{r['dtype']} (--dtype {r['dtype']})"
+
+
 def preset_runs(preset: str) -> list[dict]:
-    """Every char-level modern run in results/ trained with `preset`'s settings, oldest first. A run's file is named
-    after its --out-dir (train_<run>.json), so a preset's run on another class of CPU, given a folder of its own
+    """Every char-level modern run in results/ trained with `preset`'s settings (with its fp32 values where the run
+    trained in fp32, as the training scripts lay them), oldest first. A run's file is named after its --out-dir
+    (train_<run>.json), so a preset's run on another class of CPU, given a folder of its own
     (checkpoints/modern-cpu-avx2), sits beside the others instead of replacing them."""
-    values = PRESETS[preset].values
     runs = []
     for path in sorted(RESULTS.glob("train_*.json")):
         r = load(path.stem)
         config = {**r["model_config"], **r["train_config"]}
+        values = preset_values(preset, fp32=r["dtype"] == "fp32")
         if (r["architecture"], r["tokenizer"]) == ("modern", "char") and all(config.get(k) == v
                                                                               for k, v in values.items()):
             runs.append(r)
@@ -524,7 +530,7 @@ def cpu_recipes() -> str:
             met = r["best_val_loss"] <= target and r["elapsed_s"] <= budget
             rows.append(f"| `--preset {preset}` | {r['params']:,} | {r['steps']:,} | {r['elapsed_s']:.0f} s "
                         f"(budget {budget:g} s) | {r['best_val_loss']:.4f} | ≤ {target} | {'yes' if met else 'no'} | "
-                        f"{r['hardware']}, {r['dtype']}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
+                        f"{r['hardware']}, {run_precision(r)}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
     if not rows:
         return missing("train_demo", "python -u training/train_modern.py --preset demo --out-dir checkpoints/demo")
     return "\n".join(["| preset | params | steps | wall clock, evaluations included | val loss | target | met | "

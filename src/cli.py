@@ -1,7 +1,8 @@
 """The command line shared by every training script: the same flags, presets and error handling.
 
 A script only states its defaults (a GPTConfig, a TrainConfig) and which presets of presets.py it offers;
-precedence is script defaults < `--preset` values < flags given explicitly.
+precedence is script defaults < `--preset` values (with its fp32 values, where the run trains in fp32) < flags
+given explicitly.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 
 from checkpoint import load_model
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_path, repo_relative
-from device import COMPILE_MIN_STEPS, pick_device
+from device import COMPILE_MIN_STEPS, pick_device, resolve_dtype
 from engine import generate_text, sample_prompt
 from model import GPTConfig
-from presets import apply_preset, describe
+from presets import PRESETS, apply_preset, describe
 from trainer import TrainConfig, train
 
 # field -> (type, help); the flag is --field-with-dashes. MODEL_FLAGS set GPTConfig fields, TRAIN_FLAGS TrainConfig's.
@@ -90,8 +91,10 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
                         presets: tuple[str, ...] = ()):
     """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated."""
     args = vars(build_parser(description, model_defaults, train_defaults, presets).parse_args(argv))
-    model_config, train_config = apply_preset(args.pop("preset"), model_defaults, train_defaults)
+    preset = args.pop("preset")
     given = {k: v for k, v in args.items() if v is not None}
+    model_config, train_config = apply_preset(preset, model_defaults, train_defaults,
+                                              fp32=uses_fp32_values(preset, given, train_defaults))
     model_names = {f.name for f in fields(GPTConfig)}
     try:
         model_config = replace(model_config, **{k: v for k, v in given.items() if k in model_names})
@@ -103,6 +106,22 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
         train_config = replace(train_config, out_dir=str(repo_path(train_config.out_dir)))
     train_config.validate()
     return model_config, train_config
+
+
+def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig) -> bool:
+    """Whether `preset` comes with its fp32 values: it has some, and the run will train in fp32 (what --dtype
+    auto picks for the device, or what --dtype asks for). Says so, with the reason, on rank 0."""
+    if preset is None or not PRESETS[preset].fp32_values:
+        return False
+    precision = resolve_dtype(given.get("dtype", train_defaults.dtype),
+                              pick_device(given.get("device", train_defaults.device)))
+    if precision.dtype != "fp32":
+        return False
+    values = " ".join(f"{k}={v}" for k, v in PRESETS[preset].fp32_values.items() if k not in given)
+    if values and os.environ.get("RANK", "0") == "0":  # a value a flag overrides goes unmentioned
+        print(f"--preset {preset} trains in fp32 here ({precision.reason}), so with its fp32 values: {values}",
+              flush=True)
+    return True
 
 
 def print_sample(out_dir, tokens: int, device: str) -> None:

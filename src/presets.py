@@ -1,7 +1,11 @@
 """The one registry of named presets: sizes and training settings for a purpose (`--preset NAME`).
 
 A preset is a set of GPTConfig and TrainConfig field values laid over a script's own defaults; flags given
-explicitly still win. Every script takes its presets from here, by name:
+explicitly still win. A preset may also name `fp32_values`: the training scripts lay them over its values where
+the run will train in fp32 (a CPU without native bf16, `--dtype auto`, or `--dtype fp32`). There each step costs
+about twice as much, so a budget in wall clock buys half the steps, and a smaller model then reaches a lower loss
+than the preset's own (the recipe search measured both on such a CPU). Every script takes its presets from here,
+by name:
 - training/train.py, train_modern.py: `cpu`, `demo` (what `src/generate.py --demo` trains on a fresh clone)
 - training/train_bpe.py: `bpe-cpu`
 - experiments/swap*.py (the A/B harness, src/abtest.py): `ab-reference` (default), `ab-cpu`
@@ -9,7 +13,7 @@ explicitly still win. Every script takes its presets from here, by name:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from common import UserError
 from model import GPTConfig
@@ -19,21 +23,24 @@ from model import GPTConfig
 class Preset:
     purpose: str
     values: dict
+    fp32_values: dict = field(default_factory=dict)  # laid over `values` by the training scripts for an fp32 run
 
 
 PRESETS = {
     "cpu": Preset(
         "a laptop CPU: the recipe search's cpu-wd0.3 row (DEVLOG section 3), stopped by --max-time 600 on any "
-        "machine",
+        "machine; an fp32 run: its cpu-4layers row",
         dict(n_layer=6, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=4800,
              eval_interval=1200, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_fraction=0.2,
-             warmup_steps=100, weight_decay=0.3, max_time=600.0)),
+             warmup_steps=100, weight_decay=0.3, max_time=600.0),
+        fp32_values=dict(n_layer=4)),
     "demo": Preset(
         "src/generate.py --demo on a fresh clone: the recipe search's demo-margin row, stopped by --max-time 120 "
-        "on any machine (DEVLOG section 3)",
+        "on any machine (DEVLOG section 3); an fp32 run: its demo-3layers row",
         dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=1300,
              eval_interval=325, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_fraction=0.2,
-             warmup_steps=100, max_time=120.0)),
+             warmup_steps=100, max_time=120.0),
+        fp32_values=dict(n_layer=3)),
     "bpe-cpu": Preset(
         "train_bpe.py on a CPU in a few minutes: GPT-2's 50,257-way output layer is most of the compute",
         dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.1, batch_size=16, grad_accum=2, lr=1e-3,
@@ -56,18 +63,28 @@ PRESETS = {
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)}
 
 
-def apply_preset(name: str | None, model_config: GPTConfig, train_config):
-    """(model config, train config) with preset `name` laid over them (None: unchanged). Neither input changes."""
-    if name is None:
-        return model_config, train_config
+def preset_values(name: str, fp32: bool = False) -> dict:
+    """Preset `name`'s field values; fp32=True: with its fp32_values laid over them."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    values = PRESETS[name].values
+    return {**PRESETS[name].values, **(PRESETS[name].fp32_values if fp32 else {})}
+
+
+def apply_preset(name: str | None, model_config: GPTConfig, train_config, fp32: bool = False):
+    """(model config, train config) with preset `name` laid over them (None: unchanged); fp32=True: its
+    fp32_values too. Neither input changes."""
+    if name is None:
+        return model_config, train_config
+    values = preset_values(name, fp32)
     return (replace(model_config, **{k: v for k, v in values.items() if k in MODEL_FIELDS}),
             replace(train_config, **{k: v for k, v in values.items() if k not in MODEL_FIELDS}))
 
 
 def describe(names) -> str:
     """The presets' lines for a --help epilog."""
-    return "presets:\n" + "\n".join(f"  {name}: {PRESETS[name].purpose}\n    "
-                                    + " ".join(f"{k}={v}" for k, v in PRESETS[name].values.items()) for name in names)
+    def settings(values: dict) -> str:
+        return " ".join(f"{k}={v}" for k, v in values.items())
+    return "presets:\n" + "\n".join(
+        f"  {name}: {PRESETS[name].purpose}\n    {settings(PRESETS[name].values)}"
+        + (f"\n    where the run trains in fp32: {settings(PRESETS[name].fp32_values)}" if PRESETS[name].fp32_values
+           else "") for name in names)

@@ -1,5 +1,6 @@
 """The scripts as a user runs them: bad input gives one clear line, a non-zero exit, no traceback,
 and nothing is overwritten. Most bad-input cases run main() in-process (run_main); a few start a real Python."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -177,6 +178,32 @@ def test_compile_flag_alone_means_on_and_its_default_is_auto():
     assert parsed == {(): "auto", ("--compile",): "on", ("--compile", "off"): "off"}
 
 
+def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32(capsys):
+    """--preset cpu/demo name a smaller model for an fp32 run (fewer steps fit their wall-clock budget there); the
+    precision decides, explicit flags still win, and the run says why its model is not the preset's own."""
+    from cli import RUN_DEFAULTS, parse_training_args
+    from presets import PRESETS
+    for preset in ("cpu", "demo"):
+        own, fp32 = PRESETS[preset].values, PRESETS[preset].fp32_values
+        assert fp32 and all(own[k] != v for k, v in fp32.items())  # each fp32 value differs from the preset's own
+
+        def n_layer(*flags):
+            return parse_training_args(["--preset", preset, "--device", "cpu", *flags], "x",
+                                       *RUN_DEFAULTS["modern"], presets=(preset,))[0].n_layer
+        assert n_layer("--dtype", "bf16") == own["n_layer"]
+        assert capsys.readouterr().out == ""
+        assert n_layer("--dtype", "fp32") == fp32["n_layer"]
+        assert capsys.readouterr().out.startswith(f"--preset {preset} trains in fp32 here (--dtype fp32 asked for), "
+                                                  f"so with its fp32 values: n_layer={fp32['n_layer']}")
+        assert n_layer("--dtype", "fp32", "--n-layer", "5") == 5
+        assert capsys.readouterr().out == ""  # nothing of the fp32 values is left to announce
+    # an A/B experiment's arms share the preset's own model, whatever their precision (swap7: fp32 vs bf16)
+    from abtest import build_parser, configs_from_args
+    from model import GPTConfig
+    args = build_parser("x", ("cpu",)).parse_args(["--preset", "cpu", "--device", "cpu"])
+    assert configs_from_args(args, base=GPTConfig.named("modern"))[0].n_layer == PRESETS["cpu"].values["n_layer"]
+
+
 def test_help_shows_defaults():
     result = run_main(TRAIN, "--help")
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout
@@ -199,6 +226,8 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkey
     for key, value in dict(n_layer=1, n_embd=16, n_head=2, block_size=16, max_steps=6, eval_interval=3,
                            eval_iters=1, batch_size=4, data=str(small_text)).items():
         monkeypatch.setitem(presets.PRESETS["demo"].values, key, value)
+    demo = dataclasses.replace(presets.PRESETS["demo"], fp32_values={})  # the same tiny model on every CPU
+    monkeypatch.setitem(presets.PRESETS, "demo", demo)
     generate.main(["--demo", "--seed", "0", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "No checkpoint found: training" in out and "--preset demo" in out

@@ -42,19 +42,28 @@ def test_the_readmes_project_structure_names_every_module_and_script():
 
 
 def test_the_cpu_presets_table_has_a_row_for_every_run_of_a_preset_whatever_its_folder(monkeypatch, tmp_path):
-    """A preset's run on another CPU (its own --out-dir, so its own results file) joins the table with its machine
-    and whether it met the target; a run with other settings, or of another architecture, does not."""
+    """A preset's run on another CPU (its own --out-dir, so its own results file) joins the table with its machine,
+    its precision (and whether a flag forced it) and whether it met the target; a run with other settings, or of
+    another architecture, does not, nor an fp32 run without the preset's fp32 values (the training scripts lay them
+    over an fp32 run)."""
+    from presets import PRESETS
     demo = json.loads((ROOT / "results" / "train_demo.json").read_text())
+    assert demo["dtype"] == "bf16"
     other_cpu = {**demo, "hardware": "Other CPU (avx2)", "dtype": "fp32", "best_val_loss": 1.6760,
-                 "time": "2030-01-01T00:00:00+00:00"}
+                 "time": "2030-01-01T00:00:00+00:00",
+                 "model_config": {**demo["model_config"], **PRESETS["demo"].fp32_values}}
     longer = {**demo, "train_config": {**demo["train_config"], "max_steps": 99}}
     vanilla = {**demo, "architecture": "vanilla"}
+    fp32_with_bf16_values = {**demo, "dtype": "fp32"}
+    forced_fp32 = {**other_cpu, "hardware": "A bf16 CPU", "dtype_reason": "--dtype fp32 asked for",
+                   "time": "2031-01-01T00:00:00+00:00"}
     for name, record in (("train_demo", demo), ("train_demo-other", other_cpu), ("train_x", longer),
-                         ("train_y", vanilla)):
+                         ("train_y", vanilla), ("train_z", fp32_with_bf16_values), ("train_demo-forced", forced_fp32)):
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     rows = [line for line in report.cpu_recipes().splitlines() if line.startswith("| `--preset")]
-    assert len(rows) == 2
+    assert len(rows) == 3
     assert rows[0].endswith(f"| {demo['best_val_loss']:.4f} | ≤ 1.58 | yes | {demo['hardware']}, bf16, "
                             f"{demo['time'][:10]} |")
     assert rows[1].endswith("| 1.6760 | ≤ 1.58 | no | Other CPU (avx2), fp32, 2030-01-01 |")
+    assert rows[2].endswith("| A bf16 CPU, fp32 (--dtype fp32), 2031-01-01 |")  # not what auto picks there

@@ -106,9 +106,12 @@ def test_the_recipe_search_records_one_row_per_step_against_its_budget(tmp_path,
     monkeypatch.setitem(recipe.STEPS, "tiny-muon", ("+ Muon", {**tiny, "optimizer": "muon"}))
     args = ["--budget", "1.5", "--seeds", "1", "--data", str(small_text), "--results-dir", str(tmp_path), "--runs-dir",
             str(tmp_path / "runs")]
-    recipe.main([*args, "--steps", "tiny"])
-    record = recipe.main([*args, "--steps", "tiny-muon", "tiny"])  # rows are replaced by name, in the order run
-    assert [row["step"] for row in record["rows"]] == ["tiny-muon", "tiny"]
+    first = recipe.main([*args, "--steps", "tiny"])
+    elsewhere = {**first["rows"][0], "hardware": "another CPU (avx2), 2 threads"}  # the step, run on another machine
+    (tmp_path / "recipe_1.5s.json").write_text(json.dumps({**first, "rows": [elsewhere, *first["rows"]]}))
+    record = recipe.main([*args, "--steps", "tiny-muon", "tiny"])  # a rerun replaces this machine's row, in run order
+    assert [(row["step"], row["hardware"] == elsewhere["hardware"]) for row in record["rows"]] == [
+        ("tiny", True), ("tiny-muon", False), ("tiny", False)]
     row = record["rows"][-1]
     assert row["budget_s"] == 1.5 and 0 < row["steps_done"][0] < 10_000  # stopped by the budget
     assert row["elapsed_s"][0] >= 1.5 and row["val"][0] == row["vals"][0] and "threads" in row["hardware"]
@@ -118,14 +121,16 @@ def test_the_recipe_search_records_one_row_per_step_against_its_budget(tmp_path,
 
 
 def test_the_cpu_presets_are_the_recipe_rows_they_cite():
-    """`--preset cpu` and `demo` must train exactly what the recipe search measured (its rows are their evidence)."""
+    """`--preset cpu` and `demo` must train exactly what the recipe search measured (its rows are their evidence),
+    with their fp32 values too."""
     from conftest import load_script
-    from presets import PRESETS
+    from presets import preset_values
     recipe = load_script(ROOT / "experiments" / "recipe_search.py")
-    for preset, step, budget in (("cpu", "cpu-wd0.3", 600.0), ("demo", "demo-margin", 120.0)):
-        values = dict(PRESETS[preset].values)
+    for preset, fp32, step, budget in (("cpu", False, "cpu-wd0.3", 600.0), ("cpu", True, "cpu-4layers", 600.0),
+                                       ("demo", False, "demo-margin", 120.0), ("demo", True, "demo-3layers", 120.0)):
+        values = preset_values(preset, fp32)
         assert values.pop("max_time") == budget
-        assert values == {k: v for k, v in recipe.STEPS[step][1].items() if k != "dtype" or v != "auto"}, preset
+        assert values == {k: v for k, v in recipe.STEPS[step][1].items() if k != "dtype" or v != "auto"}, step
 
 
 CRASHES_WITH_EXTRA_BUFFER_TYPES = """
