@@ -699,6 +699,15 @@ def head_to_head(config: GPTConfig, nanogpt_folder: str | None, args, device, ce
     return result
 
 
+def llama_cpp_seconds(llm, new_tokens: int, repeats: int) -> float:
+    """Median seconds for a llama_cpp.Llama to decode `new_tokens` greedily from token 0, after one warm-up."""
+    def generate_call():
+        for i, _token in enumerate(llm.generate([0], temp=0.0, top_k=1, reset=True)):
+            if i + 1 == new_tokens:
+                break
+    return median_seconds(generate_call, repeats, torch.device("cpu"), warmup=1)
+
+
 def llama_cpp_rows(model: GPT, args) -> list[dict]:
     """llama.cpp (through llama-cpp-python) decoding the same weights exported to GGUF (src/convert.py) at batch 1,
     greedy, with as many threads as PyTorch uses: f32 (the same function as ours, within block_size) and q8_0."""
@@ -714,12 +723,7 @@ def llama_cpp_rows(model: GPT, args) -> list[dict]:
             save_gguf(path, model, gguf_type, "tinyllm benchmark")
             llm = llama_cpp.Llama(model_path=str(path), n_ctx=args.gen_tokens + 8, n_threads=torch.get_num_threads(),
                                   n_threads_batch=torch.get_num_threads(), verbose=False)
-
-            def generate_call():
-                for i, _token in enumerate(llm.generate([0], temp=0.0, top_k=1, reset=True)):
-                    if i + 1 == args.gen_tokens:
-                        break
-            seconds = median_seconds(generate_call, args.repeats, torch.device("cpu"), warmup=1)
+            seconds = llama_cpp_seconds(llm, args.gen_tokens, args.repeats)
             rows.append({"batch": 1, "new_tokens": args.gen_tokens, "weights": gguf_type,
                          "tokens_per_sec": sig(args.gen_tokens / seconds), "weights_mb": sig(path.stat().st_size / 2**20),
                          "mode": f"llama.cpp {gguf_type} (llama-cpp-python {llama_cpp.__version__})"})
