@@ -1,8 +1,8 @@
 """The command line shared by every training script: the same flags, presets and error handling.
 
 A script only states its defaults (a GPTConfig, a TrainConfig) and which presets of presets.py it offers;
-precedence is script defaults < `--preset` values (with its fp32 values, where the run trains in fp32) < flags
-given explicitly.
+precedence is script defaults < `--preset` values (with its fp32 values, where the run trains in fp32 on a CPU)
+< flags given explicitly.
 """
 from __future__ import annotations
 
@@ -110,12 +110,12 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
 
 def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig) -> bool:
     """Whether `preset` comes with its fp32 values: it has some, and the run will train in fp32 (what --dtype
-    auto picks for the device, or what --dtype asks for). Says so, with the reason, on rank 0."""
+    auto picks for the device, or what --dtype asks for) on a CPU. Says so, with the reason, on rank 0."""
     if preset is None or not PRESETS[preset].fp32_values:
         return False
-    precision = resolve_dtype(given.get("dtype", train_defaults.dtype),
-                              pick_device(given.get("device", train_defaults.device)))
-    if precision.dtype != "fp32":
+    device = pick_device(given.get("device", train_defaults.device))
+    precision = resolve_dtype(given.get("dtype", train_defaults.dtype), device)
+    if device.type != "cpu" or precision.dtype != "fp32":
         return False
     values = " ".join(f"{k}={v}" for k, v in PRESETS[preset].fp32_values.items() if k not in given)
     if values and os.environ.get("RANK", "0") == "0":  # a value a flag overrides goes unmentioned

@@ -2,10 +2,11 @@
 
 A preset is a set of GPTConfig and TrainConfig field values laid over a script's own defaults; flags given
 explicitly still win. A preset may also name `fp32_values`: the training scripts lay them over its values where
-the run will train in fp32 (a CPU without native bf16, `--dtype auto`, or `--dtype fp32`). There each step costs
-about twice as much, so a budget in wall clock buys half the steps, and a smaller model then reaches a lower loss
-than the preset's own (the recipe search measured both on such a CPU). Every script takes its presets from here,
-by name:
+the run will train in fp32 on a CPU (one without native bf16 under `--dtype auto`, or any under `--dtype fp32`).
+Each step there costs more than a bf16 step on a CPU with native bf16, so a wall-clock budget buys fewer steps,
+and a smaller model then reaches a lower loss than the preset's own (the recipe search measured both on an
+AVX2-only CPU). GPUs and MPS keep the preset's own values: their fp32 steps were not measured. Every script takes
+its presets from here, by name:
 - training/train.py, train_modern.py: `cpu`, `demo` (what `src/generate.py --demo` trains on a fresh clone)
 - training/train_bpe.py: `bpe-cpu`
 - experiments/swap*.py (the A/B harness, src/abtest.py): `ab-reference` (default), `ab-cpu`
@@ -23,20 +24,20 @@ from model import GPTConfig
 class Preset:
     purpose: str
     values: dict
-    fp32_values: dict = field(default_factory=dict)  # laid over `values` by the training scripts for an fp32 run
+    fp32_values: dict = field(default_factory=dict)  # laid over `values` by the training scripts for a CPU fp32 run
 
 
 PRESETS = {
     "cpu": Preset(
         "a laptop CPU: the recipe search's cpu-wd0.3 row (DEVLOG section 3), stopped by --max-time 600 on any "
-        "machine; an fp32 run: its cpu-4layers row",
+        "machine; an fp32 run on a CPU: its cpu-4layers row",
         dict(n_layer=6, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=4800,
              eval_interval=1200, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_fraction=0.2,
              warmup_steps=100, weight_decay=0.3, max_time=600.0),
         fp32_values=dict(n_layer=4)),
     "demo": Preset(
         "src/generate.py --demo on a fresh clone: the recipe search's demo-margin row, stopped by --max-time 120 "
-        "on any machine (DEVLOG section 3); an fp32 run: its demo-3layers row",
+        "on any machine (DEVLOG section 3); an fp32 run on a CPU: its demo-3layers row",
         dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=1300,
              eval_interval=325, eval_iters=20, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_fraction=0.2,
              warmup_steps=100, max_time=120.0),
@@ -84,7 +85,8 @@ def describe(names) -> str:
     """The presets' lines for a --help epilog."""
     def settings(values: dict) -> str:
         return " ".join(f"{k}={v}" for k, v in values.items())
-    return "presets:\n" + "\n".join(
-        f"  {name}: {PRESETS[name].purpose}\n    {settings(PRESETS[name].values)}"
-        + (f"\n    where the run trains in fp32: {settings(PRESETS[name].fp32_values)}" if PRESETS[name].fp32_values
-           else "") for name in names)
+
+    def lines(preset: Preset) -> str:
+        fp32 = f"\n    where the run trains in fp32 on a CPU: {settings(preset.fp32_values)}" if preset.fp32_values else ""
+        return f"{preset.purpose}\n    {settings(preset.values)}{fp32}"
+    return "presets:\n" + "\n".join(f"  {name}: {lines(PRESETS[name])}" for name in names)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, TINY_FLAGS, assert_user_error, load_script, run_main, run_script
 
@@ -178,9 +179,11 @@ def test_compile_flag_alone_means_on_and_its_default_is_auto():
     assert parsed == {(): "auto", ("--compile",): "on", ("--compile", "off"): "off"}
 
 
-def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32(capsys):
-    """--preset cpu/demo name a smaller model for an fp32 run (fewer steps fit their wall-clock budget there); the
-    precision decides, explicit flags still win, and the run says why its model is not the preset's own."""
+def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32_on_a_cpu(capsys, monkeypatch):
+    """--preset cpu/demo name a smaller model for an fp32 run on a CPU (fewer steps fit their wall-clock budget
+    there); the precision and the device decide, explicit flags still win, and the run says why its model is not
+    the preset's own."""
+    import cli
     from cli import RUN_DEFAULTS, parse_training_args
     from presets import PRESETS
     for preset in ("cpu", "demo"):
@@ -197,6 +200,9 @@ def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32(capsys
                                                   f"so with its fp32 values: n_layer={fp32['n_layer']}")
         assert n_layer("--dtype", "fp32", "--n-layer", "5") == 5
         assert capsys.readouterr().out == ""  # nothing of the fp32 values is left to announce
+        with monkeypatch.context() as patch:  # MPS trains in fp32 too, at a speed nobody measured
+            patch.setattr(cli, "pick_device", lambda requested: torch.device("mps"))
+            assert n_layer("--dtype", "fp32") == own["n_layer"]
     # an A/B experiment's arms share the preset's own model, whatever their precision (swap7: fp32 vs bf16)
     from abtest import build_parser, configs_from_args
     from model import GPTConfig
