@@ -68,7 +68,7 @@ STEPS = {
                                                       "weight_decay": 0.3}),
     "cpu-wd1": ("weight decay 1.0 instead of 0.3", {**CPU, "n_layer": 6, "max_steps": 4800, "eval_interval": 1200,
                                                     "weight_decay": 1.0}),
-    # a CPU without native bf16 trains in fp32, at well under half the bf16 step rate: fewer steps fit the budget
+    # a CPU without native bf16 trains in fp32, each step slower than bf16's on a CPU with it: fewer steps fit
     "cpu-5layers": ("cpu-wd0.3 with 5 layers instead of 6 (for fp32-only CPUs: more steps in the budget)",
                     {**CPU, "n_layer": 5, "max_steps": 4800, "eval_interval": 1200, "weight_decay": 0.3}),
     "cpu-4layers": ("cpu-wd0.3 with 4 layers instead of 6 (for fp32-only CPUs)",

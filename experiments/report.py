@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from cli import write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, run_cli  # noqa: E402
-from presets import preset_values  # noqa: E402
+from presets import preset_values, takes_fp32_values  # noqa: E402
 
 RESULTS = REPO_ROOT / "results"
 DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "DEVLOG.md"]
@@ -506,14 +506,14 @@ def run_precision(r: dict) -> str:
 
 def preset_runs(preset: str) -> list[dict]:
     """Every char-level modern run in results/ trained with `preset`'s settings (with its fp32 values where the run
-    trained in fp32 on a CPU, as the training scripts lay them), oldest first. A run's file is named after its --out-dir
-    (train_<run>.json), so a preset's run on another class of CPU, given a folder of its own
+    trained in fp32 on a CPU, as the training scripts lay them), oldest first. A run's file is named after its
+    --out-dir (train_<run>.json), so a preset's run on another class of CPU, given a folder of its own
     (checkpoints/modern-cpu-avx2), sits beside the others instead of replacing them."""
     runs = []
     for path in sorted(RESULTS.glob("train_*.json")):
         r = load(path.stem)
         config = {**r["model_config"], **r["train_config"]}
-        values = preset_values(preset, fp32=(r["device"], r["dtype"]) == ("cpu", "fp32"))
+        values = preset_values(preset, fp32=takes_fp32_values(r["device"].split(":")[0], r["dtype"]))
         if (r["architecture"], r["tokenizer"]) == ("modern", "char") and all(config.get(k) == v
                                                                               for k, v in values.items()):
             runs.append(r)

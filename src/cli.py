@@ -17,7 +17,7 @@ from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo
 from device import COMPILE_MIN_STEPS, pick_device, resolve_dtype
 from engine import generate_text, sample_prompt
 from model import GPTConfig
-from presets import PRESETS, apply_preset, describe
+from presets import PRESETS, apply_preset, describe, takes_fp32_values
 from trainer import TrainConfig, train
 
 # field -> (type, help); the flag is --field-with-dashes. MODEL_FLAGS set GPTConfig fields, TRAIN_FLAGS TrainConfig's.
@@ -115,7 +115,7 @@ def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfi
         return False
     device = pick_device(given.get("device", train_defaults.device))
     precision = resolve_dtype(given.get("dtype", train_defaults.dtype), device)
-    if device.type != "cpu" or precision.dtype != "fp32":
+    if not takes_fp32_values(device.type, precision.dtype):
         return False
     values = " ".join(f"{k}={v}" for k, v in PRESETS[preset].fp32_values.items() if k not in given)
     if values and os.environ.get("RANK", "0") == "0":  # a value a flag overrides goes unmentioned

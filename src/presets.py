@@ -64,6 +64,12 @@ PRESETS = {
 MODEL_FIELDS = {f.name for f in fields(GPTConfig)}
 
 
+def takes_fp32_values(device_type: str, dtype: str) -> bool:
+    """Whether a run on this device type ("cpu", "cuda", "mps") in this precision takes a preset's fp32_values:
+    the one rule for the training scripts and for the report that matches their runs to a preset."""
+    return (device_type, dtype) == ("cpu", "fp32")
+
+
 def preset_values(name: str, fp32: bool = False) -> dict:
     """Preset `name`'s field values; fp32=True: with its fp32_values laid over them."""
     if name not in PRESETS:

@@ -44,8 +44,8 @@ def test_the_readmes_project_structure_names_every_module_and_script():
 def test_the_cpu_presets_table_has_a_row_for_every_run_of_a_preset_whatever_its_folder(monkeypatch, tmp_path):
     """A preset's run on another CPU (its own --out-dir, so its own results file) joins the table with its machine,
     its precision (and whether a flag forced it) and whether it met the target; a run with other settings, or of
-    another architecture, does not, nor an fp32 run without the preset's fp32 values (the training scripts lay them
-    over an fp32 run)."""
+    another architecture, does not, nor a CPU fp32 run without the preset's fp32 values (the training scripts lay
+    them over such a run)."""
     from presets import PRESETS
     demo = json.loads((ROOT / "results" / "train_demo.json").read_text())
     assert demo["dtype"] == "bf16"
