@@ -35,6 +35,8 @@ OLD_CPU = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dr
 # its row is recorded, so every row stays reproducible.
 DEMO_BF16 = {**OLD_CPU, "max_steps": 1700, "eval_interval": 425}
 DEMO = {**OLD_CPU, "max_steps": 1400, "eval_interval": 350}  # ends inside 120 s here, in bf16
+DEMO_FP32 = {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 1300, "eval_interval": 325, "n_layer": 3,
+             "dtype": "fp32"}  # the demo preset's fp32 values, forced to fp32
 CPU = {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 6500, "eval_interval": 1300}
 STEPS = {
     "demo-baseline": ("the --preset cpu of 2026-11-24, fp32, stopped by the budget", {**OLD_CPU, "dtype": "fp32"}),
@@ -79,6 +81,16 @@ STEPS = {
     "demo-2layers": ("demo-margin with 2 layers instead of 4 (for fp32-only CPUs)",
                      {**DEMO, "schedule": "wsd", "decay_fraction": 0.2, "max_steps": 1300, "eval_interval": 325,
                       "n_layer": 2}),
+    # the fp32 demo, searched on a CPU with native bf16 told to train in fp32 (its fp32 steps are faster than an
+    # AVX2-only CPU's, so these rows rank the changes; the AVX2 rows above say what that CPU reaches)
+    "demo-3layers-fp32": ("demo-3layers in fp32 (--dtype fp32): the baseline of the fp32 steps below",
+                          {**DEMO_FP32}),
+    "demo-fp32-batch16": ("+ batch 16 and twice the steps (2600): twice the updates for the same tokens",
+                          {**DEMO_FP32, "batch_size": 16, "max_steps": 2600, "eval_interval": 650}),
+    "demo-fp32-lr": ("+ lr 2e-3 instead of 1e-3", {**DEMO_FP32, "lr": 2e-3}),
+    "demo-fp32-decay0.4": ("+ the last 40% of the run decays instead of 20%", {**DEMO_FP32, "decay_fraction": 0.4}),
+    "demo-fp32-2layers": ("2 layers instead of 3, for 1700 steps (the demo-2layers row finished before its budget)",
+                          {**DEMO_FP32, "n_layer": 2, "max_steps": 1700, "eval_interval": 425}),
 }
 
 

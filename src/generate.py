@@ -68,11 +68,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="run folder (its best/ or last/), checkpoint folder, or Hub repo id; default: the best local run")
     p.add_argument("--prompt", default="ROMEO:", help="text to continue")
-    p.add_argument("--tokens", type=int, default=500, help="tokens to generate")
-    p.add_argument("--temp", type=float, default=0.8, help="sampling temperature (0 = greedy)")
+    p.add_argument("--tokens", "--max-new-tokens", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temp", "--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
     p.add_argument("--top_k", "--top-k", type=int, default=None, help="sample from the k likeliest tokens")
     p.add_argument("--top_p", "--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: a fresh one each call)")
     p.add_argument("--no-cache", action="store_true", help="recompute the context every step (no KV cache)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--dtype", choices=(*WEIGHTS, "auto"), default="fp32",
@@ -85,7 +85,7 @@ def build_parser() -> ArgumentParser:
                         "int8 weights on a CPU; needs a C compiler, builds once on first use); eager = PyTorch op by "
                         "op; compile = torch.compile'd (needs a C++ compiler on a CPU; compiles for ~10-30 s); auto = "
                         "c where it can run, else eager. All compute the same function")
-    p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings")
+    p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings; with no checkpoint in checkpoints/, first trains one (--preset demo, at most two minutes)")
     return p
 
 

@@ -85,6 +85,10 @@ def test_generate_streams_text_from_a_checkpoint(tiny_run):
     assert result.stdout.startswith("ROMEO:") and len(result.stdout.rstrip("\n")) == len("ROMEO:") + 40
     again = run_script(GENERATE, "--checkpoint", out, "--prompt", "ROMEO:", "--tokens", "40", "--seed", "1", "--no-cache")
     assert again.stdout == result.stdout
+    # the names transformers' generate() uses are aliases of --tokens and --temp
+    aliases = run_script(GENERATE, "--checkpoint", out, "--prompt", "ROMEO:", "--max-new-tokens", "40", "--seed", "1",
+                         "--temperature", "0.8")
+    assert aliases.stdout == result.stdout
 
 
 def test_generating_never_imports_the_compiler(tiny_run):
