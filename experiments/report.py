@@ -14,17 +14,24 @@ import json
 import re
 import statistics
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from cli import write_run_results  # noqa: E402
+from cli import RUN_DEFAULTS, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, run_cli  # noqa: E402
 from presets import preset_values, takes_fp32_values  # noqa: E402
 
 RESULTS = REPO_ROOT / "results"
 DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "DEVLOG.md"]
 OLD_KERNELS_ALONE = "products and attention kernels"  # what "kernels alone" timed in records before the update joined
+# The original project's reference runs (params, best val loss, its step), as our issues quote them: shown only
+# as that labelled reference, beside runs of ours at the same config.
+ORIGINAL = {"vanilla": (10_763_904, 1.4804, 3000), "modern": (10_646_784, 1.4754, 2500)}
+# settings a reference run may choose freely: they change how it runs or stops, not what it trains
+NOT_THE_RECIPE = {"vocab_size", "seed", "patience", "device", "dtype", "compile", "data", "out_dir", "resume",
+                  "overwrite", "sample_tokens"}
 SWAPS = [("swap1_rmsnorm", "rmsnorm"), ("swap2_swiglu", "swiglu"), ("swap2_swiglu", "relu2"), ("swap3_rope", "rope")]
 
 
@@ -43,6 +50,12 @@ def fmt(mean_std) -> str:
 
 # ----------------------------------------------------------------------------- blocks
 
+def describe_config(mc: dict, tc: dict, effective_batch: int) -> str:
+    return (f"{mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']}, batch {effective_batch}, "
+            f"{tc['max_steps']} steps, {tc.get('optimizer', 'adamw')} lr {tc['lr']:g} {tc['schedule']}, "
+            f"weight decay {tc.get('weight_decay', 0.01):g}, dropout {mc['dropout']}")
+
+
 def runs() -> str:
     rows = []
     for name in ("train_vanilla", "train_modern", "train_demo", "train_bpe"):
@@ -50,9 +63,7 @@ def runs() -> str:
         if r is None:
             continue
         tc, mc = r["train_config"], r["model_config"]
-        config = (f"{mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']}, batch {r['effective_batch']}, "
-                  f"{tc['max_steps']} steps, {tc.get('optimizer', 'adamw')} lr {tc['lr']:g} {tc['schedule']}, "
-                  f"weight decay {tc.get('weight_decay', 0.01):g}, dropout {mc['dropout']}")
+        config = describe_config(mc, tc, r["effective_batch"])
         rows.append(f"| {r['architecture']} | {r['tokenizer']} | {r['params']:,} | {config} | {r['best_val_loss']:.4f} | "
                     f"{r['best_val_bpc']:.3f} | {r['best_step']} | {r['tokens_per_sec']:,.0f} | {r['elapsed_s'] / 60:.1f} min | "
                     f"{r['hardware']}, {run_precision(r)}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
@@ -520,6 +531,47 @@ def preset_runs(preset: str) -> list[dict]:
     return sorted(runs, key=lambda r: r["time"])
 
 
+def reference_runs(architecture: str) -> list[dict]:
+    """Our runs of `architecture` at its reference config: the training script's own defaults, no preset
+    (cli.RUN_DEFAULTS), whatever their seed, --patience, device, precision or --out-dir; oldest first."""
+    model, train = RUN_DEFAULTS[architecture]
+    recipe = {k: v for k, v in {**asdict(model), **asdict(train)}.items() if k not in NOT_THE_RECIPE}
+    found = []
+    for path in sorted(RESULTS.glob("train_*.json")):
+        r = load(path.stem)
+        config = {**r["model_config"], **r["train_config"]}
+        if r["architecture"] == architecture and all(config.get(k) == v for k, v in recipe.items()):
+            found.append(r)
+    return sorted(found, key=lambda r: r["time"])
+
+
+def reference() -> str:
+    """Our runs at the reference configs beside the original project's best val losses (quoted, and labelled so)."""
+    rows, ours = [], 0
+    for architecture, (params, loss, step) in ORIGINAL.items():
+        model, train = RUN_DEFAULTS[architecture]
+        config = describe_config(asdict(model), asdict(train), train.batch_size * train.grad_accum)
+        rows.append(f"| {architecture} | {config} | the original project (quoted from our issues; not our run) | "
+                    f"{params:,} | {loss:.4f} | {step} | | T4 |")
+        for r in reference_runs(architecture):
+            ours += 1
+            patience = r["train_config"]["patience"]
+            run = f"ours, seed {r['train_config']['seed']}" + (f", --patience {patience}" if patience else "")
+            rows.append(f"| {architecture} | {config} | {run} | {r['params']:,} | {r['best_val_loss']:.4f} "
+                        f"({r['best_val_loss'] - loss:+.4f}) | {r['best_step']} of {r['steps']} | "
+                        f"{r['elapsed_s'] / 60:.1f} min | {r['hardware']}, {run_precision(r)}"
+                        f"{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
+    table = "\n".join(["| model | config | run | params | best val loss (ours − original) | best step | time | "
+                       "measured on |", "|---|---|---|---|---|---|---|---|", *rows])
+    if ours:
+        return table
+    return (table + "\n\nNone of our runs is at these configs yet. On a GPU: "
+            "`python -u training/train.py --out-dir checkpoints/vanilla-reference --patience 3` and "
+            "`python -u training/train_modern.py --out-dir checkpoints/modern-reference --patience 3` write "
+            "`results/train_vanilla-reference.json` and `results/train_modern-reference.json`, which this table "
+            "then shows.")
+
+
 def cpu_recipes() -> str:
     """The README's table of the two CPU presets: how long each run of them trained, on which machine, and the val
     loss it reached against the preset's target."""
@@ -603,7 +655,7 @@ def gallery() -> str:
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
           "llama_cpp": llama_cpp, "recipe": recipe, "cpu_recipes": cpu_recipes, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
-          "speed": speed}
+          "speed": speed, "reference": reference}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 

@@ -67,3 +67,32 @@ def test_the_cpu_presets_table_has_a_row_for_every_run_of_a_preset_whatever_its_
                             f"{demo['time'][:10]} |")
     assert rows[1].endswith("| 1.6760 | ≤ 1.58 | no | Other CPU (avx2), fp32, 2030-01-01 |")
     assert rows[2].endswith("| A bf16 CPU, fp32 (--dtype fp32), 2031-01-01 |")  # not what auto picks there
+
+
+def test_the_reference_table_shows_our_runs_at_the_reference_config_beside_the_originals(monkeypatch, tmp_path):
+    """A run at a training script's own defaults joins the table, whatever its folder, seed, --patience or precision,
+    with its difference from the original's quoted figure; a preset's run, or one with any training setting
+    changed, does not. Without such a run the table says how to make one."""
+    from dataclasses import asdict
+
+    from cli import RUN_DEFAULTS
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert "None of our runs is at these configs yet" in report.reference()
+    model, train = RUN_DEFAULTS["modern"]
+    modern = json.loads((ROOT / "results" / "train_modern.json").read_text())
+    at_reference = {**modern, "model_config": {**asdict(model), "vocab_size": 65},
+                    "train_config": {**asdict(train), "out_dir": "checkpoints/modern-reference", "seed": 7,
+                                     "patience": 3, "dtype": "bf16"},
+                    "params": 10_646_784, "best_val_loss": 1.4654, "best_step": 2500, "steps": 4000,
+                    "hardware": "A GPU", "time": "2030-01-01T00:00:00+00:00"}
+    shorter = {**at_reference, "train_config": {**at_reference["train_config"], "max_steps": 4999}}
+    as_vanilla = {**at_reference, "architecture": "vanilla"}
+    for name, record in (("train_modern", modern), ("train_modern-reference", at_reference),
+                         ("train_x", shorter), ("train_y", as_vanilla)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    rows = [line for line in report.reference().splitlines() if line.startswith("| modern")]
+    assert len(rows) == 2 and "not our run" in rows[0] and "| 1.4754 | 2500 |" in rows[0]
+    assert "| ours, seed 7, --patience 3 | 10,646,784 | 1.4654 (-0.0100) | 2500 of 4000 |" in rows[1]
+    assert rows[1].endswith("| A GPU, bf16, compiled, 2030-01-01 |")
+    assert not [line for line in report.reference().splitlines() if line.startswith("| vanilla | ") and "ours" in line]
+    assert "None of our runs" not in report.reference()
