@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from abtest import (build_parser, configs_from_args, experiment_record, figure_title, mean_std, plot_curves,  # noqa: E402
+from abtest import (build_parser, configs_from_args, experiment_record, mean_std, plot_record, replot,  # noqa: E402
                     run_arms)
 from common import REPO_ROOT, atomic_write_json, run_cli  # noqa: E402
 from model import GPTConfig  # noqa: E402
@@ -24,6 +24,7 @@ NAME = "tokenizers"
 TITLE = "Tokenizers: char vs our BPE (512, 1024, 4096) vs GPT-2 BPE"
 ARMS = ["char", "bpe:512", "bpe:1024", "bpe:4096", "gpt2"]
 PRESETS = ("tokenizers-reference", "tokenizers-cpu")  # presets.py
+CURVES = dict(key="bpc_curves", ylabel="validation bits per character")  # nats per token differ across tokenizers
 
 
 def comparison_rows(record: dict) -> list[dict]:
@@ -56,7 +57,11 @@ def main(argv=None):
     parser.add_argument("--tokenizers", nargs="+", default=list(ARMS), metavar="NAME",
                         help="the arms to train: char | gpt2 | bpe:<vocab_size>")
     parser.set_defaults(runs_dir=str(REPO_ROOT / "checkpoints"))  # -> checkpoints/tokenizers/<arm>/seed<N>
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the figure from the results file an earlier run wrote (no training)")
     args = parser.parse_args(argv)
+    if args.replot:
+        return replot(NAME, TITLE, args, **CURVES)
     model, tc, seeds = configs_from_args(args, cpu_seeds=1, base=GPTConfig.named("modern"))
     for name in args.tokenizers:  # a typo fails now, not after the first arms have trained
         if name != "char" and bpe_vocab_size(name) is None:
@@ -74,8 +79,7 @@ def main(argv=None):
     print(f"\n{TITLE} — {seeds} seed(s), preset {args.preset}, {train_tokens:,} training tokens per arm")
     print(format_rows(record["rows"]))
     atomic_write_json(Path(args.results_dir) / f"{NAME}.json", record)
-    plot_curves(record["arms"], figure_title(TITLE, record), Path(args.images_dir) / f"{NAME}.png", key="bpc_curves",
-                ylabel="validation bits per character")
+    plot_record(NAME, TITLE, record, args.images_dir, **CURVES)
     print(f"wrote {Path(args.results_dir) / f'{NAME}.json'} and {Path(args.images_dir) / f'{NAME}.png'}")
     return record
 

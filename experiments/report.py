@@ -115,6 +115,14 @@ def modern_table() -> str:
         else:
             cell = "not measured yet"
         lines.append(f"| {new} instead of {old} | {old} | {new} | {cell} |")
+    r = load(WHOLE_SWAP[0])
+    cell = "not measured yet"
+    if r:
+        last = r["table"][-1]
+        d = last["modern - vanilla"]
+        cell = f"{d[0]:+.4f} ± {d[1]:.4f} ({r['seeds']} seeds, {r['preset']} preset, step {last['step']})"
+    lines.append(f"| all three at once, at the size of the trained models | LayerNorm, ReLU FFN, learned positions | "
+                 f"RMSNorm, SwiGLU, RoPE | {cell} |")
     kv = load("swap4_kvcache")
     if kv:
         best = max((row for row in kv["rows"] if row["batch"] == 1), key=lambda row: row["new_tokens"])
@@ -148,34 +156,45 @@ TRAINING_SWAPS = [  # (results file, base arm, arm, old, new, the command that w
 ]
 
 
+WHOLE_SWAP = ("swap8_modern", "vanilla", "modern", "vanilla GPT", "ModernGPT",
+              "python -u experiments/swap8_modern.py --preset cpu")
+
+
+def swap_detail(name: str, base: str, arm: str, old: str, new: str, command: str, model: str = "ModernGPT") -> str:
+    """One A/B experiment in full: val loss per step per arm, mean ± std over seeds, and the paired difference.
+    `model`: what both arms are ("": the arms are different models)."""
+    r = load(name)
+    if r is None:
+        return missing(name, command)
+    dtypes = " vs ".join(dict.fromkeys(a["precision"]["dtype"] for a in r["arms"].values()))
+    lines = [f"**{new} vs {old}** (`experiments/{name}.py`, {r['seeds']} seeds, {r['preset']} preset, "
+             f"{model + ' ' if model else ''}{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}, {r['train_config']['max_steps']} "
+             f"steps, {r['hardware']}, {r['date']}, {dtypes}):", "",
+             f"| step | {base} | {arm} | {arm} − {base} |", "|---|---|---|---|"]
+    for row in r["table"]:
+        d = row[f"{arm} - {base}"]
+        lines.append(f"| {row['step']} | {fmt(row[base])} | {fmt(row[arm])} | {d[0]:+.4f} ± {d[1]:.4f} |")
+    lines.append("")
+    for label, a in r["arms"].items():
+        mode = {True: ", compiled", False: ", eager"}.get(a.get("compiled", {}).get("enabled"), "")
+        lines.append(f"- {label}: {a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
+                     f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}, best val {fmt(a['best_val'])}")
+    if "equal_wall_clock" in r:
+        e = r["equal_wall_clock"]
+        lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "
+                     f"so {', '.join(map(str, e['steps']))} steps): best val {fmt(e['best_val'])}, against "
+                     f"{fmt(e['adamw_best_val'])} for {base}")
+    return "\n".join(lines)
+
+
 def training_swaps() -> str:
-    """Swaps 5 and 6 in full: val loss per step per arm, mean ± std over seeds, and the paired difference."""
-    blocks = []
-    for name, base, arm, old, new, command in TRAINING_SWAPS:
-        r = load(name)
-        if r is None:
-            blocks.append(missing(name, command))
-            continue
-        dtypes = " vs ".join(dict.fromkeys(a["precision"]["dtype"] for a in r["arms"].values()))
-        lines = [f"**{new} vs {old}** (`experiments/{name}.py`, {r['seeds']} seeds, {r['preset']} preset, ModernGPT "
-                 f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}, {r['train_config']['max_steps']} "
-                 f"steps, {r['hardware']}, {r['date']}, {dtypes}):", "",
-                 f"| step | {base} | {arm} | {arm} − {base} |", "|---|---|---|---|"]
-        for row in r["table"]:
-            d = row[f"{arm} - {base}"]
-            lines.append(f"| {row['step']} | {fmt(row[base])} | {fmt(row[arm])} | {d[0]:+.4f} ± {d[1]:.4f} |")
-        lines.append("")
-        for label, a in r["arms"].items():
-            mode = {True: ", compiled", False: ", eager"}.get(a.get("compiled", {}).get("enabled"), "")
-            lines.append(f"- {label}: {a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
-                         f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}, best val {fmt(a['best_val'])}")
-        if "equal_wall_clock" in r:
-            e = r["equal_wall_clock"]
-            lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "
-                         f"so {', '.join(map(str, e['steps']))} steps): best val {fmt(e['best_val'])}, against "
-                         f"{fmt(e['adamw_best_val'])} for {base}")
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    """Swaps 5-7 in full (`swap_detail`)."""
+    return "\n\n".join(swap_detail(*swap) for swap in TRAINING_SWAPS)
+
+
+def whole_swap() -> str:
+    """Swap 8 in full: vanilla GPT against ModernGPT at the CPU recipe's size."""
+    return swap_detail(*WHOLE_SWAP, model="")
 
 
 def extras() -> str:
@@ -621,6 +640,7 @@ FIGURE_CAPTIONS = {
     "swap5_muon.png": "AdamW vs Muon on ModernGPT, val loss (band: min–max over seeds) — `experiments/swap5_muon.py`",
     "swap6_schedule.png": "cosine vs warmup-stable-decay on ModernGPT — `experiments/swap6_schedule.py`",
     "swap7_bf16.png": "fp32 vs bf16 autocast training on the CPU recipe — `experiments/swap7_bf16.py`",
+    "swap8_modern.png": "vanilla GPT vs ModernGPT at the CPU recipe's size — `experiments/swap8_modern.py`",
     "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
     "attention_vanilla.png": "every head of the vanilla model on a line of Romeo and Juliet — `experiments/visualize.py attention`",
     "attention_modern.png": "every head of the modern model on the same line — `experiments/visualize.py attention`",
@@ -655,7 +675,8 @@ def gallery() -> str:
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
           "llama_cpp": llama_cpp, "recipe": recipe, "cpu_recipes": cpu_recipes, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
-          "speed": speed, "reference": reference}
+          "speed": speed, "reference": reference,
+          "whole_swap": whole_swap}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 

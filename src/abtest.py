@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import textwrap
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -139,14 +140,16 @@ def plot_curves(arms: dict, title: str, path: Path, key: str = "curves",
 
 
 def figure_title(title: str, record: dict) -> str:
-    """A plot's title: the experiment, then on a line of its own how it ran (a CPU's name and flags are long)."""
-    return f"{title}\n({record['preset']} preset, {record['seeds']} seed(s), {record['hardware']}, {record['date']})"
+    """A plot's title: the experiment, then how it ran, wrapped to the figure's width (a CPU's name and flags are
+    long enough to run off its edges)."""
+    how = f"({record['preset']} preset, {record['seeds']} seed(s), {record['hardware']}, {record['date']})"
+    return "\n".join([title, *textwrap.wrap(how, 80)])
 
 
-def plot_record(name: str, title: str, record: dict, images_dir) -> None:
-    """images_dir/<name>.png: the val-loss curves of an experiment's record, the same whether it was just run or read
-    back from its results file."""
-    plot_curves(record["arms"], figure_title(title, record), Path(images_dir) / f"{name}.png")
+def plot_record(name: str, title: str, record: dict, images_dir, **curves) -> None:
+    """images_dir/<name>.png: the val-loss curves of an experiment's record (`curves`: plot_curves' key and ylabel
+    for others), the same whether it was just run or read back from its results file."""
+    plot_curves(record["arms"], figure_title(title, record), Path(images_dir) / f"{name}.png", **curves)
 
 
 def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds: int, arms: dict, extra: dict) -> dict:
@@ -188,14 +191,14 @@ def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=N
     return record
 
 
-def replot(name: str, title: str, args) -> dict:
+def replot(name: str, title: str, args, **curves) -> dict:
     """images/<name>.png redrawn from results/<name>.json alone: the figure is a view of the file."""
     path = Path(args.results_dir) / f"{name}.json"
     if not path.exists():
         raise UserError(f"{path} does not exist: run the experiment without --replot first")
     try:
         record = json.loads(path.read_text())
-        plot_record(name, title, record, args.images_dir)
+        plot_record(name, title, record, args.images_dir, **curves)
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a results file of {name} ({err!r}); rerun the experiment") from None
     print(f"redrew {Path(args.images_dir) / f'{name}.png'} from {path}")

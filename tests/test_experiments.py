@@ -59,6 +59,11 @@ def test_tokenizer_experiment_compares_in_bits_per_character(tmp_path, small_tex
     assert [s for s, _ in record["arms"]["bpe:300"]["bpc_curves"][0]] == [0, 2, 4]
     assert (tmp_path / "i" / "tokenizers.png").stat().st_size > 10_000
     assert "| bpe:300 | 300 |" in result.stdout
+    (tmp_path / "i" / "tokenizers.png").unlink()  # --replot redraws it from the results file alone, no training
+    replot = run_main(ROOT / "experiments" / "compare_tokenizers.py", "--replot", "--results-dir", tmp_path / "r",
+                      "--images-dir", tmp_path / "i", "--runs-dir", tmp_path / "no-runs")
+    assert replot.returncode == 0 and (tmp_path / "i" / "tokenizers.png").stat().st_size > 10_000
+    assert not (tmp_path / "no-runs").exists()
 
 
 def test_tokenizer_experiment_rejects_a_bad_name_before_training(tmp_path, small_text):
@@ -95,6 +100,28 @@ def test_training_swaps_muon_schedule_and_precision(tmp_path, small_text):
                       "is not a results file of swap6_schedule")
     precision = json.loads((tmp_path / "r" / "swap7_bf16.json").read_text())
     assert {label: a["precision"]["dtype"] for label, a in precision["arms"].items()} == {"fp32": "fp32", "bf16": "bf16"}
+
+
+def test_a_figure_title_wraps_a_long_machine_description():
+    from abtest import figure_title
+    hardware = "Intel(R) Xeon(R) Processor, family 6 model 167 (avx2 avx512f avx512_bf16 amx_bf16), 2 threads"
+    lines = figure_title("Swap 7", {"preset": "cpu", "seeds": 2, "hardware": hardware, "date": "2026-12-03"}).splitlines()
+    assert lines[0] == "Swap 7" and len(lines) > 2 and all(len(line) <= 80 for line in lines)
+    assert " ".join(lines[1:]) == f"(cpu preset, 2 seed(s), {hardware}, 2026-12-03)"
+
+
+def test_the_whole_swap_trains_each_named_architecture(tmp_path, small_text):
+    """Swap 8's arms are the two named architectures, each trained as what it says (read back from its checkpoint)."""
+    from checkpoint import load_model
+    result = run_main(ROOT / "experiments" / "swap8_modern.py", *TINY, "--seeds", "1", "--data", small_text,
+                      "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i", "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "r" / "swap8_modern.json").read_text())
+    assert list(record["arms"]) == ["vanilla", "modern"] and "modern - vanilla" in record["table"][-1]
+    for label in record["arms"]:
+        model, _ = load_model(tmp_path / "runs" / "swap8_modern" / label / "seed0")
+        assert model.config.architecture == label
+    assert record["arms"]["vanilla"]["params"] != record["arms"]["modern"]["params"]
 
 
 def test_the_recipe_search_records_one_row_per_step_against_its_budget(tmp_path, small_text, monkeypatch):
