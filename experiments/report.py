@@ -100,6 +100,13 @@ def swaps() -> str:
     return "\n".join(lines)
 
 
+def last_step_change(r: dict, arm: str, base: str) -> str:
+    """An A/B record's paired difference at its last evaluation, with how it was measured."""
+    last = r["table"][-1]
+    d = last[f"{arm} - {base}"]
+    return f"{d[0]:+.4f} ± {d[1]:.4f} ({r['seeds']} seeds, {r['preset']} preset, step {last['step']})"
+
+
 def modern_table() -> str:
     """The README's "what makes it modern" table: each swap's measured effect on val loss at the last step."""
     lines = ["| component | GPT-2 (vanilla) | LLaMA / Qwen (modern) | our measurement: val loss change at the last step |",
@@ -108,19 +115,10 @@ def modern_table() -> str:
             "rope": ("learned position table", "RoPE (rotary)", "swap3_rope")}
     for arm, (old, new, name) in what.items():
         r = load(name)
-        if r:
-            last = r["table"][-1]
-            d = last[f"{arm} - vanilla"]
-            cell = f"{d[0]:+.4f} ± {d[1]:.4f} ({r['seeds']} seeds, {r['preset']} preset, step {last['step']})"
-        else:
-            cell = "not measured yet"
+        cell = last_step_change(r, arm, "vanilla") if r else "not measured yet"
         lines.append(f"| {new} instead of {old} | {old} | {new} | {cell} |")
     r = load(WHOLE_SWAP[0])
-    cell = "not measured yet"
-    if r:
-        last = r["table"][-1]
-        d = last["modern - vanilla"]
-        cell = f"{d[0]:+.4f} ± {d[1]:.4f} ({r['seeds']} seeds, {r['preset']} preset, step {last['step']})"
+    cell = last_step_change(r, "modern", "vanilla") if r else "not measured yet"
     lines.append(f"| all three at once, at the size of the trained models | LayerNorm, ReLU FFN, learned positions | "
                  f"RMSNorm, SwiGLU, RoPE | {cell} |")
     kv = load("swap4_kvcache")
@@ -135,9 +133,7 @@ def modern_table() -> str:
         if not r:
             lines.append(f"| {new} instead of {old} | {old} | {new} | not measured yet |")
             continue
-        last = r["table"][-1]
-        d = last[f"{arm} - {base}"]
-        cell = f"{d[0]:+.4f} ± {d[1]:.4f} ({r['seeds']} seeds, {r['preset']} preset, step {last['step']})"
+        cell = last_step_change(r, arm, base)
         if name == "swap5_muon" and "equal_wall_clock" in r:
             e = r["equal_wall_clock"]
             cell += (f"; at AdamW's wall clock ({statistics.fmean(e['steps']):.0f} steps): "
@@ -167,9 +163,10 @@ def swap_detail(name: str, base: str, arm: str, old: str, new: str, command: str
     if r is None:
         return missing(name, command)
     dtypes = " vs ".join(dict.fromkeys(a["precision"]["dtype"] for a in r["arms"].values()))
+    size = f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}"
     lines = [f"**{new} vs {old}** (`experiments/{name}.py`, {r['seeds']} seeds, {r['preset']} preset, "
-             f"{model + ' ' if model else ''}{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}, {r['train_config']['max_steps']} "
-             f"steps, {r['hardware']}, {r['date']}, {dtypes}):", "",
+             f"{f'{model} {size}' if model else size}, {r['train_config']['max_steps']} steps, {r['hardware']}, "
+             f"{r['date']}, {dtypes}):", "",
              f"| step | {base} | {arm} | {arm} − {base} |", "|---|---|---|---|"]
     for row in r["table"]:
         d = row[f"{arm} - {base}"]
@@ -675,8 +672,7 @@ def gallery() -> str:
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
           "llama_cpp": llama_cpp, "recipe": recipe, "cpu_recipes": cpu_recipes, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
-          "speed": speed, "reference": reference,
-          "whole_swap": whole_swap}
+          "speed": speed, "reference": reference, "whole_swap": whole_swap}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 
