@@ -66,7 +66,7 @@ def runs() -> str:
         config = describe_config(mc, tc, r["effective_batch"])
         rows.append(f"| {r['architecture']} | {r['tokenizer']} | {r['params']:,} | {config} | {r['best_val_loss']:.4f} | "
                     f"{r['best_val_bpc']:.3f} | {r['best_step']} | {r['tokens_per_sec']:,.0f} | {r['elapsed_s'] / 60:.1f} min | "
-                    f"{r['hardware']}, {run_precision(r)}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
+                    f"{measured_on(r)} |")
     if not rows:
         return missing("train_modern", "python -u training/train_modern.py --preset cpu")
     head = ("| model | tokenizer | params | config | best val loss | val bits/char | best step | train tokens/s | "
@@ -526,39 +526,43 @@ def recipe() -> str:
     return "\n\n".join(blocks)
 
 
+def measured_on(r: dict) -> str:
+    """Where and how a training run ran, for a table's last column."""
+    return f"{r['hardware']}, {run_precision(r)}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]}"
+
+
 def run_precision(r: dict) -> str:
     """A training run's precision, and the flag that forced it where --dtype auto did not pick it."""
     return r["dtype"] if r["dtype_reason"].startswith("auto") else f"{r['dtype']} (--dtype {r['dtype']})"
 
 
-def preset_runs(preset: str) -> list[dict]:
-    """Every char-level modern run in results/ trained with `preset`'s settings (with its fp32 values where the run
-    trained in fp32 on a CPU, as the training scripts lay them), oldest first. A run's file is named after its
-    --out-dir (train_<run>.json), so a preset's run on another class of CPU, given a folder of its own
-    (checkpoints/modern-cpu-avx2), sits beside the others instead of replacing them."""
-    runs = []
-    for path in sorted(RESULTS.glob("train_*.json")):
-        r = load(path.stem)
-        config = {**r["model_config"], **r["train_config"]}
-        values = preset_values(preset, fp32=takes_fp32_values(r["device"].split(":")[0], r["dtype"]))
-        if (r["architecture"], r["tokenizer"]) == ("modern", "char") and all(config.get(k) == v
-                                                                              for k, v in values.items()):
-            runs.append(r)
-    return sorted(runs, key=lambda r: r["time"])
-
-
-def reference_runs(architecture: str) -> list[dict]:
-    """Our runs of `architecture` at its reference config: the training script's own defaults, no preset
-    (cli.RUN_DEFAULTS), whatever their seed, --patience, device, precision or --out-dir; oldest first."""
-    model, train = RUN_DEFAULTS[architecture]
-    recipe = {k: v for k, v in {**asdict(model), **asdict(train)}.items() if k not in NOT_THE_RECIPE}
+def runs_with(architecture: str, values_for) -> list[dict]:
+    """Every run of `architecture` in results/train_*.json whose settings include all of `values_for(record)`,
+    oldest first. A run's file is named after its --out-dir (train_<run>.json), so a run on another class of
+    machine, given a folder of its own (checkpoints/modern-cpu-avx2), sits beside the others instead of replacing
+    them."""
     found = []
     for path in sorted(RESULTS.glob("train_*.json")):
         r = load(path.stem)
         config = {**r["model_config"], **r["train_config"]}
-        if r["architecture"] == architecture and all(config.get(k) == v for k, v in recipe.items()):
+        if r["architecture"] == architecture and all(config.get(k) == v for k, v in values_for(r).items()):
             found.append(r)
     return sorted(found, key=lambda r: r["time"])
+
+
+def preset_runs(preset: str) -> list[dict]:
+    """Every char-level modern run trained with `preset`'s settings (with its fp32 values where the run trained in
+    fp32 on a CPU, as the training scripts lay them)."""
+    return runs_with("modern", lambda r: {"tokenizer": "char", **preset_values(
+        preset, fp32=takes_fp32_values(r["device"].split(":")[0], r["dtype"]))})
+
+
+def reference_runs(architecture: str) -> list[dict]:
+    """Our runs of `architecture` at its reference config: the training script's own defaults, no preset
+    (cli.RUN_DEFAULTS), whatever their seed, --patience, device, precision or --out-dir."""
+    model, train = RUN_DEFAULTS[architecture]
+    recipe = {k: v for k, v in {**asdict(model), **asdict(train)}.items() if k not in NOT_THE_RECIPE}
+    return runs_with(architecture, lambda r: recipe)
 
 
 def reference() -> str:
@@ -575,8 +579,7 @@ def reference() -> str:
             run = f"ours, seed {r['train_config']['seed']}" + (f", --patience {patience}" if patience else "")
             rows.append(f"| {architecture} | {config} | {run} | {r['params']:,} | {r['best_val_loss']:.4f} "
                         f"({r['best_val_loss'] - loss:+.4f}) | {r['best_step']} of {r['steps']} | "
-                        f"{r['elapsed_s'] / 60:.1f} min | {r['hardware']}, {run_precision(r)}"
-                        f"{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
+                        f"{r['elapsed_s'] / 60:.1f} min | {measured_on(r)} |")
     table = "\n".join(["| model | config | run | params | best val loss (ours − original) | best step | time | "
                        "measured on |", "|---|---|---|---|---|---|---|---|", *rows])
     if ours:
@@ -598,7 +601,7 @@ def cpu_recipes() -> str:
             met = r["best_val_loss"] <= target and r["elapsed_s"] <= budget
             rows.append(f"| `--preset {preset}` | {r['params']:,} | {r['steps']:,} | {r['elapsed_s']:.0f} s "
                         f"(budget {budget:g} s) | {r['best_val_loss']:.4f} | ≤ {target} | {'yes' if met else 'no'} | "
-                        f"{r['hardware']}, {run_precision(r)}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]} |")
+                        f"{measured_on(r)} |")
     if not rows:
         return missing("train_demo", "python -u training/train_modern.py --preset demo --out-dir checkpoints/demo")
     return "\n".join(["| preset | params | steps | wall clock, evaluations included | val loss | target | met | "
