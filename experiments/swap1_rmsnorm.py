@@ -6,9 +6,7 @@ cheaper (no mean subtraction, no bias), so we measure it rather than repeat it.
     python -u experiments/swap1_rmsnorm.py --preset ab-cpu   # 3 seeds in a few minutes on a CPU
     python -u experiments/swap1_rmsnorm.py                   # the reference size, 2000 steps
 """
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -17,7 +15,8 @@ import torch  # noqa: E402
 
 from abtest import run_swap  # noqa: E402
 from common import run_cli  # noqa: E402
-from device import pick_device, synchronize  # noqa: E402
+from device import pick_device  # noqa: E402
+from measure import median_seconds  # noqa: E402
 from modernize import RMSNorm  # noqa: E402
 
 
@@ -28,15 +27,7 @@ def time_norms(args, model, tc, seeds, results, repeats: int = 30) -> dict:
     timings = {}
     for label, norm in (("layernorm", torch.nn.LayerNorm(model.n_embd)), ("rmsnorm", RMSNorm(model.n_embd))):
         norm = norm.to(device)
-        samples = []
-        for i in range(repeats + 5):  # the first 5 warm up
-            synchronize(device)
-            t0 = time.perf_counter()
-            norm(x).sum().backward()
-            synchronize(device)
-            if i >= 5:
-                samples.append(time.perf_counter() - t0)
-        timings[label] = statistics.median(samples) * 1e3
+        timings[label] = median_seconds(lambda: norm(x).sum().backward(), repeats, device, warmup=5) * 1e3
     print(f"norm alone, fwd+bwd on {tuple(x.shape)}: LayerNorm {timings['layernorm']:.3f} ms, "
           f"RMSNorm {timings['rmsnorm']:.3f} ms (median of {repeats})")
     return {"norm_timing_ms": {**timings, "shape": list(x.shape), "repeats": repeats}}

@@ -6,9 +6,7 @@ Uses checkpoints/modern when it exists (else random weights at the reference con
 
     python -u experiments/swap4_kvcache.py
 """
-import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,8 +18,9 @@ from checks import check_int  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     output_folder, repo_relative, run_cli)
-from device import describe_hardware, pick_device, synchronize  # noqa: E402
+from device import describe_hardware, pick_device  # noqa: E402
 from engine import generate  # noqa: E402
+from measure import median_seconds  # noqa: E402
 from model_modern import ModernGPT  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
@@ -50,15 +49,12 @@ def get_model(path: str, device):
 
 
 def time_generation(model, prompt, new_tokens: int, use_cache: bool, repeats: int, device):
+    """(median seconds of a greedy generation of new_tokens, its output), after a short warm-up run."""
     generate(model, prompt, min(new_tokens, 16), temperature=0.0, use_cache=use_cache)  # warm-up
-    samples, out = [], None
-    for _ in range(repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
-        out = generate(model, prompt, new_tokens, temperature=0.0, use_cache=use_cache)
-        synchronize(device)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples), out
+    outputs = []
+    seconds = median_seconds(lambda: outputs.append(generate(model, prompt, new_tokens, temperature=0.0,
+                                                             use_cache=use_cache)), repeats, device, warmup=0)
+    return seconds, outputs[-1]
 
 
 def plot(rows, title, path):

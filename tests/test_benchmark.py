@@ -1,6 +1,5 @@
 """training/benchmark.py at a tiny size: every figure is present and consistent with the machine's ceilings."""
 import argparse
-import itertools
 import json
 import subprocess
 import sys
@@ -122,123 +121,6 @@ def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason(
     assert benchmark.too_slow_to_train("fp32", ceilings) is None
 
 
-class Products:
-    """Records the shapes of the matrix products and optimizer updates PyTorch runs inside it (a TorchDispatchMode:
-    what autograd runs too)."""
-
-    def __enter__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-        products = self.shapes = []
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if func in (torch.ops.aten.mm.default, torch.ops.aten.bmm.default):
-                    products.append((func.__name__, tuple(args[0].shape), tuple(args[1].shape)))
-                elif func is torch.ops.aten.addmm.default:  # a product with a bias added: the same product
-                    products.append(("mm.default", tuple(args[1].shape), tuple(args[2].shape)))
-                elif "adam" in func.__name__:  # an optimizer update: the shapes of the weights it steps
-                    products.append((func.__name__, *(tuple(weight.shape) for weight in args[0])))
-                return func(*args, **(kwargs or {}))
-        self.mode = Mode()
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.mode.__exit__(*exc)
-
-
-def shapes_of(calls) -> list:
-    return [(call.func.__name__ + ".default", tuple(call.args[0].shape), tuple(call.args[1].shape)) for call in calls]
-
-
-def test_the_kernels_alone_time_the_products_block_causal_attention_runs():
-    """block_causal_products: the bmm calls of block_causal_attention's forward, and of its backward, of the same
-    shapes (at a length whose last query block is short)."""
-    from transformer import block_causal_attention
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
-    shape = (2, 3, 80, 8)
-    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
-    with Products() as forward:
-        output = block_causal_attention(q, k, v)
-    with Products() as backward:
-        output.backward(torch.randn(shape))
-    timed_forward, timed_backward = benchmark.block_causal_products(shape, torch.float32, "cpu")
-    assert len(forward.shapes) == 4 and sorted(shapes_of(timed_forward)) == sorted(forward.shapes)
-    assert len(backward.shapes) == 8 and sorted(shapes_of(timed_backward)) == sorted(backward.shapes)
-
-
-@pytest.mark.parametrize("name", ["vanilla", "modern"])
-def test_the_kernels_alone_run_the_products_of_a_step_in_its_order(name, monkeypatch):
-    """training_products against a real forward and backward of a small model whose attention runs as block-causal
-    products (dropout makes an eager CPU step do that): the same matrix products, in the same order (where autograd
-    picks the order by its graph, as a set: the bmm calls of each attention, the two products of a linear layer's
-    backward)."""
-    from model import GPT, GPTConfig
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
-    sizes = tiny_sizes()
-    model = GPT(GPTConfig.named(name, **{**sizes, "dropout": 0.1}))
-    c, batch = model.config, 2
-    tokens = torch.randint(0, c.vocab_size, (batch, c.block_size))
-    with Products() as step_forward:
-        loss = model(tokens, tokens)[1]
-    with Products() as step_backward:
-        loss.backward()
-    monkeypatch.setattr(benchmark, "attention_as_products", lambda *_: True)  # as a compiled bf16 step on a CPU
-    forward, backward = benchmark.training_products(model, "fp32", batch, "cpu", compiled=True)
-
-    def grouped(shapes: list, linear_products: int) -> list:
-        """Each run of bmm calls as one sorted tuple, each linear layer's products (runs of mm calls, linear_products
-        each) as one sorted tuple."""
-        groups = []
-        for kind, run in itertools.groupby(shapes, key=lambda shape: shape[0]):
-            run = list(run)
-            size = len(run) if kind == "bmm.default" else linear_products
-            groups += [tuple(sorted(run[i:i + size])) for i in range(0, len(run), size)]
-        return groups
-    assert grouped(shapes_of(forward), 1) == grouped(step_forward.shapes, 1)
-    assert grouped(shapes_of(backward), 2) == grouped(step_backward.shapes, 2)
-    linear_layers = 2 + len([m for m in model.blocks[0].ffn.modules() if isinstance(m, torch.nn.Linear)])
-    products = step_forward.shapes + step_backward.shapes
-    assert sum(shape[0] == "mm.default" for shape in products) == 3 * (linear_layers * c.n_layer + 1)
-
-
-def test_the_kernels_alone_end_with_the_update_a_step_makes(tmp_path, shakespeare):
-    """training_kernels: after the products, the optimizer update of the real step (the same kernel, over weights of
-    the same shapes), run on a copy of the weights: the model's own are left as they were."""
-    from trainer import Trainer
-    data = tmp_path / "small.txt"
-    data.write_text(shakespeare[:20_000])
-    run = Trainer(modern_config(**tiny_sizes()), tiny_train_config(tmp_path / "out", data, max_steps=1),
-                  log=lambda *_: None)
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
-
-    def updates(recorded: Products) -> list:
-        return [call for call in recorded.shapes if "adam" in call[0]]
-    with Products() as step:
-        run.train_step()
-    weights = {name: weight.clone() for name, weight in run.model.state_dict().items()}
-    kernels = benchmark.training_kernels(run.model, "fp32", 2, "cpu")
-    with Products() as alone:
-        kernels()
-    assert len(updates(step)) == 1 and updates(alone) == updates(step)
-    assert alone.shapes[-1] == updates(step)[0], "the update comes last, as in the step"
-    assert len(updates(step)[0]) - 1 == len(list(run.model.parameters()))
-    for name, weight in run.model.state_dict().items():
-        assert torch.equal(weight, weights[name]), name
-
-
-@pytest.mark.parametrize("seconds, expected", [
-    ({1024: 0.002, 2048: 0.008}, (2**34 / 0.008 / 1e9, 2048)),  # the larger product faster per FLOP: AMX's bf16
-    ({1024: 0.002, 2048: 0.032}, (2**31 / 0.002 / 1e9, 1024)),  # the larger product slower: the smaller sets it
-    ({1024: 1.0}, (2**31 / 1.0 / 1e9, 1024)),                   # a slow (emulated) product is not tried larger
-])
-def test_the_matmul_ceiling_is_the_fastest_of_its_sizes(monkeypatch, seconds, expected):
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
-    monkeypatch.setattr(benchmark, "dense_matmul", lambda dtype, device, n: (n, 2 * n**3))
-    monkeypatch.setattr(benchmark, "best_seconds", lambda n, device, repeats: seconds[n])  # KeyError if not expected
-    assert benchmark.matmul_ceiling(torch.bfloat16, torch.device("cpu"), 3) == pytest.approx(expected)
-
-
 def test_benchmark_refuses_an_unknown_dtype(tmp_path):
     result = run_main(ROOT / "training" / "benchmark.py", "--dtypes", "fp8", "--results-dir", tmp_path)
     assert_user_error(result, "fp8")
@@ -297,16 +179,6 @@ def test_the_speed_summary_names_the_default_decoding_path():
             "weights, C step) tokens/s") in report.speed_of(record)
     record["models"][0]["default_engine"] = "eager"
     assert "at 10 (uncached) → 100 (cached: the default path) → 2,000 (cached, int8" in report.speed_of(record)
-
-
-def test_head_to_head_rounds_alternate_the_contenders():
-    """Each round times every contender once, in turn, so a slow spell of the machine falls on all of them."""
-    import torch
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
-    order = []
-    seconds = benchmark.interleaved_median_seconds({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                                                   rounds=3, device=torch.device("cpu"), warmup=1)
-    assert order == ["a", "b"] + ["a", "b"] * 3 and set(seconds) == {"a", "b"}
 
 
 FAKE_NANOGPT = '''"""A stand-in for nanoGPT's model.py: the interface the benchmark uses, and a log of the process of each step."""
