@@ -56,9 +56,14 @@ def pick_device(requested: str = "auto") -> torch.device:
     if kind not in ("cuda", "mps", "cpu"):
         raise UserError(f"unknown --device {requested!r}; choose auto, cpu, cuda, cuda:N or mps")
     try:
-        return torch.device(requested)
+        device = torch.device(requested)
     except RuntimeError:
         raise UserError(f"unknown --device {requested!r}; choose auto, cpu, cuda, cuda:N or mps") from None
+    gpus = torch.cuda.device_count() if kind == "cuda" else 0
+    if kind == "cuda" and device.index is not None and device.index >= gpus:
+        raise UserError(f"--device {requested} asked for, but this machine has {gpus} CUDA GPU(s): "
+                        f"use cuda:0 to cuda:{gpus - 1}, or cuda")
+    return device
 
 
 def synchronize(device: torch.device) -> None:

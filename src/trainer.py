@@ -157,6 +157,10 @@ def setup_distributed(device_flag: str) -> Dist:
     device = pick_device(device_flag)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise UserError(f"torchrun started local rank {local_rank} on a machine with {gpus} CUDA GPU(s): one "
+                            f"rank per GPU, so use --nproc_per_node={gpus} or fewer")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -3,6 +3,11 @@ with Muon (each rank orthogonalises the same averaged gradient) and the warmup-s
 import json
 import shutil
 
+import pytest
+import torch
+
+import trainer
+from common import UserError
 from conftest import ROOT, TINY_FLAGS, run_script
 
 TRAIN = ROOT / "training" / "train.py"
@@ -50,3 +55,15 @@ def test_two_ranks_match_one_rank_with_the_same_total_batch_and_resume_under_eit
                   "--out-dir", tmp_path / "two", "--resume", scratch=tmp_path)
     assert r2.returncode == 0, r2.stderr
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["steps"] == 20
+
+
+def test_more_ranks_than_gpus_is_one_clear_error_before_the_process_group(monkeypatch):
+    """torchrun --nproc_per_node=4 on a 2-GPU machine: rank 3 would fail in torch.cuda.set_device with a CUDA
+    traceback (and leave the other ranks waiting for it); it says what to change instead."""
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(trainer.dist, "init_process_group", lambda *a, **k: pytest.fail("reached the process group"))
+    with pytest.raises(UserError, match="local rank 3 on a machine with 2 CUDA GPU\\(s\\).*--nproc_per_node=2"):
+        trainer.setup_distributed("auto")

@@ -41,6 +41,16 @@ def test_cpu_auto_decides_from_the_flags_or_a_probe_and_says_why(monkeypatch, fl
     assert bool(probes) == probed
 
 
+def test_a_cuda_index_past_the_machines_gpus_is_refused_before_anything_runs(monkeypatch):
+    """torch.device('cuda:5') is a valid name on a 2-GPU machine; only its first use fails, with a CUDA traceback."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert device.pick_device("cuda:1") == torch.device("cuda:1")
+    assert device.pick_device("cuda") == torch.device("cuda")
+    with pytest.raises(UserError, match="has 2 CUDA GPU\\(s\\): use cuda:0 to cuda:1"):
+        device.pick_device("cuda:2")
+
+
 def test_an_explicit_dtype_is_kept_and_fp16_refused_off_cuda(monkeypatch):
     cpu_with(monkeypatch, {"avx2"}, 0.01)
     assert resolve_dtype("bf16", torch.device("cpu")) == device.Precision("bf16", "--dtype bf16 asked for")
