@@ -124,8 +124,10 @@ def test_generate_demo_with_a_checkpoint(tiny_run):
     out, _ = tiny_run
     result = run_script(GENERATE, "--demo", "--checkpoint", out, "--seed", "0")
     assert result.returncode == 0, result.stderr
-    for label in ("temperature 0.5", "temperature 1.0, top-k 50", "temperature 1.0, top-p 0.9"):
-        assert f"=== {label} ===" in result.stdout
+    texts = dict(section.split(" ===\n", 1) for section in result.stdout.split("=== ")[1:])
+    assert list(texts) == [label for label, *_ in load_script(GENERATE).DEMO_SETTINGS]
+    assert all(text.startswith("ROMEO:") for text in texts.values())
+    assert len(set(texts.values())) == len(texts), "every setting samples text of its own from the same seed"
 
 
 @pytest.mark.parametrize("flags, needle", [
