@@ -139,3 +139,17 @@ def test_the_flops_count_matches_a_hand_count():
     per_layer = 3 * c.n_embd * c.n_embd + c.n_embd * c.n_embd + 2 * 4 * c.n_embd * c.n_embd
     expected = 6 * (c.n_layer * per_layer + c.vocab_size * c.n_embd) + 12 * c.n_layer * c.n_embd * c.block_size
     assert measure.flops_per_token(model) == expected
+
+
+def test_a_ceiling_is_the_fastest_run_after_the_warm_up(monkeypatch):
+    """best_seconds on a fake clock: the runs inside the warm-up (the first run, and any in the first fifth of the
+    budget) do not count, however fast; then the fastest of the rest, at least min_runs of them, until the budget
+    is spent."""
+    durations, clock, calls = iter([0.01, 0.01, 0.3, 0.25, 0.4, 0.5, 9.0]), [0.0], []
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+
+    def run():
+        calls.append(clock[0])
+        clock[0] += next(durations)
+    assert measure.best_seconds(run, torch.device("cpu"), min_runs=3, budget_s=1.0) == pytest.approx(0.25)
+    assert len(calls) == 6, "three timed runs after the warm-up, then the budget (1 s) was spent"
