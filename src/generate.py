@@ -85,7 +85,8 @@ def build_parser() -> ArgumentParser:
                         "int8 weights on a CPU; needs a C compiler, builds once on first use); eager = PyTorch op by "
                         "op; compile = torch.compile'd (needs a C++ compiler on a CPU; compiles for ~10-30 s); auto = "
                         "c where it can run, else eager. All compute the same function")
-    p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings; with no checkpoint in checkpoints/, first trains one (--preset demo, at most two minutes)")
+    p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings; with no checkpoint in "
+                   "checkpoints/, first trains one (--preset demo, at most two minutes)")
     return p
 
 
