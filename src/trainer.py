@@ -249,6 +249,15 @@ def check_resume_matches(record: dict, model_config: GPTConfig) -> None:
                         "use the same flags or another --out-dir")
 
 
+def changed_settings(saved: dict, tc: TrainConfig) -> str:
+    """The training settings of this run that differ from those `saved` with the checkpoint, as "name: old -> new"
+    (folder and resume flags left out). Changing them on --resume is allowed (longer runs extend --max-steps), but
+    the run then is no longer the one its seed and first flags give, so it is said, not silent."""
+    now = tc.record()
+    return ", ".join(f"{name}: {saved[name]} -> {now[name]}" for name in now
+                     if name not in ("out_dir", "resume", "overwrite") and name in saved and saved[name] != now[name])
+
+
 def build_model(model_config: GPTConfig, tc: TrainConfig, device) -> GPT:
     """The model, initialised from --seed, after checking that training it fits in memory (weights, gradients and
     AdamW's two moments: 16 bytes per parameter, plus activations)."""
@@ -325,7 +334,7 @@ class Trainer:
         self.data_generator = torch.Generator().manual_seed(tc.seed)
         self.progress = Progress()
         if record:
-            self.restore()
+            self.restore(record)
         else:
             torch.manual_seed(tc.seed + self.d.rank)  # dropout stream per rank
         self.train_model = self.model
@@ -344,8 +353,9 @@ class Trainer:
         self.eval_seconds = 0.0  # what the last evaluation took (--max-time keeps that much for the final one)
         self.lr = lr_at(max(self.progress.step - 1, 0), tc)  # the learning rate of the last step taken
 
-    def restore(self) -> None:
-        """Weights, optimizer, scaler, progress and every RNG from last/: the run continues bit for bit."""
+    def restore(self, record: dict) -> None:
+        """Weights, optimizer, scaler, progress and every RNG from last/ (whose config.json is `record`): the run
+        continues bit for bit, unless flags changed since (said in one line)."""
         folder = self.out_dir / "last"
         load_state_into(self.model, load_weights(folder), folder)
         state = load_train_state(folder)
@@ -356,6 +366,8 @@ class Trainer:
                                  "the --optimizer differs")
             for optimizer, optimizer_state in zip(self.optimizers, saved):
                 optimizer.load_state_dict(optimizer_state)
+                for group in optimizer.param_groups:  # the saved groups bring the saved decay; this run's flag wins
+                    group["weight_decay"] = self.tc.weight_decay
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.data_generator.set_state(state["data_rng"])
@@ -370,6 +382,10 @@ class Trainer:
                                  bad_evals=state["bad_evals"], history=state["history"],
                                  elapsed_before=state["elapsed_s"], saved_step=state["step"])
         self.log(f"resumed from {folder} at step {self.progress.step}")
+        saved_settings = record.get("train_config")
+        changed = changed_settings(saved_settings if isinstance(saved_settings, dict) else {}, self.tc)
+        if changed:
+            self.log(f"changed since the checkpoint: {changed}")
 
     def elapsed(self) -> float:
         return self.progress.elapsed_before + time.perf_counter() - self.t_start

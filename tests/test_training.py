@@ -10,7 +10,7 @@ from checkpoint import load_model
 from common import UserError
 from conftest import run_script, tiny_model_config, tiny_train_config
 from model import GPT
-from trainer import TrainConfig, lr_at, train
+from trainer import TrainConfig, Trainer, lr_at, train
 
 
 def test_tiny_model_learns_far_below_uniform_loss(tmp_path):
@@ -54,6 +54,20 @@ def test_resume_is_exact(tmp_path, small_text):
     assert a["train_loss"] == b["train_loss"]
     assert [e["val_loss"] for e in a["evals"]] == [e["val_loss"] for e in b["evals"]]
     assert straight["final_train_loss"] == resumed["final_train_loss"]
+
+
+def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_text):
+    out = tmp_path / "run"
+    train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, weight_decay=0.01), log=lambda *_: None)
+    lines = []
+    trainer = Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=12, weight_decay=0.3,
+                                                             resume=True), log=lines.append)
+    # the optimizer state saved at step 10 carried decay 0.01; the flag of this run is the one used
+    assert {group["weight_decay"] for o in trainer.optimizers for group in o.param_groups} == {0.3}
+    assert "changed since the checkpoint: max_steps: 10 -> 12, weight_decay: 0.01 -> 0.3" in lines
+    same = []
+    Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, resume=True), log=same.append)
+    assert not any(line.startswith("changed since") for line in same)
 
 
 def test_best_checkpoint_is_never_overwritten_by_a_worse_last(tmp_path, small_text):
