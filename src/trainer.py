@@ -382,8 +382,13 @@ class Trainer:
                                  bad_evals=state["bad_evals"], history=state["history"],
                                  elapsed_before=state["elapsed_s"], saved_step=state["step"])
         self.log(f"resumed from {folder} at step {self.progress.step}")
-        saved_settings = record.get("train_config")
-        changed = changed_settings(saved_settings if isinstance(saved_settings, dict) else {}, self.tc)
+        saved_settings = record.get("train_config") if isinstance(record.get("train_config"), dict) else {}
+        seed = saved_settings.get("seed")
+        if isinstance(seed, int) and seed != self.tc.seed:  # recorded as it is: the seed that drew the run so far
+            self.log(f"--seed {self.tc.seed} is not used: a resumed run continues its checkpoint's random streams "
+                     f"(seed {seed})")
+            self.tc = replace(self.tc, seed=seed)
+        changed = changed_settings(saved_settings, self.tc)
         if changed:
             self.log(f"changed since the checkpoint: {changed}")
 

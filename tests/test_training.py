@@ -68,6 +68,11 @@ def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_
     same = []
     Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, resume=True), log=same.append)
     assert not any(line.startswith("changed since") for line in same)
+    # a resumed run continues the checkpoint's random streams: another --seed is said to be unused, and not recorded
+    reseeded = []
+    trainer = Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, seed=7, resume=True),
+                      log=reseeded.append)
+    assert trainer.tc.seed == 0 and any(line.startswith("--seed 7 is not used") for line in reseeded)
 
 
 def test_best_checkpoint_is_never_overwritten_by_a_worse_last(tmp_path, small_text):
