@@ -241,8 +241,10 @@ def download_from_hub(repo_id: str, **hub_kwargs) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[CONFIG, WEIGHTS, TINYLLM_CONFIG], **hub_kwargs))
     except Exception as err:  # network, auth, missing repo, invalid id: all user-facing
-        raise UserError(f"could not download {repo_id} from the Hugging Face Hub: {type(err).__name__}: "
-                        f"{one_line(err)[:300]}") from None
+        # a mistyped local folder (checkpoints/modrn) is also a valid repo id: the message names both readings
+        raise UserError(f"{repo_id} is no local folder, and the Hugging Face Hub did not give it "
+                        f"({type(err).__name__}: {one_line(err)[:200]}); pass a run folder such as "
+                        "checkpoints/modern, or a Hub repo id user/name") from None
 
 
 def read_config(folder: Path) -> dict:

@@ -8,6 +8,7 @@ import torch
 
 from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_sizes, tiny_train_config
 from checkpoint import load_model, save_model_folder
+from common import UserError
 from model import GPT
 from model_modern import ModernGPT, modern_config
 from trainer import train
@@ -99,3 +100,17 @@ def test_a_hub_repo_id_downloads_only_config_and_weights(tiny_run, tmp_path, mon
     model = ModernGPT.from_pretrained("someone/tiny")
     assert calls == [("someone/tiny", ["config.json", "model.safetensors", "tinyllm.json"])]
     assert model.tokenizer is not None and model.tokenizer.decode(model.tokenizer.encode("ROMEO:")) == "ROMEO:"
+
+
+def test_a_missing_folder_that_reads_as_a_repo_id_names_both_readings(monkeypatch):
+    """checkpoints/modrn (a typo) is also a valid repo id; offline, the error must say it is no local folder
+    instead of only reporting a failed download."""
+    import huggingface_hub
+
+    def offline(repo_id, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(UserError, match=r"^checkpoints/modrn is no local folder, and the Hugging Face Hub did not "
+                                        r"give it \(ConnectionError: Name or service not known\); pass a run folder"):
+        ModernGPT.from_pretrained("checkpoints/modrn")
