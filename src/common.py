@@ -31,14 +31,15 @@ def one_line(text: str) -> str:
 
 
 def run_cli(main) -> None:
-    """Run `main()`: a UserError (or a bad flag) becomes one line `error: ...` on stderr and exit status 2."""
+    """Run `main()`: a UserError (or a bad flag) becomes one line `error: ...` on stderr and exit status 2; Ctrl-C
+    one line `interrupted ...` (what was kept, where training says it) and status 130, the shell's for SIGINT."""
     try:
         main()
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: its message, if any, says what was kept
+        print(f"interrupted {one_line(interrupt)}".rstrip(), file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # the reader of our output stopped early (`| head`): nothing went wrong here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit

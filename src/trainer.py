@@ -453,6 +453,13 @@ class Trainer:
         return UserError(f"training diverged: {what} at step {self.progress.step}; {kept}; lower --lr or set "
                          "--grad-clip 1.0")
 
+    def where_it_stopped(self) -> str:
+        """For Ctrl-C: the step reached and what --resume would continue from."""
+        p, last = self.progress, self.out_dir / "last"
+        if not p.saved_step:
+            return f"at step {p.step}, before the first checkpoint; start again with --overwrite"
+        return f"at step {p.step}; {last} holds step {p.saved_step}: continue with --resume"
+
     def after_eval(self, evaluation: dict) -> bool:
         """Record, save, and decide on early stopping. Returns True to stop. A non-finite evaluation, or weights that
         exploded, stop the run before anything is saved, so last/ keeps the last good state."""
@@ -641,7 +648,11 @@ def train(model_config: GPTConfig, tc: TrainConfig, log=print) -> dict:
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with claim_run_folder(tc, d):
-            summary = Trainer(model_config, tc, log, d).fit()
+            trainer = Trainer(model_config, tc, log, d)
+            try:
+                summary = trainer.fit()
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(trainer.where_it_stopped()) from None
         if d.world > 1:
             dist.barrier()  # every rank done before any tears the group down (gloo aborts a rank still using it)
         return summary

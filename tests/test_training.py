@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from checkpoint import load_model
-from common import UserError
+from common import UserError, run_cli
 from conftest import run_script, tiny_model_config, tiny_train_config
 from model import GPT
 from trainer import TrainConfig, Trainer, lr_at, train
@@ -73,6 +73,28 @@ def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_
     trainer = Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, seed=7, resume=True),
                       log=reseeded.append)
     assert trainer.tc.seed == 0 and any(line.startswith("--seed 7 is not used") for line in reseeded)
+
+
+def test_ctrl_c_says_which_step_last_holds_and_resume_continues_from_it(tmp_path, small_text, monkeypatch, capsys):
+    out = tmp_path / "run"
+    steps = []
+    real_step = Trainer.train_step
+
+    def step_then_ctrl_c(self):
+        steps.append(self.progress.step)
+        if len(steps) == 15:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: train(tiny_model_config(), tiny_train_config(out, small_text), log=lambda *_: None))
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == f"interrupted at step 14; {out / 'last'} holds step 10: continue with --resume\n"
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    lines = []
+    train(tiny_model_config(), tiny_train_config(out, small_text, resume=True), log=lines.append)
+    assert "resumed from " + str(out / "last") + " at step 10" in lines
 
 
 def test_best_checkpoint_is_never_overwritten_by_a_worse_last(tmp_path, small_text):
