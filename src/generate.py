@@ -112,8 +112,9 @@ def main(argv=None) -> None:
     checkpoint = args.checkpoint or find_default_checkpoint()
     if checkpoint is None:
         if not args.demo:
-            raise UserError("no checkpoint found in checkpoints/; train one (python -u training/train_modern.py "
-                            "--preset cpu) or pass --checkpoint")
+            raise UserError("no checkpoint found in checkpoints/; run python src/generate.py --demo (trains a small "
+                            "one in 2 minutes at most), train one (python -u training/train_modern.py --preset cpu), "
+                            "or pass --checkpoint")
         checkpoint = train_demo_model()
     model, record = load_model(checkpoint, device=device)
     model = prepare_weights(model, args.dtype, device)

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from common import UserError
 from conftest import ROOT, TINY_FLAGS, assert_user_error, load_script, run_main, run_script
 
 TRAIN = ROOT / "training" / "train.py"
@@ -229,6 +230,14 @@ def test_help_shows_default_paths_relative_to_the_repo(script):
     help_text = " ".join(result.stdout.split())  # argparse wraps lines
     assert result.returncode == 0 and str(ROOT) not in help_text
     assert "in the repo)" in help_text
+
+
+def test_without_any_checkpoint_generate_points_to_the_demo(tmp_path, monkeypatch):
+    generate = load_script(GENERATE)
+    monkeypatch.setattr(generate, "CHECKPOINTS", tmp_path / "checkpoints")
+    with pytest.raises(UserError, match=r"^no checkpoint found in checkpoints/; run python src/generate.py --demo"):
+        generate.main(["--device", "cpu"])
+    assert not (tmp_path / "checkpoints").exists()  # nothing trained, nothing written
 
 
 def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkeypatch, capsys):
