@@ -48,11 +48,11 @@ def run_cli(main) -> None:
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every flag's default in --help, once: not where the help text already says it, nor for switches and unset
-    values (None, False), whose default is the absence of the flag. A default path inside the repo is shown
+    values (None, False, ""), whose default is the absence of the flag. A default path inside the repo is shown
     relative to it, not as this machine's folders. Descriptions and epilogs keep their lines."""
 
     def _get_help_string(self, action):
-        if "default" in (action.help or "") or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in (action.help or "") or action.default in (None, False, "", argparse.SUPPRESS):
             return action.help
         if isinstance(action.default, (str, Path)) and Path(action.default).is_absolute() \
                 and Path(action.default).is_relative_to(REPO_ROOT):

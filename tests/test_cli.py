@@ -220,6 +220,8 @@ def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32_on_a_c
 def test_help_shows_defaults():
     result = run_main(TRAIN, "--help")
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout
+    colab = run_main(ROOT / "colab" / "train_colab.py", "--help")  # an empty default is no default to show
+    assert colab.returncode == 0 and "(default: )" not in colab.stdout and "(default: auto)" in colab.stdout
 
 
 @pytest.mark.parametrize("script", ["training/benchmark.py", "experiments/swap4_kvcache.py", "publish.py"])
