@@ -42,8 +42,9 @@ def check_exportable(config: GPTConfig, to: str) -> None:
         raise UserError(f"a {config.architecture} model has no transformers or llama.cpp equivalent; export vanilla "
                         "(GPT-2) or modern (Llama) checkpoints")
     if to == "gguf" and config.architecture != "modern":
-        raise UserError("--to gguf exports modern (Llama-architecture) checkpoints; export a vanilla one with --to hf "
-                        "(GPT-2), which llama.cpp's own converter can then read")
+        raise UserError("--to gguf exports modern (Llama-architecture) checkpoints; llama.cpp has no architecture "
+                        "for a vanilla one (its gpt2 computes GELU where ours computes ReLU): export it with --to hf "
+                        "for transformers")
 
 
 # ----------------------------------------------------------------------------- transformers: Llama and GPT-2

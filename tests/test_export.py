@@ -164,7 +164,7 @@ def test_bad_exports_are_one_line_and_leave_nothing(runs, tmp_path, problem):
         (tmp_path / "broken" / "model.safetensors").unlink()
         args, needle = [tmp_path / "broken", "--to", "hf", "--out", tmp_path / "out"], "model.safetensors"
     elif problem == "vanilla to gguf":
-        args, needle = [runs["vanilla"][0], "--to", "gguf", "--out", tmp_path / "out"], "modern"
+        args, needle = [runs["vanilla"][0], "--to", "gguf", "--out", tmp_path / "out"], "computes GELU where ours computes ReLU"
     elif problem == "exists":
         (tmp_path / "out").mkdir()
         needle = "--force"
