@@ -66,8 +66,9 @@ def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample
     c, tc = model.config, record.get("train_config", {})
     modern = c.architecture == "modern"
     gguf = (f": `python src/export.py {repo_id} --to gguf --out model.gguf --gguf-type q8_0` in the tinyllm repo, then "
-            f"`llama-cli -m model.gguf -p \"ROMEO:\" -n 200 --temp 0.8`." if modern and model.tokenizer.kind == "char"
-            else ": tinyllm writes GGUF for modern char-tokenizer checkpoints only; this one is not.")
+            f"`llama-cli -m model.gguf -p \"ROMEO:\" -n 200 --temp 0.8`." if modern
+            else ": tinyllm writes GGUF for modern checkpoints only (llama.cpp's gpt2 architecture computes GELU where "
+                 "this model computes ReLU).")
     minutes = record.get("elapsed_s", 0) / 60
     settings = (f"batch {tc.get('batch_size')} x {tc.get('grad_accum', 1)} accumulation, lr {tc.get('lr')} "
                 f"({tc.get('schedule', 'constant')}), dropout {c.dropout}, weight decay {tc.get('weight_decay')}, "
@@ -142,7 +143,7 @@ def build_folder(checkpoint: str, repo_id: str, out: Path, url: str) -> Path:
     if model.tokenizer is None:
         raise UserError(f"{folder} has no tokenizer in its config.json; it cannot generate, so it is not published")
     check_record(record, folder / CONFIG)
-    check_exportable(model.config, "hf")
+    check_exportable(model, "hf")
     sample_settings = {**SAMPLE, "prompt": sample_prompt(model.tokenizer)}
     sample = generate_text(model, sample_settings["prompt"], SAMPLE["tokens"], SAMPLE["temperature"], seed=SAMPLE["seed"])
     out.parent.mkdir(parents=True, exist_ok=True)

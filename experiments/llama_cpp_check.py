@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
                         "from source, several minutes)") from None
     model, record = load_model(args.checkpoint)
     if model.config.architecture != "modern" or model.tokenizer.kind != "char":
-        raise UserError(f"{args.checkpoint} is not a modern char-tokenizer checkpoint; GGUF export needs one")
+        raise UserError(f"{args.checkpoint} is not a modern char-tokenizer checkpoint, the kind this check compares "
+                        "(it reads validation text as characters); tests/test_export.py checks BPE exports")
     prompt_ids = encode_prompt(model, args.prompt)[0].tolist()
     from data import load_text, train_val_split
     text = "".join(ch for ch in load_text(None) if ch in model.tokenizer.stoi)  # a model of other text: its characters

@@ -12,10 +12,14 @@ What differs between the layouts, and why each mapping is exact:
 - Fused q/k/v. We project q, k and v with one (3C, C) matrix; Llama has three (C, C) ones, GPT-2 one (C, 3C).
 - GPT-2 stores linear layers as Conv1D, the transpose of nn.Linear's (out, in), and has biases where our vanilla
   model has none (q/k/v): those get zeros.
-- Special tokens. Our vocabularies have no BOS, EOS or PAD: every id is a real character or byte sequence.
-  transformers gets none (None ids). llama.cpp insists on unknown, BOS and EOS ids inside the vocabulary (out of
-  range, it falls back to 0, 1 and 2: newline, space and '!' here, so it would stop at every '!'), so GGUF gets
-  three extra tokens after ours, with zero embedding rows (see gguf_tensors).
+- Special tokens. Our vocabularies have no BOS, EOS or PAD (GPT-2's has its <|endoftext|>): every other id is a
+  real character or byte sequence. transformers gets none (None ids). llama.cpp insists on BOS and EOS ids inside
+  the vocabulary (out of range, it falls back to fixed ids: newline, space and '!' of a char vocabulary, so it would
+  stop at every '!'), so GGUF gets extra tokens after ours, with zero embedding rows (gguf_added_tokens).
+- Tokenizers. A char vocabulary becomes llama.cpp's SentencePiece ("llama") vocabulary, one token per character. A
+  byte-level BPE (gpt2, our bpe:N) becomes the byte-level BPE of transformers' tokenizer.json and of llama.cpp's
+  "gpt2" vocabulary: both pre-split text with GPT-2's regex, as ours do. Other tiktoken encodings (cl100k_base,
+  o200k_base) pre-split with regexes of their own, so they are refused: the ids would differ.
 """
 from __future__ import annotations
 
@@ -33,14 +37,21 @@ from modernize import halves_to_interleaved, interleaved_to_halves, swiglu_hidde
 
 TINYLLM_CONFIG = "tinyllm.json"  # our own record next to transformers' config.json in a published folder
 EXPORT_MARK = ".tinyllm-export"  # in every folder export.py or publish.py builds: the names of the files it wrote
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # GGUF only: llama.cpp's unknown, BOS and EOS
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")  # GGUF of a char vocabulary only: llama.cpp's unknown, BOS and EOS
+END_OF_TEXT = "<|endoftext|>"  # GGUF of our own BPE: BOS and EOS, as GPT-2's
 GGUF_TYPES = ("f32", "f16", "q8_0")
+GPT2_SPLIT_ENCODINGS = ("gpt2",)  # tiktoken encodings exported: their pre-split regex is GPT-2's
 
 
-def check_exportable(config: GPTConfig, to: str) -> None:
+def check_exportable(model: GPT, to: str) -> None:
+    config, tokenizer = model.config, model.tokenizer
     if config.architecture not in ("modern", "vanilla"):
         raise UserError(f"a {config.architecture} model has no transformers or llama.cpp equivalent; export vanilla "
                         "(GPT-2) or modern (Llama) checkpoints")
+    if tokenizer is not None and tokenizer.kind == "tiktoken" and tokenizer.name not in GPT2_SPLIT_ENCODINGS:
+        raise UserError(f"a {tokenizer.name} checkpoint does not export: transformers and llama.cpp would pre-split "
+                        f"its text with GPT-2's regex, not {tokenizer.name}'s, and give other ids; export char, "
+                        "bpe:N or gpt2 checkpoints")
     if to == "gguf" and config.architecture != "modern":
         raise UserError("--to gguf exports modern (Llama-architecture) checkpoints; llama.cpp has no architecture "
                         "for a vanilla one (its gpt2 computes GELU where ours computes ReLU): export it with --to hf "
@@ -225,31 +236,50 @@ def generation_config() -> dict:
 
 # ----------------------------------------------------------------------------- GGUF for llama.cpp
 
-def gguf_vocab(tokenizer) -> tuple[list[str], list[int]]:
-    """Tokens and token types in llama.cpp's SentencePiece ("llama") vocabulary: space is '▁' (SentencePiece's
-    word boundary), newline the byte token <0x0A> (llama.cpp finds its line feed there), every other character
-    itself; then the three special tokens, which no character can produce."""
+def gguf_added_tokens(tokenizer) -> tuple[str, ...]:
+    """The special tokens GGUF appends after ours, which no text can produce: llama.cpp's unknown, BOS and EOS for
+    a char vocabulary, <|endoftext|> for our BPE; none for GPT-2's, whose <|endoftext|> is a row of its own."""
+    return {"char": SPECIAL_TOKENS, "bpe": (END_OF_TEXT,)}.get(tokenizer.kind, ())
+
+
+def char_vocab(tokenizer) -> tuple[list[str], list[int]]:
+    """Tokens and types of llama.cpp's SentencePiece ("llama") vocabulary: space is '▁' (SentencePiece's word
+    boundary), newline the byte token <0x0A> (llama.cpp finds its line feed there), every other character itself."""
     import gguf
-    if tokenizer.kind != "char":
-        raise UserError("--to gguf exports char-tokenizer checkpoints (llama.cpp's SentencePiece vocabulary); "
-                        "a BPE checkpoint exports with --to hf")
-    tokens, types = [], []
-    for ch in tokenizer.chars:
-        if ch == "\n":
-            tokens.append("<0x0A>")
-            types.append(gguf.TokenType.BYTE)
-        else:
-            tokens.append("\u2581" if ch == " " else ch)
-            types.append(gguf.TokenType.NORMAL)
-    tokens += list(SPECIAL_TOKENS)
-    types += [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    tokens = ["<0x0A>" if ch == "\n" else "\u2581" if ch == " " else ch for ch in tokenizer.chars]
+    types = [gguf.TokenType.BYTE if ch == "\n" else gguf.TokenType.NORMAL for ch in tokenizer.chars]
     return tokens, types
+
+
+def byte_level_vocab(tokenizer) -> tuple[list[str], list[int], list[str]]:
+    """Tokens, types and merges ("a b") of llama.cpp's byte-level BPE ("gpt2") vocabulary: transformers' tokens, so
+    the same bytes_to_unicode stand-ins; GPT-2's <|endoftext|> is a control token."""
+    import gguf
+    vocab, merges = byte_level_vocab_and_merges(tokenizer)
+    tokens = [END_OF_TEXT] * tokenizer.vocab_size  # the one id without bytes: GPT-2's end of text
+    types = [gguf.TokenType.CONTROL] * tokenizer.vocab_size
+    for text, i in vocab.items():
+        tokens[i], types[i] = text, gguf.TokenType.NORMAL
+    return tokens, types, [f"{a} {b}" for a, b in merges]
+
+
+def gguf_vocab(tokenizer) -> tuple[list[str], list[int], list[str]]:
+    """Tokens, token types and merges (none for a char vocabulary), the added special tokens included."""
+    import gguf
+    if tokenizer.kind == "char":
+        tokens, types, merges = *char_vocab(tokenizer), []
+    else:
+        tokens, types, merges = byte_level_vocab(tokenizer)
+    added = gguf_added_tokens(tokenizer)
+    kinds = {"<unk>": gguf.TokenType.UNKNOWN}
+    return tokens + list(added), types + [kinds.get(t, gguf.TokenType.CONTROL) for t in added], merges
 
 
 def gguf_metadata(writer, config: GPTConfig, tokenizer, name: str) -> None:
     """llama.cpp's llama architecture, sized as ours; the vocabulary of gguf_vocab; no BOS added, no space prefix."""
+    import gguf
     c = config
-    tokens, types = gguf_vocab(tokenizer)
+    tokens, types, merges = gguf_vocab(tokenizer)
     writer.add_name(name)
     writer.add_context_length(c.block_size)
     writer.add_embedding_length(c.n_embd)
@@ -261,14 +291,20 @@ def gguf_metadata(writer, config: GPTConfig, tokenizer, name: str) -> None:
     writer.add_rope_freq_base(c.rope_theta)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_vocab_size(len(tokens))
-    writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * len(tokens))
     writer.add_token_types(types)
-    n = tokenizer.vocab_size
-    writer.add_unk_token_id(n)
-    writer.add_bos_token_id(n + 1)
-    writer.add_eos_token_id(n + 2)
+    if tokenizer.kind == "char":
+        writer.add_tokenizer_model("llama")
+        writer.add_token_scores([0.0] * len(tokens))
+        writer.add_unk_token_id(tokens.index("<unk>"))
+        bos, eos = tokens.index("<s>"), tokens.index("</s>")
+    else:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("gpt-2")  # GPT-2's pre-split regex, as ours
+        writer.add_token_merges(merges)
+        bos = eos = types.index(gguf.TokenType.CONTROL)  # <|endoftext|>: GPT-2's own, or the one added to ours
+    writer.add_bos_token_id(bos)
+    writer.add_eos_token_id(eos)
     writer.add_add_bos_token(False)
     writer.add_add_eos_token(False)
     writer.add_add_space_prefix(False)
@@ -276,11 +312,12 @@ def gguf_metadata(writer, config: GPTConfig, tokenizer, name: str) -> None:
 
 def gguf_tensors(model: GPT) -> dict[str, torch.Tensor]:
     """Our weights under llama.cpp's names, q/k rows unchanged (its llama RoPE rotates consecutive pairs, like
-    ours). The embedding (also the output layer: no output.weight, llama.cpp ties it) gains three zero rows for the
-    special tokens: never looked up, since no text tokenizes to them and no BOS is added, and their logit is 0."""
+    ours). The embedding (also the output layer: no output.weight, llama.cpp ties it) gains a zero row for each added
+    special token: never looked up, since no text tokenizes to them and no BOS is added, and their logit is 0."""
     c, C = model.config, model.config.n_embd
     sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    out = {"token_embd.weight": torch.cat([sd["tok_emb.weight"], torch.zeros(len(SPECIAL_TOKENS), C)]),
+    added = len(gguf_added_tokens(model.tokenizer))
+    out = {"token_embd.weight": torch.cat([sd["tok_emb.weight"], torch.zeros(added, C)]),
            "output_norm.weight": sd["norm_f.weight"]}
     for i in range(c.n_layer):
         p, b = f"blocks.{i}.", f"blk.{i}."
@@ -329,7 +366,7 @@ def save_hf_folder(folder: Path, model: GPT, record: dict) -> list[str]:
     record), so checkpoint.load_model reads the same folder back. Returns the file names."""
     from safetensors.torch import save_file
     c = model.config
-    check_exportable(c, "hf")
+    check_exportable(model, "hf")
     files = {"config.json": json.dumps(hf_config(c), indent=2) + "\n",
              "generation_config.json": json.dumps(generation_config(), indent=2) + "\n",
              **hf_tokenizer_files(model.tokenizer, c.block_size),
@@ -344,9 +381,9 @@ def save_hf_folder(folder: Path, model: GPT, record: dict) -> list[str]:
 
 
 def save_gguf(path: Path, model: GPT, gguf_type: str, name: str) -> None:
-    """Write `model` (modern, char vocabulary) as one GGUF file of llama.cpp's llama architecture."""
+    """Write `model` (modern) as one GGUF file of llama.cpp's llama architecture."""
     import gguf
-    check_exportable(model.config, "gguf")
+    check_exportable(model, "gguf")
     writer = gguf.GGUFWriter(str(path), "llama")
     gguf_metadata(writer, model.config, model.tokenizer, name)
     writer.add_file_type(GGUF_FILE_TYPES[gguf_type])

@@ -7,7 +7,8 @@
 --to hf: config.json (model_type llama or gpt2), model.safetensors, generation_config.json, tokenizer.json and
 tokenizer_config.json, loadable with AutoModelForCausalLM / AutoTokenizer.from_pretrained(OUT) and no code of ours;
 plus tinyllm.json, our own record, so src/generate.py --checkpoint OUT works too.
---to gguf: one file of llama.cpp's llama architecture (modern, char-tokenizer checkpoints), f32, f16 or q8_0.
+--to gguf: one file of llama.cpp's llama architecture (modern checkpoints: char, bpe:N or gpt2 tokenizer), f32, f16
+or q8_0.
 The export is written to a temporary name and renamed into place: a failed export leaves nothing behind. An
 existing --out is refused unless --force, and --force replaces only an earlier export of this script.
 """
@@ -63,7 +64,7 @@ def main(argv=None) -> Path:
     model, record = load_model(folder)
     if model.tokenizer is None:
         raise UserError(f"{folder} records no tokenizer; an export needs one")
-    check_exportable(model.config, args.to)
+    check_exportable(model, args.to)
     record = {k: v for k, v in record.items() if k not in ("format", "model", "tokenizer")}
     if args.to == "hf":
         export_hf(model, record, out)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from checkpoint import load_model
+from common import UserError
 from conftest import ROOT, assert_user_error, load_script, run_main, tiny_sizes, tiny_train_config
 from engine import generate
 from trainer import train
@@ -112,14 +113,50 @@ def test_gguf_holds_our_weights_and_llama_cpp_metadata(runs, tmp_path, gguf_type
     assert np.array_equal(weights.shape, expected[t.name].shape)
 
 
-def test_llama_cpp_generates_our_greedy_tokens(runs, tmp_path):
+def test_a_bpe_gguf_holds_a_byte_level_vocabulary_with_its_merges(runs, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from convert import byte_level_vocab_and_merges
+    run, _ = runs["bpe"]
+    ours, _ = load_model(run)
+    path = tmp_path / "b.gguf"
+    assert run_main(EXPORT, run, "--to", "gguf", "--out", path).returncode == 0
+    reader = gguf.GGUFReader(path)
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    n = ours.config.vocab_size
+    assert (field("tokenizer.ggml.model"), field("tokenizer.ggml.pre")) == ("gpt2", "gpt-2")
+    vocab, merges = byte_level_vocab_and_merges(ours.tokenizer)
+    tokens = field("tokenizer.ggml.tokens")
+    assert tokens[:n] == sorted(vocab, key=vocab.get) and tokens[n:] == ["<|endoftext|>"]
+    assert field("tokenizer.ggml.merges") == [f"{a} {b}" for a, b in merges]
+    assert field("tokenizer.ggml.bos_token_id") == field("tokenizer.ggml.eos_token_id") == n
+    embedding = next(t for t in reader.tensors if t.name == "token_embd.weight").data.reshape(n + 1, -1)
+    assert np.array_equal(embedding[:n], ours.tok_emb.weight.detach().numpy()) and not embedding[n].any()
+
+
+def test_a_cl100k_checkpoint_is_refused_not_exported_with_gpt2s_split(runs):
+    from convert import check_exportable
+    ours, _ = load_model(runs["bpe"][0])
+
+    class Cl100k:  # its ranks need a download; the refusal needs only its name
+        kind, name = "tiktoken", "cl100k_base"
+    ours.tokenizer = Cl100k()
+    for to in ("hf", "gguf"):
+        with pytest.raises(UserError, match="pre-split its text with GPT-2's regex, not cl100k_base's"):
+            check_exportable(ours, to)
+
+
+@pytest.mark.parametrize("name", ["modern", "bpe"])
+def test_llama_cpp_generates_our_greedy_tokens(runs, tmp_path, name):
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install "
                                     "llama-cpp-python builds llama.cpp from source: several minutes)")
-    run, _ = runs["modern"]
+    run, _ = runs[name]
     ours, _ = load_model(run)
     path = tmp_path / "m.gguf"
     assert run_main(EXPORT, run, "--to", "gguf", "--out", path).returncode == 0
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=ours.config.block_size, logits_all=True, verbose=False)
+    text = TEXT + (" Ünïcödé — 日本語 🎭  \t x" if name == "bpe" else "")  # bytes a char vocabulary lacks
+    assert llm.tokenize(text.encode(), add_bos=False, special=False) == ours.tokenizer.encode(text)
+    assert llm.detokenize(ours.tokenizer.encode(text)).decode() == text
     prompt = "ROMEO:"
     ids = llm.tokenize(prompt.encode(), add_bos=False, special=False)
     assert ids == ours.tokenizer.encode(prompt)
@@ -138,6 +175,25 @@ def test_llama_cpp_generates_our_greedy_tokens(runs, tmp_path):
         expected = ours(torch.tensor([window]))[0][0]
     got = torch.tensor(llm.scores[:len(window)])[:, :ours.config.vocab_size]
     assert torch.allclose(got, expected, atol=1e-3), (got - expected).abs().max()
+
+
+def test_llama_cpp_reads_gpt2s_tokenizer_as_tiktoken_does(tmp_path):
+    """GPT-2's 50,257 tokens, merges recovered from tiktoken's ranks, in llama.cpp's own BPE: the same ids for text
+    with contractions, numbers, whitespace runs and multi-byte characters, the same text back, and <|endoftext|>
+    as its end of text. An untrained model: only the vocabulary is read."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from convert import save_gguf
+    from model import GPT
+    from tokenizer import TiktokenTokenizer
+    model = GPT(tiny("modern", n_layer=1, vocab_size=50257))
+    model.tokenizer = TiktokenTokenizer("gpt2")
+    path = tmp_path / "gpt2.gguf"
+    save_gguf(path, model, "f32", "tiny")
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    text = TEXT + " I'll pay 12345 men?  Ünïcödé — 日本語 🎭\n\t end   x"
+    ids = model.tokenizer.encode(text)
+    assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids
+    assert llm.detokenize(ids).decode() == text and llm.token_eos() == 50256
 
 
 def test_llama_cpp_check_compares_f32_and_q8_0_without_dying(runs, tmp_path):
