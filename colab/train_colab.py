@@ -4,7 +4,7 @@
     python -u colab/train_colab.py --phases modern bpe    # only some
     python -u colab/train_colab.py --preset cpu           # the whole thing in minutes, locally
 
-In Colab, Google Drive is mounted and checkpoints/, results/ and images/ live in MyDrive/tinyllm
+In Colab, checkpoints/, results/ and images/ live in MyDrive/tinyllm on Google Drive, which the notebook mounts
 (--out-dir to change; outside Colab the repo's own folders). Run it again after a disconnect: finished
 phases are skipped (their summary.json / results file exists) and an interrupted one resumes from its
 last checkpoint. Each phase is the same script a local user runs, in a process of its own.
@@ -21,10 +21,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from cli import write_run_results  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, output_folder, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, one_line, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
 
-DRIVE_DIR = Path("/content/drive/MyDrive/tinyllm")
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_DIR = DRIVE_MOUNT / "MyDrive" / "tinyllm"
 TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> training/<script>.py
 CPU_PRESETS = {"vanilla": "cpu", "modern": "cpu", "bpe": "bpe-cpu"}  # --preset cpu: each phase's preset (presets.py)
 PHASES = [*TRAINING_PHASES, "benchmarks", "figures"]
@@ -55,10 +56,23 @@ def storage_root(requested: Path | None) -> Path:
     if requested is not None:
         return requested.resolve()
     if in_colab():
-        from google.colab import drive
-        drive.mount("/content/drive")
-        return DRIVE_DIR
+        return mounted_drive()
     return REPO_ROOT
+
+
+def mounted_drive() -> Path:
+    """DRIVE_DIR, on a Drive the notebook mounted. Mounting asks for authorisation through the notebook's kernel,
+    which a script started with `!python` cannot reach, so the notebook mounts it first; this only tries itself
+    (it works under %run, inside the kernel) and otherwise says what to do."""
+    if not DRIVE_DIR.parent.is_dir():
+        try:
+            from google.colab import drive
+            drive.mount(str(DRIVE_MOUNT))
+        except Exception as err:  # no kernel to ask, authorisation refused, ...: all the user's to fix
+            raise UserError(f"Google Drive is not mounted ({type(err).__name__}: {one_line(err)[:120]}); run "
+                            f"`from google.colab import drive; drive.mount('{DRIVE_MOUNT}')` in a notebook cell "
+                            "first, or pass --out-dir") from None
+    return DRIVE_DIR
 
 
 def phase_state(run_dir: Path) -> str:

@@ -63,3 +63,29 @@ def test_outside_colab_without_google_installed_the_repo_is_the_storage(monkeypa
     assert colab_script.in_colab() is False and colab_script.storage_root(None) == REPO_ROOT
     with pytest.raises(UserError, match="--out-dir: is empty"):
         colab_script.build_parser().parse_args(["--out-dir", ""])
+
+
+def test_in_colab_a_mounted_drive_is_used_and_an_unmounted_one_is_a_one_line_error(tmp_path, monkeypatch):
+    """Mounting needs the notebook's kernel (its authorisation dialog): from `!python` it fails, so the script
+    uses the Drive the notebook mounted and, where there is none, says to mount it in a cell."""
+    import types
+    from common import UserError
+    colab_script = load_script(ROOT / "colab" / "train_colab.py")
+    monkeypatch.setattr(colab_script, "in_colab", lambda: True)
+    monkeypatch.setattr(colab_script, "DRIVE_DIR", tmp_path / "drive" / "MyDrive" / "tinyllm")
+    calls = []
+
+    def mount_without_a_kernel(mountpoint):
+        calls.append(mountpoint)
+        raise AttributeError("'NoneType' object has no attribute 'kernel'")
+
+    google = types.ModuleType("google")
+    google.colab = types.ModuleType("google.colab")
+    google.colab.drive = types.SimpleNamespace(mount=mount_without_a_kernel)
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", google.colab)
+    with pytest.raises(UserError, match=r"^Google Drive is not mounted \(AttributeError: .*\); run `from google.colab "
+                                        r"import drive; drive.mount\('/content/drive'\)` in a notebook cell first"):
+        colab_script.storage_root(None)
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # the notebook's cell mounted it
+    assert colab_script.storage_root(None) == tmp_path / "drive" / "MyDrive" / "tinyllm" and len(calls) == 1
