@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
-                    one_line, output_folder, repo_relative, run_cli)
+                    one_line, add_output_folders, repo_relative, run_cli)
 from convert import SPECIAL_TOKENS, save_gguf  # noqa: E402
 from device import describe_hardware  # noqa: E402
 from engine import encode_prompt, generate  # noqa: E402
@@ -43,7 +43,7 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "modern"), help="a modern char checkpoint")
     p.add_argument("--prompt", default="ROMEO:\n", help="the prompt of the greedy continuations")
-    p.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"))
+    add_output_folders(p, images=False)
     return p
 
 

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import torch  # noqa: E402
 
 from checks import check_float, check_int  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, output_folder, run_cli  # noqa: E402
+from common import (REPO_ROOT, ArgumentParser, UserError, add_output_folders, atomic_write_json,  # noqa: E402
+                    output_folder, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
 from model import GPTConfig  # noqa: E402
 from presets import MODEL_FIELDS  # noqa: E402
@@ -102,8 +103,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--list", action="store_true", help="print every step and exit")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
     p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
-    p.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"))
-    p.add_argument("--runs-dir", type=output_folder, default=str(REPO_ROOT / "checkpoints" / "recipe"))
+    add_output_folders(p, images=False)
+    p.add_argument("--runs-dir", type=output_folder, default=str(REPO_ROOT / "checkpoints" / "recipe"),
+                   help="where each row's run folders go")
     return p
 
 

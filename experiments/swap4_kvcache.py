@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from checks import check_int  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
-                    output_folder, repo_relative, run_cli)
+                    add_output_folders, repo_relative, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
 from engine import generate  # noqa: E402
 from measure import median_seconds  # noqa: E402
@@ -33,8 +33,7 @@ def build_parser():
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per setting (median reported)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"))
-    p.add_argument("--images-dir", type=output_folder, default=str(REPO_ROOT / "images"))
+    add_output_folders(p)
     return p
 
 

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from attention import record_attention  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
-                    output_folder, repo_relative, run_cli)
+                    add_output_folders, repo_relative, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
@@ -35,11 +35,10 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("figure", choices=[*FIGURES, "all"], help="which figure to draw")
     p.add_argument("--runs", nargs="+", default=["vanilla", "modern"], help="run folders under --checkpoints")
-    p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"))
+    p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"), help="the folder of the run folders")
     p.add_argument("--prompt", default=PROMPT, help="text whose attention is drawn (cut to the context length)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
-    p.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"))
-    p.add_argument("--images-dir", type=output_folder, default=str(REPO_ROOT / "images"))
+    add_output_folders(p)
     return p
 
 

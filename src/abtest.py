@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from checks import check_int
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, output_folder
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, add_output_folders, output_folder
 from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
@@ -39,10 +39,7 @@ def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_se
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
-    p.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"),
-                   help="where the JSON goes (default: results/)")
-    p.add_argument("--images-dir", type=output_folder, default=str(REPO_ROOT / "images"),
-                   help="where the plot goes (default: images/)")
+    add_output_folders(p)
     p.add_argument("--runs-dir", type=output_folder, default=str(REPO_ROOT / "checkpoints" / "swaps"),
                    help="checkpoints of every arm (default: checkpoints/swaps/)")
     return p

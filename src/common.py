@@ -175,3 +175,13 @@ def output_folder(value: str) -> Path:
     if reason:
         raise argparse.ArgumentTypeError(f"cannot write to {value}: {reason}; choose another folder")
     return Path(value)
+
+
+def add_output_folders(parser: argparse.ArgumentParser, images: bool = True) -> None:
+    """--results-dir and (images=True) --images-dir: where an experiment or benchmark writes its JSON and figures
+    (the repo's results/ and images/, which the docs are rendered from, unless told otherwise)."""
+    parser.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"),
+                        help="where the results JSON goes")
+    if images:
+        parser.add_argument("--images-dir", type=output_folder, default=str(REPO_ROOT / "images"),
+                            help="where the figures go")

@@ -60,7 +60,7 @@ from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from checks import check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
-                    one_line, output_folder, repo_relative, run_cli)
+                    one_line, add_output_folders, repo_relative, run_cli)
 from data import encode_corpus, load_text, train_val_split  # noqa: E402
 from device import (DTYPES, autocast, benchmark_record_name, cpp_compiler, describe_hardware, hardware_tag,  # noqa: E402
                     keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize,
@@ -121,8 +121,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--sample-tokens", type=int, default=None, help="characters per sample (default: 200, quick 60)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--data", default=None, help="training text (default: data/input.txt)")
-    p.add_argument("--results-dir", type=output_folder, default=str(REPO_ROOT / "results"))
-    p.add_argument("--images-dir", type=output_folder, default=str(REPO_ROOT / "images"))
+    add_output_folders(p)
     return p
 
 
