@@ -91,19 +91,24 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
     return out
 
 
+def common_steps(curves: list[list]) -> list[int]:
+    """The evaluation steps every curve has. Runs stopped by --max-time (or early stopping) end at steps of their
+    own, so arms and seeds are compared only where all of them were evaluated."""
+    return sorted(set.intersection(*({step for step, _ in curve} for curve in curves)))
+
+
 def summarise(arms: dict) -> list[dict]:
     """Per eval step: mean and std of each arm's val loss, and each variant's paired difference to the first arm."""
     labels = list(arms)
     base = labels[0]
-    steps = [s for s, _ in arms[base]["curves"][0]]
+    at = {label: [dict(curve) for curve in arms[label]["curves"]] for label in labels}  # per seed: step -> loss
     rows = []
-    for i, step in enumerate(steps):
+    for step in common_steps([curve for label in labels for curve in arms[label]["curves"]]):
         row = {"step": step}
         for label in labels:
-            row[label] = mean_std([curve[i][1] for curve in arms[label]["curves"]])
+            row[label] = mean_std([curve[step] for curve in at[label]])
             if label != base:
-                diffs = [v[i][1] - b[i][1] for v, b in zip(arms[label]["curves"], arms[base]["curves"])]
-                row[f"{label} - {base}"] = mean_std(diffs)
+                row[f"{label} - {base}"] = mean_std([v[step] - b[step] for v, b in zip(at[label], at[base])])
         rows.append(row)
     return rows
 
@@ -122,8 +127,8 @@ def plot_curves(arms: dict, title: str, path: Path, key: str = "curves",
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, arm in arms.items():
-        steps = [s for s, _ in arm[key][0]][1:]  # skip step 0 (the untrained ~ln V) to keep the scale readable
-        values = torch.tensor([[v for _, v in curve][1:] for curve in arm[key]])
+        steps = common_steps(arm[key])[1:]  # skip step 0 (the untrained ~ln V) to keep the scale readable
+        values = torch.tensor([[dict(curve)[step] for step in steps] for curve in arm[key]])
         mean = values.mean(0)
         ax.plot(steps, mean, marker="o", label=f"{label} ({arm['params']:,} params)")
         if len(values) > 1:
@@ -161,14 +166,24 @@ def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds:
             "table": summarise(arms), **extra}
 
 
-def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=None,
-             base: GPTConfig | None = None, presets: tuple[str, ...] = AB_PRESETS) -> dict:
-    """The whole experiment: parse flags, train the arms, print the table, write JSON and plot. base: the model
-    the arms change (default: the vanilla GPT); presets: the ones offered, the first the default."""
+def swap_parser(title: str, presets: tuple[str, ...] = AB_PRESETS) -> ArgumentParser:
+    """build_parser's flags and --replot: what every A/B script takes."""
     parser = build_parser(title, presets)
     parser.add_argument("--replot", action="store_true",
                         help="only redraw the figure from the results file an earlier run wrote (no training)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_swap(name: str, title: str, arms: dict[str, dict], argv=None, extra_fn=None,
+             base: GPTConfig | None = None, presets: tuple[str, ...] = AB_PRESETS) -> dict:
+    """The whole experiment: parse flags, then run_parsed. base: the model the arms change (default: the vanilla
+    GPT); presets: the ones offered, the first the default."""
+    return run_parsed(name, title, arms, swap_parser(title, presets).parse_args(argv), extra_fn, base)
+
+
+def run_parsed(name: str, title: str, arms: dict[str, dict], args, extra_fn=None,
+               base: GPTConfig | None = None) -> dict:
+    """Train the arms, print the table, write JSON and plot (or, with --replot, only redraw the plot)."""
     if args.replot:
         return replot(name, title, args)
     model, tc, seeds = configs_from_args(args, base=base)

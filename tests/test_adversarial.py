@@ -329,6 +329,10 @@ def test_publish_never_replaces_a_folder_it_did_not_build(run, tmp_path):
     ("experiments/swap4_kvcache.py", ["--batches", "99999999999"], "--batches"),
     ("experiments/report.py", ["--collect", "/nonexistent/run"], "summary.json"),
     ("experiments/visualize.py", ["sideways"], "sideways"),
+    ("experiments/ab.py", ["../x", "--arm", "a:", "--arm", "b:lr=1"], "experiment name '../x'"),
+    ("experiments/ab.py", ["x", "--arm", "", "--arm", "b:lr=1"], "names no arm"),
+    ("experiments/ab.py", ["x", "--arm", "a:", "--arm", "b:lr=-1"], "arm 'b': --lr must be greater than 0"),
+    ("experiments/ab.py", ["x", "--arm", "a:", "--arm", "b:n_layer=1.5"], "n_layer needs an integer, got '1.5'"),
     ("colab/train_colab.py", ["--phases", "everything"], "--phases"),
 ])
 def test_other_scripts_refuse_bad_flags_in_one_line(tmp_path, script, flags, needle):

@@ -31,6 +31,42 @@ def test_swap_scripts_write_results_and_plots(tmp_path, small_text, script, name
         assert set(record["length_generalisation"]) >= {"at_block_size", "2x_sliding_window", "2x_full_attention"}
 
 
+def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
+    flags = [*TINY, "--data", small_text, "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i",
+             "--runs-dir", tmp_path / "runs"]
+    result = run_script(ROOT / "experiments" / "ab.py", "lr", "--arm", "lr=1e-3", "--arm", "fast:lr=3e-3,n_layer=2",
+                        *flags)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "r" / "lr.json").read_text())
+    assert record["arms"]["fast"]["overrides"] == {"lr": 3e-3, "n_layer": 2} and record["arms"]["lr=1e-3"]["overrides"] == {"lr": 1e-3}
+    assert record["arms"]["fast"]["params"] < record["arms"]["lr=1e-3"]["params"]  # one layer fewer, really trained
+    assert "fast - lr=1e-3" in record["table"][-1] and (tmp_path / "i" / "lr.png").stat().st_size > 10_000
+    ab = load_script(ROOT / "experiments" / "ab.py")
+    # a bad arm is refused before any arm trains; the project's own records are never replaced
+    for arms, needle in ((["--arm", "a:", "--arm", "b:n_head=5"], "arm 'b': n_embd (128) must be divisible by n_head (5)"),
+                         (["--arm", "a:", "--arm", "b:tokenizer=bpe:512"], "compare_tokenizers.py"),
+                         (["--arm", "lr=1e-3"], "at least two arms")):
+        assert_user_error(run_main(ROOT / "experiments" / "ab.py", "other", *arms, *flags), needle)
+    assert not (tmp_path / "runs" / "other").exists()
+    (tmp_path / "r" / "mine.json").write_text("{}")
+    assert_user_error(run_main(ROOT / "experiments" / "ab.py", "mine", "--arm", "a:", "--arm", "b:lr=1", *flags),
+                      "holds results this script did not write")
+    assert ab.parse_arm("bpe arm:lr=1e-3, warmup-steps=5") == ("bpe arm", {"lr": 1e-3, "warmup_steps": 5})
+
+
+def test_arms_stopped_at_steps_of_their_own_are_compared_where_all_were_evaluated(tmp_path):
+    """--max-time (or early stopping) ends runs at steps of their own: the table and the figure use the steps every
+    seed of every arm reached, instead of pairing values of different steps or failing on ragged curves."""
+    from abtest import plot_curves, summarise
+    arms = {"a": {"curves": [[(0, 4.0), (10, 3.0), (20, 2.0)], [(0, 4.2), (10, 3.2), (17, 2.5)]], "params": 1},
+            "b": {"curves": [[(0, 4.0), (10, 2.5), (20, 1.5)], [(0, 4.2), (10, 2.9), (20, 1.9)]], "params": 1}}
+    table = summarise(arms)
+    assert [row["step"] for row in table] == [0, 10]
+    assert table[1]["b - a"] == pytest.approx((-0.4, 0.1414213), abs=1e-6)
+    plot_curves(arms, "ragged", tmp_path / "ragged.png")
+    assert (tmp_path / "ragged.png").exists()
+
+
 def test_swap4_kvcache_times_both_modes_and_checks_greedy_identity(tmp_path):
     result = run_script(ROOT / "experiments" / "swap4_kvcache.py", "--checkpoint", tmp_path / "none", "--lengths", "8",
                         "--batches", "1", "2", "--repeats", "1", "--device", "cpu", "--results-dir", tmp_path / "r",

@@ -1,0 +1,113 @@
+"""Your own A/B experiment, from the command line: name it, give each arm its config changes, and it runs like the
+swap scripts (the same harness, src/abtest.py: every arm of a seed sees the same batches, the spread over seeds
+says what is noise), writing results/<name>.json and images/<name>.png.
+
+    python -u experiments/ab.py lr --arm "lr=1e-3" --arm "lr=3e-3" --preset ab-cpu
+    python -u experiments/ab.py heads --base modern --arm "4 heads:n_head=4" --arm "8 heads:n_head=8"
+    python -u experiments/ab.py wd --arm "wd 0.01:weight_decay=0.01" --arm "wd 0.3:weight_decay=0.3" --seeds 5
+    python experiments/ab.py lr --arm "lr=1e-3" --arm "lr=3e-3" --replot     # redraw the figure only
+
+An arm is `LABEL:FIELD=VALUE,FIELD=VALUE`, or only the changes (the label is then the changes themselves); the
+fields are the training scripts' flags, underscored (`--n-head` is n_head). The first arm is the baseline the
+others are compared with; an arm with no changes (`baseline:`) is the preset itself.
+"""
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from abtest import AB_PRESETS, configs_from_args, run_parsed, swap_parser  # noqa: E402
+from cli import MODEL_FLAGS, TRAIN_FLAGS  # noqa: E402
+from common import UserError, run_cli  # noqa: E402
+from model import CONFIGS, GPTConfig  # noqa: E402
+
+# set by the harness for every arm; and tokenizers, whose losses per token do not compare (compare_tokenizers.py
+# compares them in bits per character)
+NOT_ARM_FIELDS = {"seed", "device", "data", "out_dir", "sample_tokens", "tokenizer"}
+ARM_FIELDS = {name: typ for name, (typ, _) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items() if name not in NOT_ARM_FIELDS}
+WRITTEN_BY = "experiments/ab.py"
+
+
+def parse_arm(spec: str) -> tuple[str, dict]:
+    """`LABEL:FIELD=VALUE,...` (or `FIELD=VALUE,...`) -> (label, {field: value of the field's type})."""
+    label, colon, changes = spec.partition(":")
+    if not colon or "=" in label:  # no label: the changes name the arm
+        label, changes = spec, spec
+    overrides = {}
+    for change in filter(None, (c.strip() for c in changes.split(","))):
+        field, equals, value = change.partition("=")
+        field = field.strip().replace("-", "_")
+        if field == "tokenizer":
+            raise UserError(f"--arm {spec!r}: losses per token of different tokenizers do not compare; "
+                            "experiments/compare_tokenizers.py compares tokenizers in bits per character")
+        if not equals or field not in ARM_FIELDS:
+            raise UserError(f"--arm {spec!r}: {change!r} is not FIELD=VALUE with a field of "
+                            f"{', '.join(sorted(ARM_FIELDS))}")
+        try:
+            overrides[field] = ARM_FIELDS[field](value.strip())
+        except ValueError:
+            kind = "an integer" if ARM_FIELDS[field] is int else "a number"
+            raise UserError(f"--arm {spec!r}: {field} needs {kind}, got {value.strip()!r}") from None
+    if not label.strip():
+        raise UserError(f"--arm {spec!r} names no arm: give LABEL:, FIELD=VALUE or both")
+    return label.strip(), overrides
+
+
+def parse_arms(specs: list[str]) -> dict[str, dict]:
+    arms = dict(parse_arm(spec) for spec in specs)
+    if len(specs) < 2:
+        raise UserError("an A/B experiment needs at least two arms: give --arm twice or more")
+    if len(arms) < len(specs):
+        raise UserError("two arms have the same label; name them (--arm 'LABEL:FIELD=VALUE')")
+    return arms
+
+
+def check_name(name: str, results_dir: Path) -> None:
+    """A name that makes a file name, and whose results file, if there is one, an earlier run of this script wrote:
+    the project's own records (the docs are rendered from them) are never replaced."""
+    if not name or not all(ch.isalnum() or ch in "_.-" for ch in name) or name.startswith("."):
+        raise UserError(f"experiment name {name!r}: use letters, digits, '_', '.' and '-' (it names the results file)")
+    path = results_dir / f"{name}.json"
+    try:
+        written_by = json.loads(path.read_text()).get("written_by") if path.exists() else WRITTEN_BY
+    except (OSError, ValueError, AttributeError):
+        written_by = None
+    if written_by != WRITTEN_BY:
+        raise UserError(f"{path} holds results this script did not write (the docs may be rendered from them); "
+                        "choose another experiment name")
+
+
+def check_arms(args, arms: dict[str, dict], base: GPTConfig) -> None:
+    """Every arm's configs built and checked before the first one trains: a bad value in the last arm must not
+    cost the time of the others."""
+    model, tc, _ = configs_from_args(args, base=base)
+    for label, overrides in arms.items():
+        try:
+            replace(model, **{k: v for k, v in overrides.items() if k in MODEL_FLAGS})
+            replace(tc, **{k: v for k, v in overrides.items() if k not in MODEL_FLAGS}).validate()
+        except UserError as err:
+            raise UserError(f"arm {label!r}: {err}") from None
+
+
+def main(argv=None) -> dict:
+    parser = swap_parser(__doc__, (*AB_PRESETS, "cpu"))
+    parser.add_argument("name", help="the experiment's name: results/<name>.json, images/<name>.png")
+    parser.add_argument("--arm", action="append", default=[], metavar="LABEL:FIELD=VALUE,...",
+                        help="one arm (give two or more; the first is the baseline)")
+    parser.add_argument("--base", choices=sorted(CONFIGS), default="modern", help="the model every arm changes")
+    args = parser.parse_args(argv)
+    check_name(args.name, Path(args.results_dir))
+    title = f"A/B: {args.name}"
+    if args.replot:
+        return run_parsed(args.name, title, {}, args)
+    arms = parse_arms(args.arm)
+    base = GPTConfig.named(args.base)
+    check_arms(args, arms, base)
+    return run_parsed(args.name, title, arms, args, base=base,
+                      extra_fn=lambda *_: {"written_by": WRITTEN_BY, "base": args.base})
+
+
+if __name__ == "__main__":
+    run_cli(main)
