@@ -54,7 +54,8 @@ def describe_config(mc: dict, tc: dict, effective_batch: int) -> str:
     """A run's model and training settings in one table cell (the runs and reference tables)."""
     return (f"{mc['n_layer']}L×{mc['n_embd']}, block {mc['block_size']}, batch {effective_batch}, "
             f"{tc['max_steps']} steps, {tc.get('optimizer', 'adamw')} lr {tc['lr']:g} {tc['schedule']}, "
-            f"weight decay {tc.get('weight_decay', 0.01):g}, dropout {mc['dropout']}")
+            f"weight decay {tc.get('weight_decay', 0.01):g}"
+            f"{' (matrices only)' if tc.get('weight_decay_on') == 'matrices' else ''}, dropout {mc['dropout']}")
 
 
 def runs() -> str:

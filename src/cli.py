@@ -43,6 +43,8 @@ TRAIN_FLAGS = {
     "decay_fraction": (float, "wsd: the last fraction of the run (of --max-steps, or of --max-time when the time "
                               "runs out first), where lr falls linearly to zero"),
     "weight_decay": (float, "weight decay (decoupled, both optimizers)"),
+    "weight_decay_on": (str, "all | matrices: which parameters decay (matrices: the 2-D weights; norms and biases "
+                             "undecayed, as nanoGPT)"),
     "grad_clip": (float, "clip the gradient norm to this (0 = off)"),
     "eval_interval": (int, "evaluate every N steps"),
     "eval_iters": (int, "batches per split in each evaluation"),

@@ -48,6 +48,7 @@ WARMUP_STEPS_UNTIMED = 3  # first steps (allocation, autotuning, compilation) le
 EVAL_SEEDS = (1, 2)
 SCHEDULES = ("constant", "cosine", "wsd")
 OPTIMIZERS = ("adamw", "muon")
+DECAY_SCOPES = ("all", "matrices")
 MAX_WEIGHT = 1e4  # weights start at std 0.02; beyond this a run has diverged even if its loss still looks finite
 
 
@@ -65,6 +66,7 @@ class TrainConfig:
     decay_fraction: float = 0.2   # wsd: the last fraction of max_steps (or of max_time), where lr falls linearly to 0
     optimizer: str = "adamw"      # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
     weight_decay: float = 0.01    # torch's AdamW default
+    weight_decay_on: str = "all"  # all | matrices (the 2-D weights only: norms and biases undecayed)
     grad_clip: float = 0.0        # 0 = off
     eval_interval: int = 500
     eval_iters: int = 200
@@ -94,6 +96,7 @@ class TrainConfig:
             raise UserError(f"--min-lr ({self.min_lr:g}) must not exceed --lr ({self.lr:g})")
         check_float(self.decay_fraction, "--decay-fraction", above=0.0, maximum=1.0)
         check_choice(self.optimizer, "--optimizer", OPTIMIZERS)
+        check_choice(self.weight_decay_on, "--weight-decay-on", DECAY_SCOPES)
         for name in ("weight_decay", "grad_clip", "max_time"):
             check_float(getattr(self, name), flag(name), minimum=0.0)
         check_choice(self.schedule, "--schedule", SCHEDULES)
@@ -281,16 +284,29 @@ def build_optimizers(model: GPT, tc: TrainConfig, device) -> list[torch.optim.Op
     output layer, the position table, norms and biases). Muon's products run in bf16 when the run trains in bf16
     (torch.optim.Muon always uses bf16, which a CPU without AVX512_BF16 or AMX emulates a hundred times slower, and
     which `--dtype fp32` asks not to use: its rounding can turn the last bit of a gradient into a visible
-    change of the update); its update scaling gives AdamW's RMS, so one --lr and --weight-decay serve both."""
+    change of the update); its update scaling gives AdamW's RMS, so one --lr and --weight-decay serve both.
+    --weight-decay-on says which parameters decay (decay_groups)."""
     fused = device.type in ("cpu", "cuda")  # one kernel for all tensors instead of several per tensor
     if tc.optimizer == "adamw":
-        return [torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
+        return [torch.optim.AdamW(decay_groups(list(model.parameters()), tc), lr=tc.lr, fused=fused)]
     hidden = [p for name, p in model.named_parameters() if p.ndim == 2 and name.startswith("blocks.")]
     hidden_ids = {id(p) for p in hidden}
     rest = [p for p in model.parameters() if id(p) not in hidden_ids]
     ns_dtype = "bf16" if resolve_dtype(tc.dtype, device).dtype == "bf16" else "fp32"
     return [Muon(hidden, lr=tc.lr, weight_decay=tc.weight_decay, ns_dtype=ns_dtype),
-            torch.optim.AdamW(rest, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)]
+            torch.optim.AdamW(decay_groups(rest, tc), lr=tc.lr, fused=fused)]
+
+
+def decay_groups(params: list[torch.Tensor], tc: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: `all` decays every parameter (one group, torch's default); `matrices` only the
+    2-D ones (linear layers and the embedding), as nanoGPT and most LLM code do: decay pulls a norm's gains and
+    the biases toward zero, where a gain of zero switches its features off, while what decay is for, keeping the
+    weight matrices small, concerns only the matrices."""
+    if tc.weight_decay_on == "all":
+        return [{"params": params, "weight_decay": tc.weight_decay}]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": tc.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
 
 
 @dataclass
@@ -365,9 +381,10 @@ class Trainer:
                 raise ValueError(f"it holds {len(saved)} optimizer state(s), this run has {len(self.optimizers)}: "
                                  "the --optimizer differs")
             for optimizer, optimizer_state in zip(self.optimizers, saved):
+                decays = [group["weight_decay"] for group in optimizer.param_groups]
                 optimizer.load_state_dict(optimizer_state)
-                for group in optimizer.param_groups:  # the saved groups bring the saved decay; this run's flag wins
-                    group["weight_decay"] = self.tc.weight_decay
+                for group, decay in zip(optimizer.param_groups, decays):  # the saved groups bring the saved decay;
+                    group["weight_decay"] = decay                        # this run's flags win
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.data_generator.set_state(state["data_rng"])

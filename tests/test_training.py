@@ -65,6 +65,13 @@ def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_
     # the optimizer state saved at step 10 carried decay 0.01; the flag of this run is the one used
     assert {group["weight_decay"] for o in trainer.optimizers for group in o.param_groups} == {0.3}
     assert "changed since the checkpoint: max_steps: 10 -> 12, weight_decay: 0.01 -> 0.3" in lines
+    # a run that decays the matrices only keeps its norms and biases undecayed when it resumes
+    scoped = tmp_path / "scoped"
+    train(tiny_model_config(), tiny_train_config(scoped, small_text, max_steps=10, weight_decay=0.3,
+                                                 weight_decay_on="matrices"), log=lambda *_: None)
+    trainer = Trainer(tiny_model_config(), tiny_train_config(scoped, small_text, max_steps=12, weight_decay=0.3,
+                                                             weight_decay_on="matrices", resume=True), log=print)
+    assert [group["weight_decay"] for group in trainer.optimizers[0].param_groups] == [0.3, 0.0]
     same = []
     Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, resume=True), log=same.append)
     assert not any(line.startswith("changed since") for line in same)
@@ -200,6 +207,28 @@ def test_a_time_budget_that_never_binds_changes_nothing(tmp_path, small_text, mo
     train(tiny_model_config(), tiny_train_config(tmp_path / "b", small_text, **config, max_time=1.0), log=quiet)
     a, b = (json.loads((tmp_path / run / "history.json").read_text()) for run in "ab")
     assert a["train_loss"] == b["train_loss"] and a["evals"][-1]["val_loss"] == b["evals"][-1]["val_loss"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_weight_decay_on_matrices_leaves_norms_and_biases_alone(optimizer):
+    """One step on zero gradients is decay alone: with --weight-decay-on matrices every 2-D weight shrinks by
+    lr x decay and every norm gain and bias stays as it was; with all (the default) they shrink too."""
+    from trainer import build_optimizers
+    for scope in ("matrices", "all"):
+        torch.manual_seed(0)
+        model = GPT(tiny_model_config())  # vanilla: LayerNorm gains and biases, learned positions
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        tc = TrainConfig(optimizer=optimizer, lr=0.1, weight_decay=0.5, weight_decay_on=scope)
+        optimizers = build_optimizers(model, tc, torch.device("cpu"))
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        for o in optimizers:
+            o.step()
+        for name, p in model.named_parameters():
+            decayed = p.ndim >= 2 or scope == "all"
+            expected = before[name] * (1 - 0.1 * 0.5) if decayed else before[name]
+            assert torch.allclose(p.detach(), expected, atol=1e-7), (scope, name)
+        assert any(p.ndim < 2 and p.abs().sum() > 0 for p in model.parameters())  # the 1-D case was really tested
 
 
 def test_muon_orthogonalises_the_update_of_the_hidden_matrices_only():
