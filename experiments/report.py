@@ -128,7 +128,7 @@ def modern_table() -> str:
         best = max((row for row in kv["rows"] if row["batch"] == 1), key=lambda row: row["new_tokens"])
         lines.append(f"| kvcache | recompute the context each token | KV cache | generation {best['speedup']:.1f}× faster "
                      f"({best['new_tokens']} tokens, batch {best['batch']}, {kv['hardware']}) |")
-    lines += ["", "| training | GPT-2 / the original project | nanochat, modded-nanogpt | our measurement: val loss change "
+    lines += ["", "| training | GPT-2 / the original project | nanoGPT, nanochat, modded-nanogpt | our measurement: val loss change "
                   "at the last step |", "|---|---|---|---|"]
     for name, base, arm, old, new, _ in TRAINING_SWAPS:
         r = load(name)
@@ -151,6 +151,8 @@ TRAINING_SWAPS = [  # (results file, base arm, arm, old, new, the command that w
      "python -u experiments/swap6_schedule.py --preset ab-cpu"),
     ("swap7_bf16", "fp32", "bf16", "fp32", "bf16 autocast (a CPU with native bf16)",
      "python -u experiments/swap7_bf16.py --preset cpu"),
+    ("swap9_decay", "all", "matrices", "weight decay on every weight", "weight decay on the matrices only",
+     "python -u experiments/swap9_decay.py --preset cpu"),
 ]
 
 
@@ -187,7 +189,7 @@ def swap_detail(name: str, base: str, arm: str, old: str, new: str, command: str
 
 
 def training_swaps() -> str:
-    """Swaps 5-7 in full (`swap_detail`)."""
+    """Swaps 5-7 and 9 in full (`swap_detail`)."""
     return "\n\n".join(swap_detail(*swap) for swap in TRAINING_SWAPS)
 
 
@@ -643,6 +645,7 @@ FIGURE_CAPTIONS = {
     "swap6_schedule.png": "cosine vs warmup-stable-decay on ModernGPT — `experiments/swap6_schedule.py`",
     "swap7_bf16.png": "fp32 vs bf16 autocast training on the CPU recipe — `experiments/swap7_bf16.py`",
     "swap8_modern.png": "vanilla GPT vs ModernGPT at the CPU recipe's size — `experiments/swap8_modern.py`",
+    "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",
     "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
     "attention_vanilla.png": "every head of the vanilla model on a line of Romeo and Juliet — `experiments/visualize.py attention`",
     "attention_modern.png": "every head of the modern model on the same line — `experiments/visualize.py attention`",
