@@ -381,10 +381,10 @@ class Trainer:
                 raise ValueError(f"it holds {len(saved)} optimizer state(s), this run has {len(self.optimizers)}: "
                                  "the --optimizer differs")
             for optimizer, optimizer_state in zip(self.optimizers, saved):
-                decays = [group["weight_decay"] for group in optimizer.param_groups]
+                settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
                 optimizer.load_state_dict(optimizer_state)
-                for group, decay in zip(optimizer.param_groups, decays):  # the saved groups bring the saved decay;
-                    group["weight_decay"] = decay                        # this run's flags win
+                for group, own in zip(optimizer.param_groups, settings):  # the saved groups bring the saved
+                    group.update(own)  # settings (decay, Muon's precision, ...): this run's flags win
             if state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             self.data_generator.set_state(state["data_rng"])

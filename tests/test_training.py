@@ -70,8 +70,15 @@ def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_
     train(tiny_model_config(), tiny_train_config(scoped, small_text, max_steps=10, weight_decay=0.3,
                                                  weight_decay_on="matrices"), log=lambda *_: None)
     trainer = Trainer(tiny_model_config(), tiny_train_config(scoped, small_text, max_steps=12, weight_decay=0.3,
-                                                             weight_decay_on="matrices", resume=True), log=print)
+                                                             weight_decay_on="matrices", resume=True), log=lambda *_: None)
     assert [group["weight_decay"] for group in trainer.optimizers[0].param_groups] == [0.3, 0.0]
+    # and Muon's products take the precision of the resumed run, not the one its state was saved in
+    muon_run = tmp_path / "muon"
+    train(tiny_model_config(), tiny_train_config(muon_run, small_text, max_steps=10, optimizer="muon"),
+          log=lambda *_: None)
+    trainer = Trainer(tiny_model_config(), tiny_train_config(muon_run, small_text, max_steps=12, optimizer="muon",
+                                                             dtype="bf16", resume=True), log=lambda *_: None)
+    assert trainer.optimizers[0].param_groups[0]["ns_dtype"] == "bf16"
     same = []
     Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, resume=True), log=same.append)
     assert not any(line.startswith("changed since") for line in same)
