@@ -12,7 +12,7 @@ import re
 from dataclasses import fields, replace
 from pathlib import Path
 
-from checkpoint import load_model
+from checkpoint import load_model, read_config
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo_path, repo_relative
 from device import COMPILE_MIN_STEPS, pick_device, resolve_dtype
 from engine import generate_text, sample_prompt
@@ -112,18 +112,36 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
 
 def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig) -> bool:
     """Whether `preset` comes with its fp32 values: it has some, and the run will train in fp32 (what --dtype
-    auto picks for the device, or what --dtype asks for) on a CPU. Says so, with the reason, on rank 0."""
+    auto picks for the device, or what --dtype asks for) on a CPU. Says so, with the reason, on rank 0. A resumed
+    run takes them where it began with them, so the same flags resume it on another machine or --dtype."""
     if preset is None or not PRESETS[preset].fp32_values:
         return False
-    device = pick_device(given.get("device", train_defaults.device))
-    precision = resolve_dtype(given.get("dtype", train_defaults.dtype), device)
-    if not takes_fp32_values(device.type, precision.dtype):
-        return False
+    began = resumed_run_record(given, train_defaults)
+    if began is not None:  # a resumed run continues as it began, on whatever machine and --dtype it goes on
+        if not takes_fp32_values(str(began.get("device", "")).split(":")[0], began.get("dtype")):
+            return False
+        why = "the run being resumed began in fp32 on a CPU"
+    else:
+        device = pick_device(given.get("device", train_defaults.device))
+        precision = resolve_dtype(given.get("dtype", train_defaults.dtype), device)
+        if not takes_fp32_values(device.type, precision.dtype):
+            return False
+        why = f"it trains in fp32 here ({precision.reason})"
     values = " ".join(f"{k}={v}" for k, v in PRESETS[preset].fp32_values.items() if k not in given)
     if values and os.environ.get("RANK", "0") == "0":  # a value a flag overrides goes unmentioned
-        print(f"--preset {preset} trains in fp32 here ({precision.reason}), so with its fp32 values: {values}",
-              flush=True)
+        print(f"--preset {preset}: {why}, so with its fp32 values: {values}", flush=True)
     return True
+
+
+def resumed_run_record(given: dict, train_defaults: TrainConfig) -> dict | None:
+    """With --resume, the config.json of the checkpoint it continues (None without one: the trainer says so)."""
+    if not given.get("resume"):
+        return None
+    folder = Path(given.get("out_dir") or repo_path(train_defaults.out_dir)) / "last"
+    try:
+        return read_config(folder) if (folder / "config.json").exists() else None
+    except UserError:  # damaged: the trainer's own check reports it
+        return None
 
 
 def print_sample(out_dir, tokens: int, device: str) -> None:

@@ -186,7 +186,7 @@ def test_compile_flag_alone_means_on_and_its_default_is_auto():
     assert parsed == {(): "auto", ("--compile",): "on", ("--compile", "off"): "off"}
 
 
-def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32_on_a_cpu(capsys, monkeypatch):
+def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32_on_a_cpu(capsys, monkeypatch, tmp_path):
     """--preset cpu/demo name a smaller model for an fp32 run on a CPU (fewer steps fit their wall-clock budget
     there); the precision and the device decide, explicit flags still win, and the run says why its model is not
     the preset's own."""
@@ -203,13 +203,23 @@ def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32_on_a_c
         assert n_layer("--dtype", "bf16") == own["n_layer"]
         assert capsys.readouterr().out == ""
         assert n_layer("--dtype", "fp32") == fp32["n_layer"]
-        assert capsys.readouterr().out.startswith(f"--preset {preset} trains in fp32 here (--dtype fp32 asked for), "
-                                                  f"so with its fp32 values: n_layer={fp32['n_layer']}")
+        assert capsys.readouterr().out.startswith(f"--preset {preset}: it trains in fp32 here (--dtype fp32 asked "
+                                                  f"for), so with its fp32 values: n_layer={fp32['n_layer']}")
         assert n_layer("--dtype", "fp32", "--n-layer", "5") == 5
         assert capsys.readouterr().out == ""  # nothing of the fp32 values is left to announce
         with monkeypatch.context() as patch:  # MPS trains in fp32 too, at a speed nobody measured
             patch.setattr(cli, "pick_device", lambda requested: torch.device("mps"))
             assert n_layer("--dtype", "fp32") == own["n_layer"]
+    # a resumed run keeps the model it began with: here begun in fp32 (3 layers), resumed where auto picks bf16
+    from checkpoint import CONFIG
+    monkeypatch.setattr(cli, "pick_device", lambda requested: torch.device("cpu"))
+    began = tmp_path / "demo" / "last"
+    began.mkdir(parents=True)
+    (began / CONFIG).write_text(json.dumps({"model": {}, "device": "cpu", "dtype": "fp32"}))
+    resumed = parse_training_args(["--preset", "demo", "--dtype", "bf16", "--out-dir", str(tmp_path / "demo"),
+                                   "--resume"], "x", *RUN_DEFAULTS["modern"], presets=("demo",))[0]
+    assert resumed.n_layer == PRESETS["demo"].fp32_values["n_layer"]
+    assert "--preset demo: the run being resumed began in fp32 on a CPU, so with its fp32 values" in capsys.readouterr().out
     # an A/B experiment's arms share the preset's own model, whatever their precision (swap7: fp32 vs bf16)
     from abtest import build_parser, configs_from_args
     from model import GPTConfig
