@@ -301,7 +301,8 @@ def decay_groups(params: list[torch.Tensor], tc: TrainConfig) -> list[dict]:
     """AdamW's parameter groups: `all` decays every parameter (one group, torch's default); `matrices` only the
     2-D ones (linear layers and the embedding), as nanoGPT and most LLM code do: decay pulls a norm's gains and
     the biases toward zero, where a gain of zero switches its features off, while what decay is for, keeping the
-    weight matrices small, concerns only the matrices."""
+    weight matrices small, concerns only the matrices. At the CPU recipe it made no difference beyond the seed
+    spread (experiments/swap9_decay.py), so `all` stays the default."""
     if tc.weight_decay_on == "all":
         return [{"params": params, "weight_decay": tc.weight_decay}]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": tc.weight_decay},
