@@ -168,7 +168,8 @@ def swap_detail(name: str, base: str, arm: str, old: str, new: str, command: str
         return missing(name, command)
     dtypes = " vs ".join(dict.fromkeys(a["precision"]["dtype"] for a in r["arms"].values()))
     size = f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}"
-    lines = [f"**{new} vs {old}** (`experiments/{name}.py`, {r['seeds']} seeds, {r['preset']} preset, "
+    script = f"experiments/ab.py {name}" if r.get("written_by") == "experiments/ab.py" else f"experiments/{name}.py"
+    lines = [f"**{new} vs {old}** (`{script}`, {r['seeds']} seeds, {r['preset']} preset, "
              f"{f'{model} {size}' if model else size}, {r['train_config']['max_steps']} steps, {r['hardware']}, "
              f"{r['date']}, {dtypes}):", "",
              f"| step | {base} | {arm} | {arm} − {base} |", "|---|---|---|---|"]
@@ -191,6 +192,15 @@ def swap_detail(name: str, base: str, arm: str, old: str, new: str, command: str
 def training_swaps() -> str:
     """Swaps 5-7 and 9 in full (`swap_detail`)."""
     return "\n\n".join(swap_detail(*swap) for swap in TRAINING_SWAPS)
+
+
+CPU_LR = ("cpu_lr", "lr 1e-3", "lr 2e-3", "the preset's lr 1e-3", "lr 2e-3",
+          'python -u experiments/ab.py cpu_lr --preset cpu --arm "lr 1e-3:" --arm "lr 2e-3:lr=2e-3"')
+
+
+def recipe_lr() -> str:
+    """The CPU recipe's learning rate, doubled, as an A/B of experiments/ab.py."""
+    return swap_detail(*CPU_LR)
 
 
 def whole_swap() -> str:
@@ -645,6 +655,7 @@ FIGURE_CAPTIONS = {
     "swap6_schedule.png": "cosine vs warmup-stable-decay on ModernGPT — `experiments/swap6_schedule.py`",
     "swap7_bf16.png": "fp32 vs bf16 autocast training on the CPU recipe — `experiments/swap7_bf16.py`",
     "swap8_modern.png": "vanilla GPT vs ModernGPT at the CPU recipe's size — `experiments/swap8_modern.py`",
+    "cpu_lr.png": "the CPU recipe at its learning rate of 1e-3 vs 2e-3 — `experiments/ab.py cpu_lr`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",
     "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
     "attention_vanilla.png": "every head of the vanilla model on a line of Romeo and Juliet — `experiments/visualize.py attention`",
@@ -680,7 +691,7 @@ def gallery() -> str:
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
           "llama_cpp": llama_cpp, "recipe": recipe, "cpu_recipes": cpu_recipes, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
-          "speed": speed, "reference": reference, "whole_swap": whole_swap}
+          "speed": speed, "reference": reference, "whole_swap": whole_swap, "recipe_lr": recipe_lr}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 
