@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from checks import check_int
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, add_output_folders, output_folder
+from common import REPO_ROOT, ArgumentParser, UserError, add_output_folders, atomic_write_json, output_folder
 from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
@@ -61,19 +61,30 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def arm_configs(model: GPTConfig, tc: TrainConfig, label: str, overrides: dict) -> tuple[GPTConfig, TrainConfig]:
+    """An arm's model and training configs: its overrides laid over the experiment's and checked, so that run_arms
+    refuses a bad value in the last arm before the first one trains (the UserError names the arm)."""
+    model_fields = set(GPTConfig.__dataclass_fields__)
+    try:
+        arm_model = replace(model, **{k: v for k, v in overrides.items() if k in model_fields})
+        arm_train = replace(tc, **{k: v for k, v in overrides.items() if k not in model_fields})
+        arm_train.validate()
+    except UserError as err:
+        raise UserError(f"arm {label!r}: {err}") from None
+    return arm_model, arm_train
+
+
 def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir,
              first_seed: int = 0) -> dict:
     """Train every arm for seeds first_seed .. first_seed + seeds - 1; returns the per-arm curves, params, tokens/s."""
     out = {label: {"overrides": overrides, "curves": [], "bpc_curves": [], "tokens_per_sec": [], "params": None,
                    "best_val": [], "best_bpc": [], "elapsed_s": []} for label, overrides in arms.items()}
-    model_fields = set(GPTConfig.__dataclass_fields__)
+    configs = {label: arm_configs(model, tc, label, overrides) for label, overrides in arms.items()}  # all checked
     for seed in range(first_seed, first_seed + seeds):
-        for label, overrides in arms.items():
+        for label, (arm_model, arm_train) in configs.items():
             run_dir = Path(runs_dir) / name / re.sub(r"[^\w.-]+", "_", label) / f"seed{seed}"  # a portable folder name
             print(f"--- {name}: {label}, seed {seed} ---", flush=True)
-            arm_model = replace(model, **{k: v for k, v in overrides.items() if k in model_fields})
-            arm_train = replace(tc, **{k: v for k, v in overrides.items() if k not in model_fields},
-                                seed=seed, out_dir=str(run_dir), overwrite=True)  # arms are rerun at will
+            arm_train = replace(arm_train, seed=seed, out_dir=str(run_dir), overwrite=True)  # arms are rerun at will
             summary = train(arm_model, arm_train, log=lambda *_: None)
             evals = json.loads((run_dir / "history.json").read_text())["evals"]
             arm = out[label]
