@@ -2,6 +2,7 @@
 
     pip install llama-cpp-python          # builds llama.cpp from source: several minutes on 2 cores
     python -u experiments/llama_cpp_check.py --checkpoint checkpoints/modern
+    python -u experiments/llama_cpp_check.py --checkpoint checkpoints/bpe --prompt "ROMEO:"   # a BPE model
 
 Exports the checkpoint to GGUF (src/convert.py, the same code as `src/export.py --to gguf`) in f32 and q8_0,
 loads each with llama-cpp-python, and records in results/llama_cpp.json:
@@ -9,7 +10,8 @@ loads each with llama-cpp-python, and records in results/llama_cpp.json:
 - the largest difference between its logits and ours over a block_size window (f32: the same function);
 - how many greedy tokens it generates identically to ours, within block_size and past it (where our sliding
   window and its full attention part ways);
-- the most probability it ever gives the three special tokens GGUF needs (their logit is 0);
+- the most probability it ever gives the special tokens GGUF appends after ours (their logit is 0): llama.cpp's
+  unknown, BOS and EOS for a char vocabulary, <|endoftext|> for our BPE, none for GPT-2's;
 - the greedy text of each.
 
 llama.cpp runs in a process of its own, so that a crash inside it is reported, not fatal: on a CPU with AMX,
@@ -34,14 +36,15 @@ import torch  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     one_line, add_output_folders, repo_relative, run_cli)
-from convert import SPECIAL_TOKENS, save_gguf  # noqa: E402
+from convert import check_exportable, gguf_added_tokens, save_gguf  # noqa: E402
 from device import describe_hardware  # noqa: E402
 from engine import encode_prompt, generate  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "modern"), help="a modern char checkpoint")
+    p.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "modern"),
+                   help="a modern checkpoint (char, bpe:N or gpt2 tokenizer)")
     p.add_argument("--prompt", default="ROMEO:\n", help="the prompt of the greedy continuations")
     add_output_folders(p, images=False)
     return p
@@ -116,21 +119,27 @@ def compare(path: Path, model, prompt_ids: list[int], text_ids: list[int]) -> di
             "tinyllm_text": model.tokenizer.decode(prompt_ids + mine[:within])}
 
 
+def validation_ids(model) -> np.ndarray:
+    """The validation split of data/input.txt in the model's own tokens, as training splits it. A char model of
+    other text keeps only the characters it knows; a subword one encodes any text."""
+    from data import load_text, train_val_split
+    text = load_text(None)
+    if model.tokenizer.kind == "char":
+        text = "".join(ch for ch in text if ch in model.tokenizer.stoi)
+    return train_val_split(np.asarray(model.tokenizer.encode(text)), model.config.block_size)[1].numpy()
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    model, record = load_model(args.checkpoint)
+    check_exportable(model, "gguf")
     try:
         import llama_cpp  # here only to check that it is installed (and for its version): it runs in a child
     except ImportError:
         raise UserError("llama-cpp-python is not installed: pip install llama-cpp-python (it builds llama.cpp "
                         "from source, several minutes)") from None
-    model, record = load_model(args.checkpoint)
-    if model.config.architecture != "modern" or model.tokenizer.kind != "char":
-        raise UserError(f"{args.checkpoint} is not a modern char-tokenizer checkpoint, the kind this check compares "
-                        "(it reads validation text as characters); tests/test_export.py checks BPE exports")
     prompt_ids = encode_prompt(model, args.prompt)[0].tolist()
-    from data import load_text, train_val_split
-    text = "".join(ch for ch in load_text(None) if ch in model.tokenizer.stoi)  # a model of other text: its characters
-    val = train_val_split(np.asarray(model.tokenizer.encode(text)), model.config.block_size)[1]
+    val = validation_ids(model)
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         for gguf_type in ("f32", "q8_0"):
@@ -139,7 +148,7 @@ def main(argv=None) -> dict:
             rows[gguf_type] = compare(path, model, prompt_ids, val[:model.config.block_size].tolist())
             print(f"{gguf_type}: {rows[gguf_type]}", flush=True)
     result = {"checkpoint": describe_record(repo_relative(args.checkpoint), record), "prompt": args.prompt,
-              "block_size": model.config.block_size, "special_tokens": list(SPECIAL_TOKENS),
+              "block_size": model.config.block_size, "special_tokens": list(gguf_added_tokens(model.tokenizer)),
               "llama_cpp_python": llama_cpp.__version__, "hardware": describe_hardware(torch.device("cpu")),
               "date": datetime.now(timezone.utc).date().isoformat(),
               "commands": [f"python src/export.py {repo_relative(args.checkpoint)} --to gguf --out modern.gguf "

@@ -196,18 +196,29 @@ def test_llama_cpp_reads_gpt2s_tokenizer_as_tiktoken_does(tmp_path):
     assert llm.detokenize(ids).decode() == text and llm.token_eos() == 50256
 
 
-def test_llama_cpp_check_compares_f32_and_q8_0_without_dying(runs, tmp_path):
-    """experiments/llama_cpp_check.py end to end. On a CPU with AMX, llama.cpp's q8_0 kernels died of SIGSEGV on
-    multi-token evaluation: the script must still finish, with that row measured on llama.cpp's plain CPU path."""
+@pytest.mark.parametrize("name", ["modern", "bpe"])
+def test_llama_cpp_check_compares_f32_and_q8_0_without_dying(runs, tmp_path, name):
+    """experiments/llama_cpp_check.py end to end, for a char and a BPE model. On a CPU with AMX, llama.cpp's q8_0
+    kernels died of SIGSEGV on multi-token evaluation: the script must still finish, with that row measured on
+    llama.cpp's plain CPU path."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    run, _ = runs["modern"]
+    run, _ = runs[name]
     result = load_script(ROOT / "experiments" / "llama_cpp_check.py").main(
         ["--checkpoint", str(run), "--prompt", "ROMEO:", "--results-dir", str(tmp_path)])
     f32, q8_0 = result["gguf"]["f32"], result["gguf"]["q8_0"]
     assert f32["tokenizes_prompt_to_our_ids"] and f32["max_logit_difference"] < 1e-3
     assert f32["greedy_identical_within_block"] == f32["greedy_tokens_within_block"]
     assert 0 < q8_0["max_logit_difference"] < 0.5  # 8-bit weights: close, not equal
-    assert json.loads((tmp_path / "llama_cpp.json").read_text())["gguf"]["q8_0"] == q8_0
+    written = json.loads((tmp_path / "llama_cpp.json").read_text())
+    assert written["gguf"]["q8_0"] == q8_0
+    assert written["special_tokens"] == (["<unk>", "<s>", "</s>"] if name == "modern" else ["<|endoftext|>"])
+
+
+def test_llama_cpp_check_refuses_a_vanilla_checkpoint_before_needing_llama_cpp(runs, tmp_path):
+    result = run_main(ROOT / "experiments" / "llama_cpp_check.py", "--checkpoint", runs["vanilla"][0],
+                      "--results-dir", tmp_path)
+    assert_user_error(result, "computes GELU where ours computes ReLU")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("problem", ["missing weights", "vanilla to gguf", "exists", "not ours", "unwritable"])
