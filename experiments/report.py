@@ -161,28 +161,40 @@ WHOLE_SWAP = ("swap8_modern", "vanilla", "modern", "vanilla GPT", "ModernGPT",
 
 
 def swap_detail(name: str, base: str, arm: str, old: str, new: str, command: str, model: str = "ModernGPT") -> str:
-    """One A/B experiment in full: val loss per step per arm, mean ± std over seeds, and the paired difference.
-    `model`: what both arms are ("": the arms are different models)."""
+    """One A/B experiment of two arms in full (`ab_detail`), titled "new vs old"."""
     r = load(name)
     if r is None:
         return missing(name, command)
-    dtypes = " vs ".join(dict.fromkeys(a["precision"]["dtype"] for a in r["arms"].values()))
-    size = f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}"
+    return ab_detail(name, r, [base, arm], f"{new} vs {old}", model)
+
+
+def ab_detail(name: str, r: dict, arms: list[str], title: str, model: str = "ModernGPT") -> str:
+    """An A/B experiment in full: val loss per step per arm, mean ± std over seeds, and each arm's paired difference
+    to the first. `model`: what every arm is ("": the arms are different models); its size is named only where no
+    arm changes it."""
+    base, variants = arms[0], arms[1:]
+    dtypes = " vs ".join(dict.fromkeys(r["arms"][a]["precision"]["dtype"] for a in arms))
+    resized = any(k in r["arms"][a].get("overrides", {}) for a in arms for k in ("n_layer", "n_embd"))
+    size = "" if resized else f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}"
+    what = " ".join(part for part in (model, size) if part)
     script = f"experiments/ab.py {name}" if r.get("written_by") == "experiments/ab.py" else f"experiments/{name}.py"
-    lines = [f"**{new} vs {old}** (`{script}`, {r['seeds']} seeds, {r['preset']} preset, "
-             f"{f'{model} {size}' if model else size}, {r['train_config']['max_steps']} steps, {r['hardware']}, "
+    lines = [f"**{title}** (`{script}`, {r['seeds']} seeds, {r['preset']} preset, "
+             f"{f'{what}, ' if what else ''}{r['train_config']['max_steps']} steps, {r['hardware']}, "
              f"{r['date']}, {dtypes}):", "",
-             f"| step | {base} | {arm} | {arm} − {base} |", "|---|---|---|---|"]
+             f"| step | {' | '.join(arms)} | {' | '.join(f'{a} − {base}' for a in variants)} |",
+             "|---" * (1 + len(arms) + len(variants)) + "|"]
     for row in r["table"]:
-        d = row[f"{arm} - {base}"]
-        lines.append(f"| {row['step']} | {fmt(row[base])} | {fmt(row[arm])} | {d[0]:+.4f} ± {d[1]:.4f} |")
+        diffs = (row[f"{a} - {base}"] for a in variants)
+        lines.append(f"| {row['step']} | {' | '.join(fmt(row[a]) for a in arms)} | "
+                     f"{' | '.join(f'{d[0]:+.4f} ± {d[1]:.4f}' for d in diffs)} |")
     lines.append("")
-    for label, a in r["arms"].items():
+    for label in arms:
+        a = r["arms"][label]
         mode = {True: ", compiled", False: ", eager"}.get(a.get("compiled", {}).get("enabled"), "")
         lines.append(f"- {label}: {a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
                      f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}, best val {fmt(a['best_val'])}")
     if "equal_wall_clock" in r:
-        e = r["equal_wall_clock"]
+        e, arm = r["equal_wall_clock"], variants[0]
         lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "
                      f"so {', '.join(map(str, e['steps']))} steps): best val {fmt(e['best_val'])}, against "
                      f"{fmt(e['adamw_best_val'])} for {base}")
@@ -201,6 +213,19 @@ CPU_LR = ("cpu_lr", "lr 1e-3", "lr 2e-3", "the preset's lr 1e-3", "lr 2e-3",
 def recipe_lr() -> str:
     """The CPU recipe's learning rate, doubled, as an A/B of experiments/ab.py."""
     return swap_detail(*CPU_LR)
+
+
+CPU_WIDTH = ("cpu_width", 'python -u experiments/ab.py cpu_width --preset cpu --arm "6 layers x 128:" '
+             '--arm "4 layers x 160:n_layer=4,n_embd=160" --arm "3 layers x 184:n_layer=3,n_embd=184"')
+
+
+def recipe_width() -> str:
+    """The CPU recipe's six layers against fewer, wider ones of about the same parameter count (experiments/ab.py)."""
+    name, command = CPU_WIDTH
+    r = load(name)
+    if r is None:
+        return missing(name, command)
+    return ab_detail(name, r, list(r["arms"]), "Wider rather than deeper, at about the same parameter count")
 
 
 def whole_swap() -> str:
@@ -656,6 +681,8 @@ FIGURE_CAPTIONS = {
     "swap7_bf16.png": "fp32 vs bf16 autocast training on the CPU recipe — `experiments/swap7_bf16.py`",
     "swap8_modern.png": "vanilla GPT vs ModernGPT at the CPU recipe's size — `experiments/swap8_modern.py`",
     "cpu_lr.png": "the CPU recipe at its learning rate of 1e-3 vs 2e-3 — `experiments/ab.py cpu_lr`",
+    "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
+                     "`experiments/ab.py cpu_width`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",
     "tokenizers.png": "val bits per character for char, our BPE 512/1024/4096 and GPT-2 BPE — `experiments/compare_tokenizers.py`",
     "attention_vanilla.png": "every head of the vanilla model on a line of Romeo and Juliet — `experiments/visualize.py attention`",
@@ -691,7 +718,8 @@ def gallery() -> str:
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
           "llama_cpp": llama_cpp, "recipe": recipe, "cpu_recipes": cpu_recipes, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
-          "speed": speed, "reference": reference, "whole_swap": whole_swap, "recipe_lr": recipe_lr}
+          "speed": speed, "reference": reference, "whole_swap": whole_swap, "recipe_lr": recipe_lr,
+          "recipe_width": recipe_width}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 
