@@ -10,6 +10,7 @@ A block in a doc looks like `<!-- report:NAME -->` ... `<!-- /report:NAME -->`; 
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import statistics
@@ -206,26 +207,22 @@ def training_swaps() -> str:
     return "\n\n".join(swap_detail(*swap) for swap in TRAINING_SWAPS)
 
 
-CPU_LR = ("cpu_lr", "lr 1e-3", "lr 2e-3", "the preset's lr 1e-3", "lr 2e-3",
-          'python -u experiments/ab.py cpu_lr --preset cpu --arm "lr 1e-3:" --arm "lr 2e-3:lr=2e-3"')
+RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, the command that wrote it)
+    "recipe_lr": ("cpu_lr", "lr 2e-3 vs the preset's lr 1e-3",
+                  'python -u experiments/ab.py cpu_lr --preset cpu --arm "lr 1e-3:" --arm "lr 2e-3:lr=2e-3"'),
+    "recipe_width": ("cpu_width", "Wider rather than deeper, at about the same parameter count",
+                     'python -u experiments/ab.py cpu_width --preset cpu --arm "6 layers x 128:" '
+                     '--arm "4 layers x 160:n_layer=4,n_embd=160" --arm "3 layers x 184:n_layer=3,n_embd=184"'),
+}
 
 
-def recipe_lr() -> str:
-    """The CPU recipe's learning rate, doubled, as an A/B of experiments/ab.py."""
-    return swap_detail(*CPU_LR)
-
-
-CPU_WIDTH = ("cpu_width", 'python -u experiments/ab.py cpu_width --preset cpu --arm "6 layers x 128:" '
-             '--arm "4 layers x 160:n_layer=4,n_embd=160" --arm "3 layers x 184:n_layer=3,n_embd=184"')
-
-
-def recipe_width() -> str:
-    """The CPU recipe's six layers against fewer, wider ones of about the same parameter count (experiments/ab.py)."""
-    name, command = CPU_WIDTH
+def recipe_ab_test(block: str) -> str:
+    """One A/B test of the CPU recipe run with experiments/ab.py, every arm against the first (`ab_detail`)."""
+    name, title, command = RECIPE_AB_TESTS[block]
     r = load(name)
     if r is None:
         return missing(name, command)
-    return ab_detail(name, r, list(r["arms"]), "Wider rather than deeper, at about the same parameter count")
+    return ab_detail(name, r, list(r["arms"]), title)
 
 
 def whole_swap() -> str:
@@ -718,8 +715,8 @@ def gallery() -> str:
 BLOCKS = {"runs": runs, "swaps": swaps, "modern_table": modern_table, "training_swaps": training_swaps,
           "llama_cpp": llama_cpp, "recipe": recipe, "cpu_recipes": cpu_recipes, "extras": extras, "kvcache": kvcache,
           "sample": sample, "figures": figures, "gallery": gallery, "tokenizers": tokenizers, "benchmark": benchmark, "inside": inside,
-          "speed": speed, "reference": reference, "whole_swap": whole_swap, "recipe_lr": recipe_lr,
-          "recipe_width": recipe_width}
+          "speed": speed, "reference": reference, "whole_swap": whole_swap,
+          **{block: functools.partial(recipe_ab_test, block) for block in RECIPE_AB_TESTS}}
 MARKER = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 
