@@ -213,6 +213,9 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
     "recipe_width": ("cpu_width", "Wider rather than deeper, at about the same parameter count",
                      'python -u experiments/ab.py cpu_width --preset cpu --arm "6 layers x 128:" '
                      '--arm "4 layers x 160:n_layer=4,n_embd=160" --arm "3 layers x 184:n_layer=3,n_embd=184"'),
+    "recipe_dropout": ("cpu_dropout", "Dropout 0.1 vs none, in the recipe's ten minutes",
+                       'python -u experiments/ab.py cpu_dropout --preset cpu --arm "dropout 0:" '
+                       '--arm "dropout 0.1:dropout=0.1"'),
 }
 
 
@@ -678,6 +681,7 @@ FIGURE_CAPTIONS = {
     "swap7_bf16.png": "fp32 vs bf16 autocast training on the CPU recipe — `experiments/swap7_bf16.py`",
     "swap8_modern.png": "vanilla GPT vs ModernGPT at the CPU recipe's size — `experiments/swap8_modern.py`",
     "cpu_lr.png": "the CPU recipe at its learning rate of 1e-3 vs 2e-3 — `experiments/ab.py cpu_lr`",
+    "cpu_dropout.png": "the CPU recipe without dropout vs with dropout 0.1 — `experiments/ab.py cpu_dropout`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
                      "`experiments/ab.py cpu_width`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",
