@@ -30,6 +30,23 @@ def test_the_llama_cpp_section_says_when_a_row_ran_without_llamas_extra_buffer_t
     assert "f32: llama.cpp's extra buffer types" not in text
 
 
+def test_an_ab_table_gives_every_arm_its_difference_to_the_first_and_no_size_where_arms_resize(monkeypatch):
+    """experiments/ab.py with three arms of other widths: one column per arm, one paired difference per variant
+    (matching its row of the results file), and no single model size in the title."""
+    record = json.loads((ROOT / "results" / "cpu_lr.json").read_text())
+    base = record["arms"]["lr 1e-3"]
+    record["arms"] = {"6x128": {**base, "overrides": {}}, "4x160": {**base, "overrides": {"n_layer": 4, "n_embd": 160}},
+                      "3x184": {**base, "overrides": {"n_layer": 3, "n_embd": 184}}}
+    record["table"] = [{"step": 100, "6x128": [2.0, 0.1], "4x160": [2.5, 0.1], "3x184": [1.5, 0.1],
+                        "4x160 - 6x128": [0.5, 0.01], "3x184 - 6x128": [-0.5, 0.02]}]
+    text = report.ab_detail("cpu_width", record, list(record["arms"]), "wide")
+    assert "| step | 6x128 | 4x160 | 3x184 | 4x160 − 6x128 | 3x184 − 6x128 |" in text
+    assert "| 100 | 2.0000 ± 0.1000 | 2.5000 ± 0.1000 | 1.5000 ± 0.1000 | +0.5000 ± 0.0100 | -0.5000 ± 0.0200 |" in text
+    assert "ModernGPT, 4800 steps" in text and "6L×128" not in text
+    record["arms"], record["table"] = {"6x128": base, "lr": {**base, "overrides": {"lr": 2e-3}}}, []
+    assert "ModernGPT 6L×128, 4800 steps" in report.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
+
+
 def test_the_readmes_project_structure_names_every_module_and_script():
     readme = (ROOT / "README.md").read_text()
     structure = readme[readme.index("## Project structure"):readme.index("## When things go wrong")]
