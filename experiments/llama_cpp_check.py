@@ -37,6 +37,7 @@ from checkpoint import describe_record, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     one_line, add_output_folders, repo_relative, run_cli)
 from convert import check_exportable, gguf_added_tokens, save_gguf  # noqa: E402
+from data import load_text, validation_ids  # noqa: E402
 from device import describe_hardware  # noqa: E402
 from engine import encode_prompt, generate  # noqa: E402
 
@@ -119,16 +120,6 @@ def compare(path: Path, model, prompt_ids: list[int], text_ids: list[int]) -> di
             "tinyllm_text": model.tokenizer.decode(prompt_ids + mine[:within])}
 
 
-def validation_ids(model) -> np.ndarray:
-    """The validation split of data/input.txt in the model's own tokens, as training splits it. A char model of
-    other text keeps only the characters it knows; a subword one encodes any text."""
-    from data import load_text, train_val_split
-    text = load_text(None)
-    if model.tokenizer.kind == "char":
-        text = "".join(ch for ch in text if ch in model.tokenizer.stoi)
-    return train_val_split(np.asarray(model.tokenizer.encode(text)), model.config.block_size)[1].numpy()
-
-
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     model, record = load_model(args.checkpoint)
@@ -139,7 +130,7 @@ def main(argv=None) -> dict:
         raise UserError("llama-cpp-python is not installed: pip install llama-cpp-python (it builds llama.cpp "
                         "from source, several minutes)") from None
     prompt_ids = encode_prompt(model, args.prompt)[0].tolist()
-    val = validation_ids(model)
+    val = validation_ids(model.tokenizer, load_text(None), model.config.block_size).numpy()
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         for gguf_type in ("f32", "q8_0"):

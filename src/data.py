@@ -92,6 +92,15 @@ def train_val_split(ids: np.ndarray, block_size: int, fraction: float = TRAIN_FR
     return train, val
 
 
+def validation_ids(tokenizer, text: str, block_size: int) -> torch.Tensor:
+    """The validation split of `text` in a trained model's tokens, as training split it, for scripts that score or
+    compare a checkpoint. A char tokenizer skips the characters it has never seen (a model of another text);
+    a subword one encodes any text."""
+    if tokenizer.kind == "char":
+        text = "".join(ch for ch in text if ch in tokenizer.stoi)
+    return train_val_split(encode_corpus(tokenizer, text), block_size)[1]
+
+
 def sample_starts(n_tokens: int, block_size: int, count: int, generator: torch.Generator) -> torch.Tensor:
     """`count` random window starts, drawn from a generator the caller owns (so runs are reproducible
     and resumable: saving the generator's state saves the data position)."""

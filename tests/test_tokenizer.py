@@ -33,6 +33,15 @@ def test_split_sizes_of_tiny_shakespeare(shakespeare):
     assert (len(train), len(val)) == (1_003_854, 111_540)
 
 
+def test_validation_ids_are_trainings_split_and_skip_characters_a_char_model_never_saw(shakespeare):
+    tok = tk.CharTokenizer.from_text(shakespeare)
+    expected = data.train_val_split(data.encode_corpus(tok, shakespeare), block_size=256)[1]
+    assert torch.equal(data.validation_ids(tok, shakespeare, 256), expected)
+    foreign = "@" + shakespeare[:10_000].replace("e", "e€")  # characters outside its vocabulary, anywhere
+    assert torch.equal(data.validation_ids(tok, foreign, 64),
+                       data.train_val_split(data.encode_corpus(tok, shakespeare[:10_000]), block_size=64)[1])
+
+
 def test_too_short_data_is_a_user_error():
     with pytest.raises(UserError, match="too short"):
         data.train_val_split(np.arange(100), block_size=64)

@@ -61,7 +61,7 @@ from checkpoint import describe_record, load_model  # noqa: E402
 from checks import check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     one_line, add_output_folders, repo_relative, run_cli)
-from data import encode_corpus, load_text, train_val_split  # noqa: E402
+from data import load_text, validation_ids  # noqa: E402
 from device import (DTYPES, autocast, benchmark_record_name, cpp_compiler, describe_hardware, hardware_tag,  # noqa: E402
                     keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize,
                     torch_compile)
@@ -636,7 +636,7 @@ def weight_quality(checkpoint: GPT, args, device, ceilings: dict,
     (rows, what was skipped and why): bf16 weights where this machine emulates bf16 products (the val loss
     alone would take minutes), the C step where it cannot run."""
     c = checkpoint.config
-    _, val = train_val_split(encode_corpus(checkpoint.tokenizer, load_text(args.data)), c.block_size)
+    val = validation_ids(checkpoint.tokenizer, load_text(args.data), c.block_size)
     val = val.to(device)
     try:
         prompt = torch.tensor([checkpoint.tokenizer.encode(PROMPTS[0])], device=device)
