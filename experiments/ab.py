@@ -5,11 +5,13 @@ says what is noise), writing results/<name>.json and images/<name>.png.
     python -u experiments/ab.py lr --arm "lr=1e-3" --arm "lr=3e-3" --preset ab-cpu
     python -u experiments/ab.py heads --base modern --arm "4 heads:n_head=4" --arm "8 heads:n_head=8"
     python -u experiments/ab.py wd --arm "wd 0.01:weight_decay=0.01" --arm "wd 0.3:weight_decay=0.3" --seeds 5
+    python -u experiments/ab.py batch --arm "batch 64:" --arm "batch 32:batch_size=32,max_steps=4000"
     python experiments/ab.py lr --arm "lr=1e-3" --arm "lr=3e-3" --replot     # redraw the figure only
 
 An arm is `LABEL:FIELD=VALUE,FIELD=VALUE`, or only the changes (the label is then the changes themselves); the
 fields are the training scripts' flags, underscored (`--n-head` is n_head). The first arm is the baseline the
-others are compared with; an arm with no changes (`baseline:`) is the preset itself.
+others are compared with; an arm with no changes (`baseline:`) is the preset itself. Arms that differ in tokens per
+step (batch_size, block_size, grad_accum) are compared at equal training tokens instead of equal steps.
 """
 import json
 import sys

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from abtest import axis_cell, end_of_run  # noqa: E402
 from cli import RUN_DEFAULTS, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, run_cli  # noqa: E402
 from presets import preset_values, takes_fp32_values  # noqa: E402
@@ -172,27 +173,33 @@ def swap_detail(name: str, base: str, arm: str, old: str, new: str, command: str
 def ab_detail(name: str, r: dict, arms: list[str], title: str, model: str = "ModernGPT") -> str:
     """An A/B experiment in full: val loss per step per arm, mean ± std over seeds, and each arm's paired difference
     to the first. `model`: what every arm is ("": the arms are different models); its size is named only where no
-    arm changes it."""
+    arm changes it, and its steps where every arm runs them (otherwise each arm's line says its steps and tokens).
+    Where the clock stopped some run between evaluations, a last row pairs each run's final one."""
     base, variants = arms[0], arms[1:]
     dtypes = " vs ".join(dict.fromkeys(r["arms"][a]["precision"]["dtype"] for a in arms))
     resized = any(k in r["arms"][a].get("overrides", {}) for a in arms for k in ("n_layer", "n_embd"))
     size = "" if resized else f"{r['model_config']['n_layer']}L×{r['model_config']['n_embd']}"
-    what = " ".join(part for part in (model, size) if part)
+    restepped = any("max_steps" in r["arms"][a].get("overrides", {}) for a in arms)
+    what = ", ".join(part for part in (" ".join(part for part in (model, size) if part),
+                                       "" if restepped else f"{r['train_config']['max_steps']} steps") if part)
     script = f"experiments/ab.py {name}" if r.get("written_by") == "experiments/ab.py" else f"experiments/{name}.py"
+    axis = next(iter(r["table"][0])) if r["table"] else "step"  # or "tokens", where arms differ in tokens per step
     lines = [f"**{title}** (`{script}`, {r['seeds']} seeds, {r['preset']} preset, "
-             f"{f'{what}, ' if what else ''}{r['train_config']['max_steps']} steps, {r['hardware']}, "
+             f"{f'{what}, ' if what else ''}{r['hardware']}, "
              f"{r['date']}, {dtypes}):", "",
-             f"| step | {' | '.join(arms)} | {' | '.join(f'{a} − {base}' for a in variants)} |",
+             f"| {axis} | {' | '.join(arms)} | {' | '.join(f'{a} − {base}' for a in variants)} |",
              "|---" * (1 + len(arms) + len(variants)) + "|"]
-    for row in r["table"]:
+    for row in r["table"] + list(filter(None, [end_of_run({a: r["arms"][a] for a in arms})])):
         diffs = (row[f"{a} - {base}"] for a in variants)
-        lines.append(f"| {row['step']} | {' | '.join(fmt(row[a]) for a in arms)} | "
+        lines.append(f"| {axis_cell(row[axis])} | {' | '.join(fmt(row[a]) for a in arms)} | "
                      f"{' | '.join(f'{d[0]:+.4f} ± {d[1]:.4f}' for d in diffs)} |")
     lines.append("")
     for label in arms:
         a = r["arms"][label]
         mode = {True: ", compiled", False: ", eager"}.get(a.get("compiled", {}).get("enabled"), "")
-        lines.append(f"- {label}: {a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
+        steps = a.get("overrides", {}).get("max_steps", r["train_config"]["max_steps"])
+        run = f"{steps} steps of {a['tokens_per_step']:,} tokens, " if axis == "tokens" or restepped else ""
+        lines.append(f"- {label}: {run}{a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
                      f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}, best val {fmt(a['best_val'])}")
     if "equal_wall_clock" in r:
         e, arm = r["equal_wall_clock"], variants[0]
@@ -216,6 +223,11 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
     "recipe_dropout": ("cpu_dropout", "Dropout 0.1 vs none, in the recipe's ten minutes",
                        'python -u experiments/ab.py cpu_dropout --preset cpu --arm "dropout 0:" '
                        '--arm "dropout 0.1:dropout=0.1"'),
+    "recipe_muon": ("cpu_muon", "Muon vs AdamW, in the recipe's ten minutes",
+                    'python -u experiments/ab.py cpu_muon --preset cpu --arm "adamw:" --arm "muon:optimizer=muon"'),
+    "recipe_batch": ("cpu_batch", "Batch 16 for twice the steps vs the preset's batch 32, at equal tokens",
+                     'python -u experiments/ab.py cpu_batch --preset cpu --arm "batch 32:" '
+                     '--arm "batch 16:batch_size=16,max_steps=9600,eval_interval=2400"'),
 }
 
 
@@ -682,6 +694,9 @@ FIGURE_CAPTIONS = {
     "swap8_modern.png": "vanilla GPT vs ModernGPT at the CPU recipe's size — `experiments/swap8_modern.py`",
     "cpu_lr.png": "the CPU recipe at its learning rate of 1e-3 vs 2e-3 — `experiments/ab.py cpu_lr`",
     "cpu_dropout.png": "the CPU recipe without dropout vs with dropout 0.1 — `experiments/ab.py cpu_dropout`",
+    "cpu_muon.png": "the CPU recipe with AdamW vs Muon for the hidden matrices — `experiments/ab.py cpu_muon`",
+    "cpu_batch.png": "the CPU recipe's batch 32 vs batch 16 for twice the steps, by training tokens — "
+                     "`experiments/ab.py cpu_batch`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
                      "`experiments/ab.py cpu_width`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",

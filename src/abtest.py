@@ -2,7 +2,9 @@
 
 Every arm of a seed sees the same batches in the same order (the data generator depends only on the
 seed), so differences between arms come from the component swapped, and the spread over seeds says how
-much of a difference is noise. Results go to results/<name>.json and a plot to images/<name>.png.
+much of a difference is noise (arms of other batch shapes draw batches of their own). Arms are compared at equal
+steps, or at equal training tokens where they differ in tokens per step (batch, block, accumulation): at equal steps
+a larger batch has simply read more text. Results go to results/<name>.json and a plot to images/<name>.png.
 """
 from __future__ import annotations
 
@@ -77,9 +79,11 @@ def arm_configs(model: GPTConfig, tc: TrainConfig, label: str, overrides: dict) 
 def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir,
              first_seed: int = 0) -> dict:
     """Train every arm for seeds first_seed .. first_seed + seeds - 1; returns the per-arm curves, params, tokens/s."""
-    out = {label: {"overrides": overrides, "curves": [], "bpc_curves": [], "tokens_per_sec": [], "params": None,
-                   "best_val": [], "best_bpc": [], "elapsed_s": []} for label, overrides in arms.items()}
     configs = {label: arm_configs(model, tc, label, overrides) for label, overrides in arms.items()}  # all checked
+    out = {label: {"overrides": overrides, "curves": [], "bpc_curves": [], "tokens_per_sec": [], "params": None,
+                   "best_val": [], "best_bpc": [], "elapsed_s": [],
+                   "tokens_per_step": configs[label][1].batch_size * configs[label][1].grad_accum
+                   * configs[label][0].block_size} for label, overrides in arms.items()}
     for seed in range(first_seed, first_seed + seeds):
         for label, (arm_model, arm_train) in configs.items():
             run_dir = Path(runs_dir) / name / re.sub(r"[^\w.-]+", "_", label) / f"seed{seed}"  # a portable folder name
@@ -102,6 +106,16 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
     return out
 
 
+def comparison_axis(arms: dict, key: str = "curves") -> tuple[str, dict[str, list]]:
+    """What the arms are compared at, and their curves on it: "step", or "tokens" (step x tokens per step) where the
+    arms differ in tokens per step. Records written before tokens_per_step was kept compare at steps."""
+    per_step = {label: arm.get("tokens_per_step", 1) for label, arm in arms.items()}
+    if len(set(per_step.values())) == 1:
+        return "step", {label: arm[key] for label, arm in arms.items()}
+    return "tokens", {label: [[(step * per_step[label], value) for step, value in curve] for curve in arm[key]]
+                      for label, arm in arms.items()}
+
+
 def common_steps(curves: list[list]) -> list[int]:
     """The evaluation steps every curve has. Runs stopped by --max-time (or early stopping) end at steps of their
     own, so arms and seeds are compared only where all of them were evaluated."""
@@ -109,13 +123,15 @@ def common_steps(curves: list[list]) -> list[int]:
 
 
 def summarise(arms: dict) -> list[dict]:
-    """Per eval step: mean and std of each arm's val loss, and each variant's paired difference to the first arm."""
+    """Per eval step (or tokens, comparison_axis): mean and std of each arm's val loss, and each variant's paired
+    difference to the first arm."""
     labels = list(arms)
     base = labels[0]
-    at = {label: [dict(curve) for curve in arms[label]["curves"]] for label in labels}  # per seed: step -> loss
+    axis, curves = comparison_axis(arms)
+    at = {label: [dict(curve) for curve in curves[label]] for label in labels}  # per seed: step -> loss
     rows = []
-    for step in common_steps([curve for label in labels for curve in arms[label]["curves"]]):
-        row = {"step": step}
+    for step in common_steps([curve for label in labels for curve in curves[label]]):
+        row = {axis: step}
         for label in labels:
             row[label] = mean_std([curve[step] for curve in at[label]])
             if label != base:
@@ -124,12 +140,39 @@ def summarise(arms: dict) -> list[dict]:
     return rows
 
 
+def end_of_run(arms: dict) -> dict | None:
+    """A last table row: each run's final evaluation, paired by seed, where some run ended past the last step every
+    run reached (None where all ended there). A run that --max-time stops a few steps early otherwise drops out of the
+    table's last row, yet its WSD decay followed the clock, so its final evaluation is where its recipe ends: the row
+    compares what each arm reaches in its budget. Its first cell names the steps (or tokens) the runs ended at."""
+    labels = list(arms)
+    axis, by_label = comparison_axis(arms)
+    base, curves = labels[0], [curve for label in labels for curve in by_label[label]]
+    ends = {step for step, _ in (curve[-1] for curve in curves)}
+    if ends == {common_steps(curves)[-1]}:
+        return None
+    unit = "steps" if axis == "step" else "tokens"
+    row = {axis: f"end of run ({unit} {axis_cell(min(ends))}–{axis_cell(max(ends))})"}
+    last = {label: [curve[-1][1] for curve in by_label[label]] for label in labels}
+    for label in labels:
+        row[label] = mean_std(last[label])
+        if label != base:
+            row[f"{label} - {base}"] = mean_std([v - b for v, b in zip(last[label], last[base])])
+    return row
+
+
+def axis_cell(value) -> str:
+    """A table's first cell: a step, a token count (with thousands separators) or a label."""
+    return f"{value:,}" if isinstance(value, int) and value >= 10_000 else str(value)
+
+
 def format_table(rows: list[dict]) -> str:
-    keys = [k for k in rows[0] if k != "step"]
-    lines = ["| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    axis, *keys = rows[0]
+    lines = [f"| {axis} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for row in rows:
-        lines.append(f"| {row['step']} | " + " | ".join(f"{m:+.4f} ± {s:.4f}" if " - " in k else f"{m:.4f} ± {s:.4f}"
-                                                       for k, (m, s) in ((k, row[k]) for k in keys)) + " |")
+        cells = (f"{row[k][0]:+.4f} ± {row[k][1]:.4f}" if " - " in k else f"{row[k][0]:.4f} ± {row[k][1]:.4f}"
+                 for k in keys)
+        lines.append(f"| {axis_cell(row[axis])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -137,14 +180,21 @@ def plot_curves(arms: dict, title: str, path: Path, key: str = "curves",
                 ylabel: str = "validation loss (nats/char)") -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    axis, curves = comparison_axis(arms, key)
+    end_label = "end of run: each run's last evaluation (mean)"
     for label, arm in arms.items():
-        steps = common_steps(arm[key])[1:]  # skip step 0 (the untrained ~ln V) to keep the scale readable
-        values = torch.tensor([[dict(curve)[step] for step in steps] for curve in arm[key]])
+        steps = common_steps(curves[label])[1:]  # skip step 0 (the untrained ~ln V) to keep the scale readable
+        values = torch.tensor([[dict(curve)[step] for step in steps] for curve in curves[label]])
         mean = values.mean(0)
-        ax.plot(steps, mean, marker="o", label=f"{label} ({arm['params']:,} params)")
+        line, = ax.plot(steps, mean, marker="o", label=f"{label} ({arm['params']:,} params)")
         if len(values) > 1:
             ax.fill_between(steps, values.min(0).values, values.max(0).values, alpha=0.2)
-    ax.set_xlabel("step")
+        ends = [curve[-1] for curve in curves[label]]
+        if any(step != steps[-1] for step, _ in ends):  # runs the clock stopped elsewhere: their mean final evaluation
+            ax.plot([steps[-1], statistics.fmean(s for s, _ in ends)], [mean[-1], statistics.fmean(v for _, v in ends)],
+                    linestyle="--", marker="s", markevery=[1], color=line.get_color(), label=end_label)
+            end_label = None  # one legend entry for every arm's
+    ax.set_xlabel({"step": "step", "tokens": "training tokens"}[axis])
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -171,7 +221,7 @@ def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds:
             "device": str(device), "date": datetime.now(timezone.utc).date().isoformat(), "torch": torch.__version__,
             "model_config": model.to_dict(), "train_config": tc.record(),
             "arms": {label: {"overrides": a["overrides"], "params": a["params"], "precision": a["precision"],
-                             "compiled": a["compiled"],
+                             "compiled": a["compiled"], "tokens_per_step": a["tokens_per_step"],
                              "tokens_per_sec": mean_std(a["tokens_per_sec"]),
                              "best_val": mean_std(a["best_val"]), "curves": a["curves"]} for label, a in arms.items()},
             "table": summarise(arms), **extra}
@@ -204,7 +254,7 @@ def run_parsed(name: str, title: str, arms: dict[str, dict], args, extra_fn=None
     record = experiment_record(name, args, model, tc, seeds, results, extra)
     record["elapsed_s"] = round(time.perf_counter() - started, 1)
     print(f"\n{title} — val loss, mean ± std over {seeds} seed(s), preset {args.preset}")
-    print(format_table(record["table"]))
+    print(format_table(record["table"] + list(filter(None, [end_of_run(record["arms"])]))))
     for label, arm in record["arms"].items():
         tps = arm["tokens_per_sec"]
         print(f"{label}: {arm['params']:,} params, {tps[0]:,.0f} ± {tps[1]:,.0f} training tokens/s")

@@ -32,7 +32,9 @@ def test_the_llama_cpp_section_says_when_a_row_ran_without_llamas_extra_buffer_t
 
 def test_an_ab_table_gives_every_arm_its_difference_to_the_first_and_no_size_where_arms_resize(monkeypatch):
     """experiments/ab.py with three arms of other widths: one column per arm, one paired difference per variant
-    (matching its row of the results file), and no single model size in the title."""
+    (matching its row of the results file), no single model size in the title, and where the clock stopped a run
+    between evaluations, a last row pairing each run's final one; arms of other batch shapes, at equal tokens, each
+    with its own steps."""
     record = json.loads((ROOT / "results" / "cpu_lr.json").read_text())
     base = record["arms"]["lr 1e-3"]
     record["arms"] = {"6x128": {**base, "overrides": {}}, "4x160": {**base, "overrides": {"n_layer": 4, "n_embd": 160}},
@@ -42,9 +44,23 @@ def test_an_ab_table_gives_every_arm_its_difference_to_the_first_and_no_size_whe
     text = report.ab_detail("cpu_width", record, list(record["arms"]), "wide")
     assert "| step | 6x128 | 4x160 | 3x184 | 4x160 − 6x128 | 3x184 − 6x128 |" in text
     assert "| 100 | 2.0000 ± 0.1000 | 2.5000 ± 0.1000 | 1.5000 ± 0.1000 | +0.5000 ± 0.0100 | -0.5000 ± 0.0200 |" in text
-    assert "ModernGPT, 4800 steps" in text and "6L×128" not in text
+    assert "ModernGPT, 4800 steps" in text and "6L×128" not in text and "end of run" not in text
+    cut = [curve[:-1] + [[4774, curve[-1][1] + 0.5]] for curve in base["curves"]]  # the clock stopped it 26 steps early
+    record["arms"]["3x184"] = {**record["arms"]["3x184"], "curves": cut}
+    text = report.ab_detail("cpu_width", record, list(record["arms"]), "wide")
+    assert text.split("\n\n")[1].splitlines()[-1].startswith(
+        "| end of run (steps 4774–4800) | 1.4745 ± 0.0063 | 1.4745 ± 0.0063 | 1.9745 ± 0.0063 | +0.0000 ± 0.0000 | "
+        "+0.5000 ± 0.0000 |")
     record["arms"], record["table"] = {"6x128": base, "lr": {**base, "overrides": {"lr": 2e-3}}}, []
     assert "ModernGPT 6L×128, 4800 steps" in report.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
+    record["arms"] = {"batch 32": {**base, "tokens_per_step": 2048},
+                      "batch 16": {**base, "overrides": {"batch_size": 16, "max_steps": 9600}, "tokens_per_step": 1024}}
+    record["table"] = [{"tokens": 9_830_400, "batch 32": [1.5, 0.01], "batch 16": [1.4, 0.01],
+                        "batch 16 - batch 32": [-0.1, 0.01]}]
+    text = report.ab_detail("cpu_batch", record, list(record["arms"]), "batch")
+    assert "| tokens | batch 32 | batch 16 | batch 16 − batch 32 |" in text and "| 9,830,400 | 1.5000" in text
+    assert "- batch 16: 9600 steps of 1,024 tokens, " in text and "- batch 32: 4800 steps of 2,048 tokens, " in text
+    assert "ModernGPT 6L×128, AMD" in text  # no single step count in the title
 
 
 def test_the_readmes_project_structure_names_every_module_and_script():

@@ -56,15 +56,39 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
 
 def test_arms_stopped_at_steps_of_their_own_are_compared_where_all_were_evaluated(tmp_path):
     """--max-time (or early stopping) ends runs at steps of their own: the table and the figure use the steps every
-    seed of every arm reached, instead of pairing values of different steps or failing on ragged curves."""
-    from abtest import plot_curves, summarise
+    seed of every arm reached, instead of pairing values of different steps or failing on ragged curves, and a last
+    row pairs each run's final evaluation (none where every run ended at the last common step)."""
+    from abtest import end_of_run, plot_curves, summarise
     arms = {"a": {"curves": [[(0, 4.0), (10, 3.0), (20, 2.0)], [(0, 4.2), (10, 3.2), (17, 2.5)]], "params": 1},
             "b": {"curves": [[(0, 4.0), (10, 2.5), (20, 1.5)], [(0, 4.2), (10, 2.9), (20, 1.9)]], "params": 1}}
     table = summarise(arms)
     assert [row["step"] for row in table] == [0, 10]
     assert table[1]["b - a"] == pytest.approx((-0.4, 0.1414213), abs=1e-6)
+    end = end_of_run(arms)  # each run's last evaluation, paired by seed: (1.5 - 2.0, 1.9 - 2.5)
+    assert end["step"] == "end of run (steps 17–20)" and end["a"] == pytest.approx((2.25, 0.3535534), abs=1e-6)
+    assert end["b - a"] == pytest.approx((-0.55, 0.0707107), abs=1e-6)
+    assert end_of_run({label: {"curves": [c[:2] for c in arm["curves"]]} for label, arm in arms.items()}) is None
     plot_curves(arms, "ragged", tmp_path / "ragged.png")
     assert (tmp_path / "ragged.png").exists()
+
+
+def test_arms_of_other_batch_shapes_are_compared_at_equal_training_tokens(tmp_path):
+    """At equal steps a batch twice as large has read twice the text: arms that differ in tokens per step are
+    paired at the tokens they have trained on, in the table, the end-of-run row and the figure."""
+    from abtest import end_of_run, format_table, plot_curves, summarise
+    arms = {"batch 32": {"curves": [[(0, 4.0), (10, 3.0), (20, 2.0)]] * 2, "params": 1, "tokens_per_step": 200},
+            "batch 16": {"curves": [[(0, 4.0), (20, 2.9), (40, 1.9)], [(0, 4.0), (20, 3.1), (38, 2.3)]], "params": 1,
+                         "tokens_per_step": 100}}
+    table = summarise(arms)
+    assert [row["tokens"] for row in table] == [0, 2000]  # step 10 of batch 32 is step 20 of batch 16
+    assert table[1]["batch 16 - batch 32"] == pytest.approx((0.0, 0.1414213), abs=1e-6)
+    end = end_of_run(arms)
+    assert end["tokens"] == "end of run (tokens 3800–4000)" and end["batch 16 - batch 32"][0] == pytest.approx(0.1)
+    assert format_table(table).splitlines()[0] == "| tokens | batch 32 | batch 16 | batch 16 - batch 32 |"
+    same = {label: {**arm, "tokens_per_step": 100} for label, arm in arms.items()}
+    assert [row["step"] for row in summarise(same)] == [0, 20]
+    plot_curves(arms, "batch", tmp_path / "batch.png")
+    assert (tmp_path / "batch.png").exists()
 
 
 def test_swap4_kvcache_times_both_modes_and_checks_greedy_identity(tmp_path):
