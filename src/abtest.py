@@ -65,8 +65,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def arm_configs(model: GPTConfig, tc: TrainConfig, label: str, overrides: dict) -> tuple[GPTConfig, TrainConfig]:
     """An arm's model and training configs: its overrides laid over the experiment's and checked, so that run_arms
-    refuses a bad value in the last arm before the first one trains (the UserError names the arm)."""
+    refuses a bad value in the last arm before the first one trains (the UserError names the arm). An arm of
+    another batch size is evaluated on the experiment's batches (the evaluation draws batch_size windows per batch):
+    on other windows of the text its val loss would differ by more than some of the effects measured."""
     model_fields = set(GPTConfig.__dataclass_fields__)
+    if "batch_size" in overrides and not tc.eval_batch_size:  # evaluated on the experiment's windows, not its own
+        overrides = {"eval_batch_size": tc.batch_size, **overrides}
     try:
         arm_model = replace(model, **{k: v for k, v in overrides.items() if k in model_fields})
         arm_train = replace(tc, **{k: v for k, v in overrides.items() if k not in model_fields})

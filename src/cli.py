@@ -48,6 +48,7 @@ TRAIN_FLAGS = {
     "grad_clip": (float, "clip the gradient norm to this (0 = off)"),
     "eval_interval": (int, "evaluate every N steps"),
     "eval_iters": (int, "batches per split in each evaluation"),
+    "eval_batch_size": (int, "windows per evaluation batch (0 = --batch-size)"),
     "patience": (int, "stop after N evaluations without improvement (0 = off)"),
     "max_time": (float, "stop after this many seconds of wall clock, a last evaluation included (0 = no limit)"),
     "seed": (int, "random seed (init, data order, dropout)"),

@@ -70,6 +70,7 @@ class TrainConfig:
     grad_clip: float = 0.0        # 0 = off
     eval_interval: int = 500
     eval_iters: int = 200
+    eval_batch_size: int = 0      # windows per evaluation batch; 0 = batch_size (an A/B of batch sizes fixes one)
     patience: int = 0             # evaluations without improvement before stopping; 0 = never stop early
     max_time: float = 0.0         # seconds of wall clock, the last evaluation included, before stopping; 0 = no limit
     seed: int = 1337
@@ -87,7 +88,8 @@ class TrainConfig:
         """Every field's type and range, named as its flag: a UserError on the first bad one."""
         flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
         for name, low, high in (("max_steps", 1, 10**9), ("batch_size", 1, 2**20), ("grad_accum", 1, 2**16),
-                                ("eval_interval", 1, 10**9), ("eval_iters", 1, 10**6), ("warmup_steps", 0, 10**9),
+                                ("eval_interval", 1, 10**9), ("eval_iters", 1, 10**6), ("eval_batch_size", 0, 2**20),
+                                ("warmup_steps", 0, 10**9),
                                 ("patience", 0, 10**6), ("sample_tokens", 0, 10**6)):
             check_int(getattr(self, name), flag(name), low, high)
         check_float(self.lr, "--lr", above=0.0)
@@ -362,7 +364,9 @@ class Trainer:
             # The inductor sums the embedding's gradient with parallel atomic adds, in an order that changes from run
             # to run; in deterministic mode it keeps PyTorch's ordered kernel, so a seed gives one loss curve.
             torch.use_deterministic_algorithms(True, warn_only=True)
-            self.train_model = torch_compile(self.model)
+            # Static shapes: after a run of another batch shape in this process (an A/B of batch sizes), torch.compile
+            # would otherwise switch to a dynamic-shape graph, whose other kernels change a seed's loss curve.
+            self.train_model = torch_compile(self.model, dynamic=False)
         if self.d.world > 1:
             ddp_device = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.train_model, device_ids=ddp_device)
@@ -456,7 +460,7 @@ class Trainer:
         """Train and val loss on the fixed evaluation batches, and the lr of the step just taken. Its duration is
         kept: --max-time sets that much aside for the run's last evaluation."""
         tc, block, step, started = self.tc, self.config.block_size, self.progress.step, self.elapsed()
-        args = (block, tc.batch_size, tc.eval_iters)
+        args = (block, tc.eval_batch_size or tc.batch_size, tc.eval_iters)
         train_loss = estimate_loss(self.model, self.data.train, *args, EVAL_SEEDS[0], self.device, self.dtype, self.d)
         val_loss = estimate_loss(self.model, self.data.val, *args, EVAL_SEEDS[1], self.device, self.dtype, self.d)
         self.eval_seconds = self.elapsed() - started

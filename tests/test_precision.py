@@ -242,22 +242,28 @@ def test_compiled_bf16_model_computes_the_loss_and_gradients_of_the_fp32_model()
 @pytest.mark.multithreaded
 def test_a_compiled_training_run_repeats_its_loss_curve_exactly_and_follows_eager(tmp_path, small_text):
     """Same seed, same curve, compiled too: without deterministic mode the inductor's parallel atomic adds for the
-    embedding's gradient made two identical compiled runs drift apart within thirty steps. And the compiled step
-    trains the same model as the eager one, dropout on: both draw the same masks (dropout.py), so the curves
+    embedding's gradient made two identical compiled runs drift apart within thirty steps; and a run of another
+    batch size between them (an A/B of batch sizes in one process) would turn torch.compile to one dynamic-shape
+    graph for every later shape, whose other kernels changed a seed's curve at the recipe's size; the trainer
+    compiles one static graph per shape (the graphs counted: a tiny model's curves agree either way). And the compiled
+    step trains the same model as the eager one, dropout on: both draw the same masks (dropout.py), so the curves
     agree to rounding. Deterministic mode, on for a compiled run's steps, is off again when train() returns."""
     import json
     from conftest import tiny_train_config
     from trainer import train
+    from torch._dynamo.utils import counters
     torch.use_deterministic_algorithms(False)
-    curves = []
-    for run, compile in (("a", "on"), ("b", "on"), ("eager", "off")):
+    curves, graphs = [], counters["stats"]["unique_graphs"]
+    runs = (("a", "on", 8), ("batch 4", "on", 4), ("batch 6", "on", 6), ("b", "on", 8), ("eager", "off", 8))
+    for run, compile, batch_size in runs:
         summary = train(tiny_model_config(pos="rope", norm="rmsnorm", ffn="swiglu", dropout=0.1, n_layer=1),
-                        tiny_train_config(tmp_path / run, small_text, compile=compile, max_steps=30, eval_interval=30),
-                        log=lambda *_: None)
+                        tiny_train_config(tmp_path / run, small_text, compile=compile, max_steps=30, eval_interval=30,
+                                          batch_size=batch_size), log=lambda *_: None)
         assert summary["compiled"] == (compile == "on") and not torch.are_deterministic_algorithms_enabled()
         curves.append(json.loads((tmp_path / run / "history.json").read_text())["train_loss"])
-    assert curves[0] == curves[1]
-    assert max(abs(a - b) for a, b in zip(curves[0], curves[2])) < 1e-4
+    assert counters["stats"]["unique_graphs"] - graphs == 3  # batch 8, 4 and 6; run b reused a's
+    assert curves[0] == curves[3]
+    assert max(abs(a - b) for a, b in zip(curves[0], curves[4])) < 1e-4
 
 
 @pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on CPU needs a C++ compiler")

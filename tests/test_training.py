@@ -368,3 +368,17 @@ def test_a_cpu_trainer_reuses_the_memory_a_step_frees(tmp_path, small_text, monk
     mapped_apart, kept = zip(*(map(int, run_script("-c", ALLOCATE_AND_FREE, mode).stdout.split())
                                for mode in ("default", "kept")))
     assert mapped_apart == (16, 0) and kept[1] >= 8, (mapped_apart, kept)
+
+
+def test_the_evaluation_batch_size_picks_the_windows_a_run_is_evaluated_on(tmp_path, small_text):
+    """The evaluation draws batch_size windows per batch, so a run of another batch size is evaluated on other text;
+    --eval-batch-size gives it the windows of the batch size named. Step 0 (the same initial weights for one seed)
+    shows it exactly."""
+    def first_val(name: str, **overrides) -> float:
+        train(tiny_model_config(), tiny_train_config(tmp_path / name, small_text, max_steps=1, eval_interval=1,
+                                                     **overrides), log=lambda *_: None)
+        return json.loads((tmp_path / name / "history.json").read_text())["evals"][0]["val_loss"]
+
+    eight = first_val("batch8", batch_size=8)
+    assert first_val("batch4-eval8", batch_size=4, eval_batch_size=8) == eight
+    assert first_val("batch4", batch_size=4) != eight
