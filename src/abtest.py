@@ -67,7 +67,7 @@ def arm_configs(model: GPTConfig, tc: TrainConfig, label: str, overrides: dict) 
     """An arm's model and training configs: its overrides laid over the experiment's and checked, so that run_arms
     refuses a bad value in the last arm before the first one trains (the UserError names the arm). An arm of
     another batch size is evaluated on the experiment's batches (the evaluation draws batch_size windows per batch):
-    on other windows of the text its val loss would differ by more than some of the effects measured."""
+    on windows of its own, part of its difference in val loss would be a difference of text."""
     model_fields = set(GPTConfig.__dataclass_fields__)
     if "batch_size" in overrides and not tc.eval_batch_size:  # evaluated on the experiment's windows, not its own
         overrides = {"eval_batch_size": tc.batch_size, **overrides}

@@ -76,7 +76,9 @@ def test_arms_of_other_batch_shapes_are_compared_at_equal_training_tokens(tmp_pa
     """At equal steps a batch twice as large has read twice the text: arms that differ in tokens per step are
     paired at the tokens they have trained on, in the table, the end-of-run row and the figure; and an arm of another
     batch size is evaluated on the experiment's windows."""
-    from abtest import end_of_run, format_table, plot_curves, summarise
+    from abtest import arm_configs, end_of_run, format_table, plot_curves, summarise
+    from conftest import tiny_model_config
+    from trainer import TrainConfig
     arms = {"batch 32": {"curves": [[(0, 4.0), (10, 3.0), (20, 2.0)]] * 2, "params": 1, "tokens_per_step": 200},
             "batch 16": {"curves": [[(0, 4.0), (20, 2.9), (40, 1.9)], [(0, 4.0), (20, 3.1), (38, 2.3)]], "params": 1,
                          "tokens_per_step": 100}}
@@ -86,9 +88,6 @@ def test_arms_of_other_batch_shapes_are_compared_at_equal_training_tokens(tmp_pa
     end = end_of_run(arms)
     assert end["tokens"] == "end of run (tokens 3800–4000)" and end["batch 16 - batch 32"][0] == pytest.approx(0.1)
     assert format_table(table).splitlines()[0] == "| tokens | batch 32 | batch 16 | batch 16 - batch 32 |"
-    from abtest import arm_configs
-    from conftest import tiny_model_config
-    from trainer import TrainConfig
     model, tc = tiny_model_config(), TrainConfig(batch_size=32)
     assert arm_configs(model, tc, "batch 16", {"batch_size": 16})[1].eval_batch_size == 32  # the experiment's windows
     assert arm_configs(model, tc, "lr", {"lr": 1e-3})[1].eval_batch_size == 0  # the default: its own batch size
