@@ -225,6 +225,9 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
                        '--arm "dropout 0.1:dropout=0.1"'),
     "recipe_muon": ("cpu_muon", "Muon vs AdamW, in the recipe's ten minutes",
                     'python -u experiments/ab.py cpu_muon --preset cpu --arm "adamw:" --arm "muon:optimizer=muon"'),
+    "recipe_batch": ("cpu_batch", "Batch 16 for twice the steps vs the preset's batch 32, at equal training tokens",
+                     'python -u experiments/ab.py cpu_batch --preset cpu --arm "batch 32:" '
+                     '--arm "batch 16:batch_size=16,max_steps=9600,eval_interval=2400"'),
 }
 
 
@@ -692,6 +695,8 @@ FIGURE_CAPTIONS = {
     "cpu_lr.png": "the CPU recipe at its learning rate of 1e-3 vs 2e-3 — `experiments/ab.py cpu_lr`",
     "cpu_dropout.png": "the CPU recipe without dropout vs with dropout 0.1 — `experiments/ab.py cpu_dropout`",
     "cpu_muon.png": "the CPU recipe with AdamW vs Muon for the hidden matrices — `experiments/ab.py cpu_muon`",
+    "cpu_batch.png": "the CPU recipe at batch 32 vs batch 16 for twice the steps, against training tokens — "
+                     "`experiments/ab.py cpu_batch`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
                      "`experiments/ab.py cpu_width`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",
