@@ -228,6 +228,9 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
     "recipe_batch": ("cpu_batch", "Batch 16 for twice the steps vs the preset's batch 32, at equal training tokens",
                      'python -u experiments/ab.py cpu_batch --preset cpu --arm "batch 32:" '
                      '--arm "batch 16:batch_size=16,max_steps=9600,eval_interval=2400"'),
+    "recipe_decay": ("cpu_decay", "A decay over the last 40% of the run vs the preset's last 20%",
+                     'python -u experiments/ab.py cpu_decay --preset cpu --arm "decay 20%:" '
+                     '--arm "decay 40%:decay_fraction=0.4"'),
 }
 
 
@@ -697,6 +700,8 @@ FIGURE_CAPTIONS = {
     "cpu_muon.png": "the CPU recipe with AdamW vs Muon for the hidden matrices — `experiments/ab.py cpu_muon`",
     "cpu_batch.png": "the CPU recipe at batch 32 vs batch 16 for twice the steps, against training tokens — "
                      "`experiments/ab.py cpu_batch`",
+    "cpu_decay.png": "the CPU recipe with its learning rate decayed over the last 20% vs the last 40% of the run — "
+                     "`experiments/ab.py cpu_decay`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
                      "`experiments/ab.py cpu_width`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",
