@@ -231,6 +231,9 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
     "recipe_decay": ("cpu_decay", "A decay over the last 40% of the run vs the preset's last 20%",
                      'python -u experiments/ab.py cpu_decay --preset cpu --arm "decay 20%:" '
                      '--arm "decay 40%:decay_fraction=0.4"'),
+    "recipe_heads": ("cpu_heads", "2 attention heads of 64 dimensions vs the preset's 4 of 32",
+                     'python -u experiments/ab.py cpu_heads --preset cpu --arm "4 heads of 32:" '
+                     '--arm "2 heads of 64:n_head=2"'),
 }
 
 
@@ -702,6 +705,8 @@ FIGURE_CAPTIONS = {
                      "`experiments/ab.py cpu_batch`",
     "cpu_decay.png": "the CPU recipe with its learning rate decayed over the last 20% vs the last 40% of the run — "
                      "`experiments/ab.py cpu_decay`",
+    "cpu_heads.png": "the CPU recipe's 4 attention heads of 32 dimensions vs 2 heads of 64 — "
+                     "`experiments/ab.py cpu_heads`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
                      "`experiments/ab.py cpu_width`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",
