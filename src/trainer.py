@@ -89,8 +89,7 @@ class TrainConfig:
         flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
         for name, low, high in (("max_steps", 1, 10**9), ("batch_size", 1, 2**20), ("grad_accum", 1, 2**16),
                                 ("eval_interval", 1, 10**9), ("eval_iters", 1, 10**6), ("eval_batch_size", 0, 2**20),
-                                ("warmup_steps", 0, 10**9),
-                                ("patience", 0, 10**6), ("sample_tokens", 0, 10**6)):
+                                ("warmup_steps", 0, 10**9), ("patience", 0, 10**6), ("sample_tokens", 0, 10**6)):
             check_int(getattr(self, name), flag(name), low, high)
         check_float(self.lr, "--lr", above=0.0)
         check_float(self.min_lr, "--min-lr", minimum=0.0)
