@@ -6,6 +6,7 @@ says what is noise), writing results/<name>.json and images/<name>.png.
     python -u experiments/ab.py heads --base modern --arm "4 heads:n_head=4" --arm "8 heads:n_head=8"
     python -u experiments/ab.py wd --arm "wd 0.01:weight_decay=0.01" --arm "wd 0.3:weight_decay=0.3" --seeds 5
     python -u experiments/ab.py batch --arm "batch 64:" --arm "batch 32:batch_size=32,max_steps=4000"
+    python -u experiments/ab.py compiled --base vanilla --arm "eager:compile=off" --arm "compiled:compile=on"
     python experiments/ab.py lr --arm "lr=1e-3" --arm "lr=3e-3" --replot     # redraw the figure only
 
 An arm is `LABEL:FIELD=VALUE,FIELD=VALUE`, or only the changes (the label is then the changes themselves); the
@@ -28,6 +29,7 @@ from model import CONFIGS, GPTConfig  # noqa: E402
 # compares them in bits per character)
 NOT_ARM_FIELDS = {"seed", "device", "data", "out_dir", "sample_tokens", "tokenizer"}
 ARM_FIELDS = {name: typ for name, (typ, _) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items() if name not in NOT_ARM_FIELDS}
+ARM_FIELDS["compile"] = str  # --compile has a flag of its own (cli.py); an arm may set auto, on or off
 WRITTEN_BY = "experiments/ab.py"
 
 

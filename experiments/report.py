@@ -199,8 +199,9 @@ def ab_detail(name: str, r: dict, arms: list[str], title: str, model: str = "Mod
         mode = {True: ", compiled", False: ", eager"}.get(a.get("compiled", {}).get("enabled"), "")
         steps = a.get("overrides", {}).get("max_steps", r["train_config"]["max_steps"])
         run = f"{steps} steps of {a['tokens_per_step']:,} tokens, " if axis == "tokens" or restepped else ""
+        clock = f", {a['elapsed_s'][0]:,.0f} ± {a['elapsed_s'][1]:,.0f} s a run" if "elapsed_s" in a else ""
         lines.append(f"- {label}: {run}{a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
-                     f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}, best val {fmt(a['best_val'])}")
+                     f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}{clock}, best val {fmt(a['best_val'])}")
     if "equal_wall_clock" in r:
         e, arm = r["equal_wall_clock"], variants[0]
         lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "
@@ -234,6 +235,9 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
     "recipe_heads": ("cpu_heads", "2 attention heads of 64 dimensions vs the preset's 4 of 32",
                      'python -u experiments/ab.py cpu_heads --preset cpu --arm "4 heads of 32:" '
                      '--arm "2 heads of 64:n_head=2"'),
+    "vanilla_compile": ("cpu_vanilla_compile", "The vanilla GPT's training step compiled vs eager (what auto picks)",
+                        'python -u experiments/ab.py cpu_vanilla_compile --base vanilla --preset cpu '
+                        '--arm "eager:" --arm "compiled:compile=on"'),
 }
 
 
@@ -243,7 +247,7 @@ def recipe_ab_test(block: str) -> str:
     r = load(name)
     if r is None:
         return missing(name, command)
-    return ab_detail(name, r, list(r["arms"]), title)
+    return ab_detail(name, r, list(r["arms"]), title, {"vanilla": "vanilla GPT"}.get(r.get("base"), "ModernGPT"))
 
 
 def whole_swap() -> str:
@@ -707,6 +711,8 @@ FIGURE_CAPTIONS = {
                      "`experiments/ab.py cpu_decay`",
     "cpu_heads.png": "the CPU recipe's 4 attention heads of 32 dimensions vs 2 heads of 64 — "
                      "`experiments/ab.py cpu_heads`",
+    "cpu_vanilla_compile.png": "the vanilla GPT on the CPU recipe, eager (what `--compile auto` picks) vs compiled — "
+                               "`experiments/ab.py cpu_vanilla_compile`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
                      "`experiments/ab.py cpu_width`",
     "swap9_decay.png": "weight decay on every weight vs on the matrices only, on the CPU recipe — `experiments/swap9_decay.py`",

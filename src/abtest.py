@@ -226,7 +226,7 @@ def experiment_record(name: str, args, model: GPTConfig, tc: TrainConfig, seeds:
             "model_config": model.to_dict(), "train_config": tc.record(),
             "arms": {label: {"overrides": a["overrides"], "params": a["params"], "precision": a["precision"],
                              "compiled": a["compiled"], "tokens_per_step": a["tokens_per_step"],
-                             "tokens_per_sec": mean_std(a["tokens_per_sec"]),
+                             "tokens_per_sec": mean_std(a["tokens_per_sec"]), "elapsed_s": mean_std(a["elapsed_s"]),
                              "best_val": mean_std(a["best_val"]), "curves": a["curves"]} for label, a in arms.items()},
             "table": summarise(arms), **extra}
 

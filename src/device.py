@@ -251,13 +251,13 @@ def resolve_compile(requested: str, device: torch.device, max_steps: int, world:
     What compiling buys on a CPU: the inductor fuses chains of element-wise ops into generated loops, where eager
     PyTorch makes a pass over the activations per op. The modern components are such chains on a CPU (`fusible`:
     RMSNorm, RoPE's rotation, SwiGLU's gate); GPT-2's LayerNorm and ReLU are single eager kernels already, and the
-    vanilla model's fp32 step measured slower compiled than eager (the benchmark's rows). Compiling costs a warm-up (tens of seconds on a 2-core CPU)
-    before the first step, and the warm-up runs on the clock of a run with a time limit. So `auto` compiles a
-    single-process CPU run of at least COMPILE_MIN_STEPS steps (and, if it has a `max_time`, of at least
-    COMPILE_MIN_SECONDS) of a model with fusible components, where a C++ compiler is found; tests, the demo, short
-    or time-boxed experiments and the vanilla model stay eager. training/benchmark.py times the default step
-    against the eager one (DEVLOG section 5).
-    CUDA and MPS stay eager under auto until a run there measures it, and so do multi-process (torchrun) runs.
+    vanilla model gained nothing compiled (the benchmark's rows; an A/B of its `--preset cpu` run, DEVLOG section 5).
+    Compiling costs a warm-up (tens of seconds on a 2-core CPU) before the first step, and the warm-up runs on the
+    clock of a run with a time limit. So `auto` compiles a single-process CPU run of at least COMPILE_MIN_STEPS
+    steps (and, if it has a `max_time`, of at least COMPILE_MIN_SECONDS) of a model with fusible components, where
+    a C++ compiler is found; tests, the demo, short or time-boxed experiments and the vanilla model stay eager.
+    training/benchmark.py times the default step against the eager one (DEVLOG section 5). CUDA and MPS stay eager
+    under auto until a run there measures it, and so do multi-process (torchrun) runs.
     """
     requested = (requested or "auto").lower()
     if requested not in ("auto", "on", "off"):

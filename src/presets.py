@@ -5,8 +5,9 @@ explicitly still win. A preset may also name `fp32_values`: the training scripts
 the run will train in fp32 on a CPU (one without native bf16 under `--dtype auto`, or any under `--dtype fp32`).
 Each step there costs more than a bf16 step on a CPU with native bf16, so a wall-clock budget buys fewer steps,
 and a smaller model then reaches a lower loss than the preset's own (the recipe search measured both on an
-AVX2-only CPU). GPUs and MPS keep the preset's own values: their fp32 steps were not measured. Every script takes
-its presets from here, by name:
+AVX2-only CPU). GPUs and MPS keep the preset's own values: their fp32 steps were not measured. The WSD presets'
+min_lr is read only where a flag or an A/B arm switches them to `--schedule cosine`: WSD decays to zero. Every
+script takes its presets from here, by name:
 - training/train.py, train_modern.py: `cpu`, `demo` (what `src/generate.py --demo` trains on a fresh clone)
 - training/train_bpe.py: `bpe-cpu`
 - experiments/swap*.py (the A/B harness, src/abtest.py): `ab-reference` (default), `ab-cpu`

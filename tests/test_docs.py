@@ -33,8 +33,8 @@ def test_the_llama_cpp_section_says_when_a_row_ran_without_llamas_extra_buffer_t
 def test_an_ab_table_gives_every_arm_its_difference_to_the_first_and_no_size_where_arms_resize(monkeypatch):
     """experiments/ab.py with three arms of other widths: one column per arm, one paired difference per variant
     (matching its row of the results file), no single model size in the title, and where the clock stopped a run
-    between evaluations, a last row pairing each run's final one; arms of other batch shapes, at equal tokens, each
-    with its own steps."""
+    between evaluations, a last row pairing each run's final one; each arm's wall clock where the record keeps it;
+    arms of other batch shapes, at equal tokens, each with its own steps."""
     record = json.loads((ROOT / "results" / "cpu_lr.json").read_text())
     base = record["arms"]["lr 1e-3"]
     record["arms"] = {"6x128": {**base, "overrides": {}}, "4x160": {**base, "overrides": {"n_layer": 4, "n_embd": 160}},
@@ -53,6 +53,9 @@ def test_an_ab_table_gives_every_arm_its_difference_to_the_first_and_no_size_whe
         "+0.5000 ± 0.0000 |")
     record["arms"], record["table"] = {"6x128": base, "lr": {**base, "overrides": {"lr": 2e-3}}}, []
     assert "ModernGPT 6L×128, 4800 steps" in report.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
+    record["arms"]["lr"]["elapsed_s"] = [471.4, 6.2]  # records written since each arm's wall clock was kept
+    text = report.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
+    assert "training tokens/s, compiled, 471 ± 6 s a run, best val" in text and text.count("s a run") == 1
     record["arms"] = {"batch 32": {**base, "tokens_per_step": 2048},
                       "batch 16": {**base, "overrides": {"batch_size": 16, "max_steps": 9600}, "tokens_per_step": 1024}}
     record["table"] = [{"tokens": 9_830_400, "batch 32": [1.5, 0.01], "batch 16": [1.4, 0.01],

@@ -40,11 +40,13 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
     record = json.loads((tmp_path / "r" / "lr.json").read_text())
     assert record["arms"]["fast"]["overrides"] == {"lr": 3e-3, "n_layer": 2} and record["arms"]["lr=1e-3"]["overrides"] == {"lr": 1e-3}
     assert record["arms"]["fast"]["params"] < record["arms"]["lr=1e-3"]["params"]  # one layer fewer, really trained
+    assert all(arm["elapsed_s"][0] > 0 for arm in record["arms"].values())  # each arm's wall clock, mean ± std
     assert "fast - lr=1e-3" in record["table"][-1] and (tmp_path / "i" / "lr.png").stat().st_size > 10_000
     ab = load_script(ROOT / "experiments" / "ab.py")
     # a bad arm is refused before any arm trains; the project's own records are never replaced
     for arms, needle in ((["--arm", "a:", "--arm", "b:n_head=5"], "arm 'b': n_embd (128) must be divisible by n_head (5)"),
                          (["--arm", "a:", "--arm", "b:tokenizer=bpe:512"], "compare_tokenizers.py"),
+                         (["--arm", "a:", "--arm", "b:compile=always"], "arm 'b': --compile must be one of"),
                          (["--arm", "lr=1e-3"], "at least two arms")):
         assert_user_error(run_main(ROOT / "experiments" / "ab.py", "other", *arms, *flags), needle)
     assert not (tmp_path / "runs" / "other").exists()
@@ -52,6 +54,7 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
     assert_user_error(run_main(ROOT / "experiments" / "ab.py", "mine", "--arm", "a:", "--arm", "b:lr=1", *flags),
                       "holds results this script did not write")
     assert ab.parse_arm("bpe arm:lr=1e-3, warmup-steps=5") == ("bpe arm", {"lr": 1e-3, "warmup_steps": 5})
+    assert ab.parse_arm("compiled:compile=on") == ("compiled", {"compile": "on"})
 
 
 def test_arms_stopped_at_steps_of_their_own_are_compared_where_all_were_evaluated(tmp_path):
