@@ -260,8 +260,9 @@ def run_parsed(name: str, title: str, arms: dict[str, dict], args, extra_fn=None
     print(f"\n{title} — val loss, mean ± std over {seeds} seed(s), preset {args.preset}")
     print(format_table(record["table"] + list(filter(None, [end_of_run(record["arms"])]))))
     for label, arm in record["arms"].items():
-        tps = arm["tokens_per_sec"]
-        print(f"{label}: {arm['params']:,} params, {tps[0]:,.0f} ± {tps[1]:,.0f} training tokens/s")
+        tps, clock = arm["tokens_per_sec"], arm["elapsed_s"]
+        print(f"{label}: {arm['params']:,} params, {tps[0]:,.0f} ± {tps[1]:,.0f} training tokens/s, "
+              f"{clock[0]:,.0f} ± {clock[1]:,.0f} s a run")
     atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
     plot_record(name, title, record, args.images_dir)
     print(f"wrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'}")
