@@ -238,6 +238,9 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
     "recipe_heads8": ("cpu_heads8", "8 attention heads of 16 dimensions vs the preset's 4 of 32",
                       'python -u experiments/ab.py cpu_heads8 --preset cpu --arm "4 heads of 32:" '
                       '--arm "8 heads of 16:n_head=8"'),
+    "recipe_warmup": ("cpu_warmup", "No warmup and 400 warmup steps vs the preset's 100",
+                      'python -u experiments/ab.py cpu_warmup --preset cpu --arm "warmup 100:" '
+                      '--arm "no warmup:warmup_steps=0" --arm "warmup 400:warmup_steps=400"'),
     "vanilla_compile": ("cpu_vanilla_compile", "The vanilla GPT's training step compiled vs eager (what auto picks)",
                         'python -u experiments/ab.py cpu_vanilla_compile --base vanilla --preset cpu '
                         '--arm "eager:" --arm "compiled:compile=on"'),
@@ -716,6 +719,7 @@ FIGURE_CAPTIONS = {
                      "`experiments/ab.py cpu_heads`",
     "cpu_heads8.png": "the CPU recipe's 4 attention heads of 32 dimensions vs 8 heads of 16 — "
                       "`experiments/ab.py cpu_heads8`",
+    "cpu_warmup.png": "the CPU recipe's 100 warmup steps vs none and vs 400 — `experiments/ab.py cpu_warmup`",
     "cpu_vanilla_compile.png": "the vanilla GPT on the CPU recipe, eager (what `--compile auto` picks) vs compiled — "
                                "`experiments/ab.py cpu_vanilla_compile`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
