@@ -12,6 +12,7 @@ last checkpoint. Each phase is the same script a local user runs, in a process o
 from __future__ import annotations
 
 import importlib.util
+import json
 import shlex
 import subprocess
 import sys
@@ -20,9 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from cli import write_run_results  # noqa: E402
+from cli import RUN_DEFAULTS, parse_training_args, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, one_line, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
+from model import GPTConfig  # noqa: E402
+from presets import PRESETS  # noqa: E402
+from trainer import changed_settings  # noqa: E402
 
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_DIR = DRIVE_MOUNT / "MyDrive" / "tinyllm"
@@ -82,6 +86,23 @@ def phase_state(run_dir: Path) -> str:
     return "interrupted" if (run_dir / "last" / "config.json").exists() else "new"
 
 
+def differences_from(run_dir: Path, phase: str, argv: list[str]) -> str:
+    """What the finished run in `run_dir` trained differently from what `argv` asks this phase to train ("" where
+    nothing differs): a finished phase is skipped, so a run of other settings (a shortened first try, another
+    --train-args) must not pass for the one asked for."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        saved_model, saved_train = GPTConfig.from_dict(summary["model_config"]).to_dict(), summary["train_config"]
+    except (OSError, ValueError, KeyError, TypeError, UserError) as err:
+        raise UserError(f"[{phase}] {run_dir / 'summary.json'} is unreadable ({one_line(err)[:120]}); move "
+                        f"{run_dir} away to train this phase again") from None
+    model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=False)
+    now = model_config.to_dict()
+    model = [f"{name}: {saved_model[name]} -> {now[name]}" for name in now
+             if name != "vocab_size" and saved_model[name] != now[name]]  # the vocabulary comes from the tokenizer
+    return ", ".join(filter(None, [*model, changed_settings(saved_train, train_config)]))
+
+
 def run_script(phase: str, script: str, argv: list[str]) -> None:
     """One phase is the repo's own script in a process of its own, as a user would run it."""
     print(f"[{phase}] {script} {' '.join(argv)}", flush=True)
@@ -94,11 +115,15 @@ def run_script(phase: str, script: str, argv: list[str]) -> None:
 def run_training_phase(phase: str, root: Path, args) -> None:
     run_dir = root / "checkpoints" / phase
     state = phase_state(run_dir)
-    if state == "done":
-        print(f"[{phase}] done already ({run_dir / 'summary.json'}); skipping", flush=True)
-        return
     argv = ["--out-dir", str(run_dir), "--device", args.device, *shlex.split(args.train_args)]
     argv += ["--preset", CPU_PRESETS[phase]] if args.preset else []
+    if state == "done":
+        differences = differences_from(run_dir, phase, argv)
+        if differences:
+            raise UserError(f"[{phase}] {run_dir} holds a finished run of other settings ({differences}); run with "
+                            "the settings it had, or move that folder away to train this phase again")
+        print(f"[{phase}] done already ({run_dir / 'summary.json'}); skipping", flush=True)
+        return
     argv += ["--resume"] if state == "interrupted" else ["--overwrite"]  # "new": nothing there can be resumed
     print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}", flush=True)
     run_script(phase, f"training/{TRAINING_PHASES[phase]}.py", argv)

@@ -91,13 +91,14 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
 
 
 def parse_training_args(argv, description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
-                        presets: tuple[str, ...] = ()):
-    """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated."""
+                        presets: tuple[str, ...] = (), announce: bool = True):
+    """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated. announce=False: the
+    preset's fp32 values are not announced (a caller that only asks what a run would train, and trains nothing)."""
     args = vars(build_parser(description, model_defaults, train_defaults, presets).parse_args(argv))
     preset = args.pop("preset")
     given = {k: v for k, v in args.items() if v is not None}
     model_config, train_config = apply_preset(preset, model_defaults, train_defaults,
-                                              fp32=uses_fp32_values(preset, given, train_defaults))
+                                              fp32=uses_fp32_values(preset, given, train_defaults, announce))
     model_names = {f.name for f in fields(GPTConfig)}
     try:
         model_config = replace(model_config, **{k: v for k, v in given.items() if k in model_names})
@@ -111,10 +112,10 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
     return model_config, train_config
 
 
-def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig) -> bool:
+def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig, announce: bool = True) -> bool:
     """Whether `preset` comes with its fp32 values: it has some, and the run will train in fp32 (what --dtype
-    auto picks for the device, or what --dtype asks for) on a CPU. Says so, with the reason, on rank 0. A resumed
-    run takes them where it began with them, so the same flags resume it on another machine or --dtype."""
+    auto picks for the device, or what --dtype asks for) on a CPU. Says so (announce), with the reason, on rank 0.
+    A resumed run takes them where it began with them, so the same flags resume it on another machine or --dtype."""
     if preset is None or not PRESETS[preset].fp32_values:
         return False
     began = resumed_run_record(given, train_defaults)
@@ -129,7 +130,7 @@ def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfi
             return False
         why = f"it trains in fp32 here ({precision.reason})"
     values = " ".join(f"{k}={v}" for k, v in PRESETS[preset].fp32_values.items() if k not in given)
-    if values and os.environ.get("RANK", "0") == "0":  # a value a flag overrides goes unmentioned
+    if announce and values and os.environ.get("RANK", "0") == "0":  # a value a flag overrides goes unmentioned
         print(f"--preset {preset}: {why}, so with its fp32 values: {values}", flush=True)
     return True
 

@@ -1,4 +1,5 @@
-"""The all-in-one Colab script at a tiny size: every phase runs, and after a kill it skips and resumes."""
+"""The all-in-one Colab script at a tiny size: every phase runs, and after a kill it skips what finished (with the
+settings asked for) and resumes the rest."""
 import json
 import os
 import signal
@@ -52,6 +53,17 @@ def test_all_phases_run_and_a_killed_run_resumes(tmp_path, small_text):
     assert json.loads((drive / "results" / "train_modern.json").read_text())["steps"] == 80
     assert (drive / "images" / "losses.png").exists() and (drive / "images" / f"{benchmark}.png").exists()
     assert "device: cpu (" in out and "; training dtype: " in out and " (auto: this CPU has " in out
+
+    # a finished phase of other settings (a shortened first try) is not skipped as if it were the run asked for
+    from common import UserError
+    colab_script = load_script(ROOT / "colab" / "train_colab.py")
+    longer = colab(tmp_path, small_text, "vanilla")[2:]
+    longer[longer.index("--train-args") + 1] += " --max-steps 120 --n-layer 3"
+    finished = (drive / "checkpoints" / "vanilla" / "summary.json").read_bytes()
+    with pytest.raises(UserError, match=r"^\[vanilla\] .*vanilla holds a finished run of other settings \(n_layer: 2 -> 3, "
+                                        r"max_steps: 80 -> 120\); run with the settings it had, or move that folder"):
+        colab_script.main(longer)
+    assert (drive / "checkpoints" / "vanilla" / "summary.json").read_bytes() == finished
 
 
 def test_outside_colab_without_google_installed_the_repo_is_the_storage(monkeypatch):
