@@ -24,9 +24,8 @@ sys.path.insert(0, str(REPO / "src"))
 from cli import RUN_DEFAULTS, parse_training_args, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, one_line, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
-from model import GPTConfig  # noqa: E402
 from presets import PRESETS  # noqa: E402
-from trainer import changed_settings  # noqa: E402
+from trainer import changed_settings, model_differences  # noqa: E402
 
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_DIR = DRIVE_MOUNT / "MyDrive" / "tinyllm"
@@ -90,17 +89,17 @@ def differences_from(run_dir: Path, phase: str, argv: list[str]) -> str:
     """What the finished run in `run_dir` trained differently from what `argv` asks this phase to train ("" where
     nothing differs): a finished phase is skipped, so a run of other settings (a shortened first try, another
     --train-args) must not pass for the one asked for."""
+    model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=False)
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
-        saved_model, saved_train = GPTConfig.from_dict(summary["model_config"]).to_dict(), summary["train_config"]
+        model = model_differences(summary["model_config"], model_config)
+        saved_train = summary["train_config"]
     except (OSError, ValueError, KeyError, TypeError, UserError) as err:
         raise UserError(f"[{phase}] {run_dir / 'summary.json'} is unreadable ({one_line(err)[:120]}); move "
                         f"{run_dir} away to train this phase again") from None
-    model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=False)
-    now = model_config.to_dict()
-    model = [f"{name}: {saved_model[name]} -> {now[name]}" for name in now
-             if name != "vocab_size" and saved_model[name] != now[name]]  # the vocabulary comes from the tokenizer
-    return ", ".join(filter(None, [*model, changed_settings(saved_train, train_config)]))
+    model.pop("vocab_size", None)  # the tokenizer sets it when the run starts
+    shown = [f"{name}: {saved} -> {now}" for name, (saved, now) in model.items()]
+    return ", ".join(filter(None, [*shown, changed_settings(saved_train, train_config)]))
 
 
 def run_script(phase: str, script: str, argv: list[str]) -> None:

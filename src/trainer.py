@@ -244,9 +244,14 @@ def prepare_data(tc: TrainConfig, block_size: int, device, tokenizer_spec: dict 
     return Data(tokenizer, train_ids.to(device), val_ids.to(device), chars_per_val_token)
 
 
+def model_differences(saved: dict, model_config: GPTConfig) -> dict:
+    """{field: (saved value, this run's value)} for every model config field where a saved config differs."""
+    return {k: (v, getattr(model_config, k)) for k, v in GPTConfig.from_dict(saved).to_dict().items()
+            if getattr(model_config, k) != v}
+
+
 def check_resume_matches(record: dict, model_config: GPTConfig) -> None:
-    saved = GPTConfig.from_dict(record["model"])
-    diff = {k: (v, getattr(model_config, k)) for k, v in saved.to_dict().items() if getattr(model_config, k) != v}
+    diff = model_differences(record["model"], model_config)
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in diff.items())
         raise UserError(f"--resume: the checkpoint's model config does not match this run ({shown}); "
