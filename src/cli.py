@@ -78,7 +78,8 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
     for flags, defaults in ((MODEL_FLAGS, model_defaults), (TRAIN_FLAGS, train_defaults)):
         for name, (typ, text) in flags.items():
             shown = repo_relative(defaults.out_dir) if name == "out_dir" else getattr(defaults, name)
-            parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=f"{text} (default: {shown})")
+            help_text = text if shown is None else f"{text} (default: {shown})"  # None: the text says what happens
+            parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=help_text)
     parser.add_argument("--compile", nargs="?", const="on", choices=("auto", "on", "off"), default=None,
                         help="torch.compile the training step; --compile alone is 'on' (default: auto: compiled for "
                              f"single-process CPU runs of {COMPILE_MIN_STEPS}+ steps of a model with RMSNorm, RoPE or "

@@ -230,6 +230,7 @@ def test_a_preset_takes_its_fp32_values_only_where_the_run_trains_in_fp32_on_a_c
 def test_help_shows_defaults():
     result = run_main(TRAIN, "--help")
     assert result.returncode == 0 and "(default: 5000)" in result.stdout and "presets:" in result.stdout
+    assert "(default: None)" not in result.stdout  # --data: its text says what happens without it
     colab = run_main(ROOT / "colab" / "train_colab.py", "--help")  # an empty default is no default to show
     assert colab.returncode == 0 and "(default: )" not in colab.stdout and "(default: auto)" in colab.stdout
 
@@ -298,5 +299,6 @@ def test_output_cut_short_by_its_reader_is_not_a_crash():
     process = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "report.py"), "--show", "benchmark"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()
-    stderr = process.stderr.read().decode()
+    with process.stderr:
+        stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 1 and "Traceback" not in stderr, stderr
