@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from abtest import (build_parser, configs_from_args, experiment_record, mean_std, plot_record, replot,  # noqa: E402
-                    run_arms)
+from abtest import (build_parser, configs_from_args, experiment_record, hours_on_cpu_note, mean_std,  # noqa: E402
+                    plot_record, replot, run_arms)
 from common import REPO_ROOT, atomic_write_json, run_cli  # noqa: E402
 from model import GPTConfig  # noqa: E402
 from tokenizer import TiktokenTokenizer, bpe_vocab_size  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv=None):
         if name != "char" and bpe_vocab_size(name) is None:
             TiktokenTokenizer(name)
     arms = {name: {"tokenizer": name} for name in args.tokenizers}
-    results = run_arms(NAME, arms, model, tc, seeds, args.runs_dir)
+    results = run_arms(NAME, arms, model, tc, seeds, args.runs_dir, note=hours_on_cpu_note(args))
     record = experiment_record(NAME, args, model, tc, seeds, results, {})
     train_tokens = tc.max_steps * tc.batch_size * tc.grad_accum * model.block_size
     for label, arm in record["arms"].items():

@@ -24,7 +24,7 @@ from common import REPO_ROOT, ArgumentParser, UserError, add_output_folders, ato
 from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
-from presets import apply_preset, describe
+from presets import apply_preset, cpu_preset_note, describe
 from trainer import TrainConfig, train
 
 AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default; *-reference presets run one seed
@@ -80,14 +80,23 @@ def arm_configs(model: GPTConfig, tc: TrainConfig, label: str, overrides: dict) 
     return arm_model, arm_train
 
 
+def hours_on_cpu_note(args) -> str | None:
+    """The line for an experiment at a *-reference preset's sizes on a CPU, where it takes hours (presets.py)."""
+    return cpu_preset_note(args.preset, pick_device(args.device).type) if args.max_steps is None else None
+
+
 def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir,
-             first_seed: int = 0) -> dict:
-    """Train every arm for seeds first_seed .. first_seed + seeds - 1; returns the per-arm curves, params, tokens/s."""
+             first_seed: int = 0, note: str | None = None) -> dict:
+    """Train every arm for seeds first_seed .. first_seed + seeds - 1; returns the per-arm curves, params, tokens/s.
+    `note`: printed once every arm is checked, before the first one trains (a bad arm prints nothing)."""
     configs = {label: arm_configs(model, tc, label, overrides) for label, overrides in arms.items()}  # all checked
+    if note:
+        print(note, flush=True)
     out = {label: {"overrides": overrides, "curves": [], "bpc_curves": [], "tokens_per_sec": [], "params": None,
                    "best_val": [], "best_bpc": [], "elapsed_s": [],
                    "tokens_per_step": configs[label][1].batch_size * configs[label][1].grad_accum
                    * configs[label][0].block_size} for label, overrides in arms.items()}
+    runs, done, started = seeds * len(configs), 0, time.perf_counter()
     for seed in range(first_seed, first_seed + seeds):
         for label, (arm_model, arm_train) in configs.items():
             run_dir = Path(runs_dir) / name / re.sub(r"[^\w.-]+", "_", label) / f"seed{seed}"  # a portable folder name
@@ -106,7 +115,10 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
             arm["precision"] = {"dtype": summary["dtype"], "reason": summary["dtype_reason"]}
             arm["compiled"] = {"enabled": summary["compiled"], "reason": summary["compile_reason"]}
             arm["vocab_size"], arm["chars_per_token"] = summary["vocab_size"], summary["chars_per_val_token"]
-            print(f"    best val {summary['best_val_loss']:.4f}, {summary['tokens_per_sec']:,.0f} tok/s", flush=True)
+            done += 1
+            eta = (time.perf_counter() - started) / done * (runs - done)  # the runs so far set the pace
+            print(f"    best val {summary['best_val_loss']:.4f}, {summary['tokens_per_sec']:,.0f} tok/s | "
+                  f"run {done}/{runs}, ETA {eta:.0f}s", flush=True)
     return out
 
 
@@ -253,7 +265,7 @@ def run_parsed(name: str, title: str, arms: dict[str, dict], args, extra_fn=None
         return replot(name, title, args)
     model, tc, seeds = configs_from_args(args, base=base)
     started = time.perf_counter()
-    results = run_arms(name, arms, model, tc, seeds, args.runs_dir)
+    results = run_arms(name, arms, model, tc, seeds, args.runs_dir, note=hours_on_cpu_note(args))
     extra = extra_fn(args, model, tc, seeds, results) if extra_fn else {}
     record = experiment_record(name, args, model, tc, seeds, results, extra)
     record["elapsed_s"] = round(time.perf_counter() - started, 1)

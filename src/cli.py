@@ -17,7 +17,7 @@ from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_json, repo
 from device import COMPILE_MIN_STEPS, pick_device, resolve_dtype
 from engine import generate_text, sample_prompt
 from model import GPTConfig
-from presets import PRESETS, apply_preset, describe, takes_fp32_values
+from presets import PRESETS, apply_preset, cpu_preset_note, describe, takes_fp32_values
 from trainer import TrainConfig, train
 
 # field -> (type, help); the flag is --field-with-dashes. MODEL_FLAGS set GPTConfig fields, TRAIN_FLAGS TrainConfig's.
@@ -110,6 +110,10 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
     if "out_dir" not in given:  # the default run folder lives in the repo, wherever the script is started from
         train_config = replace(train_config, out_dir=str(repo_path(train_config.out_dir)))
     train_config.validate()
+    sized = {"n_layer", "n_head", "n_embd", "block_size", "max_steps", "max_time", "resume"} & given.keys()
+    note = None if sized or not announce else cpu_preset_note(preset, pick_device(train_config.device).type, presets)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(note, flush=True)
     return model_config, train_config
 
 

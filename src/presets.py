@@ -88,6 +88,23 @@ def apply_preset(name: str | None, model_config: GPTConfig, train_config, fp32: 
             replace(train_config, **{k: v for k, v in values.items() if k not in MODEL_FIELDS}))
 
 
+def cpu_preset_note(preset: str | None, device_type: str, offered: tuple[str, ...] = ()) -> str | None:
+    """The one line for a run at a GPU's sizes (no preset: the training scripts' defaults, the original project's;
+    or a *-reference preset) on a CPU, where it trains for hours: which preset is sized for a CPU. None elsewhere.
+    `offered`: the script's presets, where the one for a CPU is found when no preset is given."""
+    if device_type != "cpu":
+        return None
+    if preset is None:
+        sizes, alternative = "the default sizes", next((name for name in offered if name.endswith("cpu")), None)
+    elif preset.endswith("-reference"):
+        sizes, alternative = f"--preset {preset}'s sizes", preset.removesuffix("-reference") + "-cpu"
+    else:
+        return None
+    if alternative not in PRESETS:
+        return None
+    return f"note: {sizes}, meant for a GPU, take hours on a CPU; --preset {alternative} is sized for one"
+
+
 def describe(names) -> str:
     """The presets' lines for a --help epilog."""
     def settings(values: dict) -> str:

@@ -302,3 +302,23 @@ def test_output_cut_short_by_its_reader_is_not_a_crash():
     with process.stderr:
         stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 1 and "Traceback" not in stderr, stderr
+
+
+def test_a_run_at_a_gpus_sizes_on_a_cpu_names_the_preset_sized_for_one(capsys):
+    """The training scripts' defaults (the original project's sizes) and the *-reference presets train for hours
+    on a CPU: one line says so before anything starts, and names the preset for a CPU. Nothing is said where the
+    user chose a preset or sizes, nor on a GPU."""
+    from cli import RUN_DEFAULTS, parse_training_args
+    from presets import cpu_preset_note
+
+    model, train = RUN_DEFAULTS["modern"]
+    for argv, note in ((["--device", "cpu"], "--preset cpu is sized for one"), (["--device", "cpu", "--preset", "demo"], None),
+                       (["--device", "cpu", "--n-layer", "2"], None), (["--device", "cpu", "--max-steps", "50"], None)):
+        parse_training_args(argv, "x", model, train, ("cpu", "demo"))
+        out = capsys.readouterr().out
+        assert (note in out and "take hours on a CPU" in out) if note else "take hours" not in out, (argv, out)
+    assert "--preset bpe-cpu" in cpu_preset_note(None, "cpu", ("bpe-cpu",))
+    assert "--preset ab-cpu is sized" in cpu_preset_note("ab-reference", "cpu")
+    assert "--preset tokenizers-cpu is sized" in cpu_preset_note("tokenizers-reference", "cpu")
+    assert cpu_preset_note("ab-reference", "cuda") is None and cpu_preset_note("ab-cpu", "cpu") is None
+    assert cpu_preset_note(None, "mps", ("cpu",)) is None

@@ -1,9 +1,11 @@
 """Smoke tests of the experiment scripts at a tiny size: they run end to end and write their JSON and PNG."""
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
+from common import UserError
 from conftest import ROOT, assert_user_error, load_script, run_main, run_script
 
 TINY = ["--preset", "ab-cpu", "--seeds", "2", "--max-steps", "6", "--eval-interval", "3", "--eval-iters", "2",
@@ -41,6 +43,9 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
     assert record["arms"]["fast"]["overrides"] == {"lr": 3e-3, "n_layer": 2} and record["arms"]["lr=1e-3"]["overrides"] == {"lr": 1e-3}
     assert record["arms"]["fast"]["params"] < record["arms"]["lr=1e-3"]["params"]  # one layer fewer, really trained
     assert all(arm["elapsed_s"][0] > 0 for arm in record["arms"].values())  # each arm's wall clock, mean ± std
+    progress = [line.split("| ")[-1] for line in result.stdout.splitlines() if "ETA" in line]
+    assert [p.split(",")[0] for p in progress] == ["run 1/4", "run 2/4", "run 3/4", "run 4/4"]  # 2 arms x 2 seeds
+    assert progress[-1] == "run 4/4, ETA 0s"  # nothing left after the last
     assert "fast - lr=1e-3" in record["table"][-1] and (tmp_path / "i" / "lr.png").stat().st_size > 10_000
     ab = load_script(ROOT / "experiments" / "ab.py")
     # a bad arm is refused before any arm trains; the project's own records are never replaced
@@ -249,3 +254,26 @@ def test_a_llama_cpp_crash_is_reported_and_measured_again_without_extra_buffer_t
     monkeypatch.setattr(check, "LLAMA_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(UserError, match="died of SIGSEGV on m.gguf even with its extra buffer types off"):
         check.run_llama_cpp({"path": "m.gguf"})
+
+
+def test_an_experiment_at_a_gpus_sizes_on_a_cpu_says_so_once_its_arms_are_checked(tmp_path, small_text, monkeypatch,
+                                                                                   capsys):
+    """A *-reference preset on a CPU takes hours: the line naming the preset sized for a CPU comes once the arms are
+    checked (a bad arm prints nothing at all), before the first run trains."""
+    import abtest
+    from presets import PRESETS
+
+    monkeypatch.setitem(PRESETS, "ab-reference", PRESETS["ab-cpu"])  # the reference's name, a tiny size
+    args = abtest.swap_parser("t").parse_args(["--device", "cpu", "--seeds", "1", "--eval-iters", "1", "--data",
+                                               str(small_text), "--runs-dir", str(tmp_path)])
+    model, tc, seeds = abtest.configs_from_args(args)
+    tc = replace(tc, max_steps=2, eval_interval=2)
+    with pytest.raises(UserError):
+        abtest.run_arms("t", {"a": {}, "b": {"n_head": 5}}, model, tc, seeds, tmp_path, note=abtest.hours_on_cpu_note(args))
+    assert capsys.readouterr().out == ""
+    abtest.run_arms("t", {"a": {}, "b": {"lr": 2e-3}}, model, tc, seeds, tmp_path, note=abtest.hours_on_cpu_note(args))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("note: --preset ab-reference's sizes, meant for a GPU, take hours on a CPU; --preset ab-cpu is "
+                      "sized for one") and out[1].startswith("--- t: a, seed 0 ---")
+    args.max_steps = 100  # a shortened run at that size is the user's choice
+    assert abtest.hours_on_cpu_note(args) is None
