@@ -244,6 +244,9 @@ RECIPE_AB_TESTS = {  # report block: (results file of experiments/ab.py, title, 
     "recipe_clip": ("cpu_clip", "Gradient clipping at norm 1.0 vs the preset's none",
                     'python -u experiments/ab.py cpu_clip --preset cpu --arm "no clipping:" '
                     '--arm "clip 1.0:grad_clip=1.0"'),
+    "recipe_relu2": ("cpu_relu2", "ReLU² (modded-nanogpt's feed-forward) vs the preset's SwiGLU",
+                     'python -u experiments/ab.py cpu_relu2 --preset cpu --arm "SwiGLU:" '
+                     '--arm "ReLU squared:ffn=relu2"'),
     "vanilla_compile": ("cpu_vanilla_compile", "The vanilla GPT's training step compiled vs eager (what auto picks)",
                         'python -u experiments/ab.py cpu_vanilla_compile --base vanilla --preset cpu '
                         '--arm "eager:" --arm "compiled:compile=on"'),
@@ -724,6 +727,7 @@ FIGURE_CAPTIONS = {
                       "`experiments/ab.py cpu_heads8`",
     "cpu_warmup.png": "the CPU recipe's 100 warmup steps vs none and vs 400 — `experiments/ab.py cpu_warmup`",
     "cpu_clip.png": "the CPU recipe without gradient clipping vs clipped at norm 1.0 — `experiments/ab.py cpu_clip`",
+    "cpu_relu2.png": "the CPU recipe with SwiGLU vs ReLU² feed-forward layers — `experiments/ab.py cpu_relu2`",
     "cpu_vanilla_compile.png": "the vanilla GPT on the CPU recipe, eager (what `--compile auto` picks) vs compiled — "
                                "`experiments/ab.py cpu_vanilla_compile`",
     "cpu_width.png": "the CPU recipe's 6 layers × 128 vs 4 × 160 and 3 × 184, about the same parameters — "
