@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "src"))
 from cli import RUN_DEFAULTS, parse_training_args, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, one_line, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
-from presets import PRESETS  # noqa: E402
+from presets import PRESETS, cpu_preset_note  # noqa: E402
 from trainer import changed_settings, model_differences  # noqa: E402
 
 DRIVE_MOUNT = Path("/content/drive")
@@ -154,8 +154,9 @@ def main(argv=None) -> None:
     precision = resolve_dtype("auto", device)
     print(f"device: {device} ({describe_hardware(device)}); training dtype: {precision.dtype} ({precision.reason}); "
           f"storage: {root}{' (Google Drive)' if root == DRIVE_DIR else ''}", flush=True)
-    if args.preset is None and device.type == "cpu":
-        print("no GPU: the reference sizes take hours here; --preset cpu runs everything in minutes", flush=True)
+    note = cpu_preset_note(args.preset, device.type, ("cpu",))  # the reference sizes on a CPU: hours
+    if note:
+        print(note, flush=True)
     for phase in [p for p in PHASES if p in args.phases]:
         if phase in TRAINING_PHASES:
             run_training_phase(phase, root, args)

@@ -91,10 +91,16 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
     return parser
 
 
+def first_rank() -> bool:
+    """torchrun starts one process per rank, each running the script: only the first prints what all would."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def parse_training_args(argv, description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
                         presets: tuple[str, ...] = (), announce: bool = True):
-    """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated. announce=False: the
-    preset's fp32 values are not announced (a caller that only asks what a run would train, and trains nothing)."""
+    """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated. Announces (on the first
+    rank) a preset's fp32 values where it takes them, and a run at a GPU's sizes on a CPU; announce=False: prints
+    nothing (a caller that only asks what a run would train, and trains nothing)."""
     args = vars(build_parser(description, model_defaults, train_defaults, presets).parse_args(argv))
     preset = args.pop("preset")
     given = {k: v for k, v in args.items() if v is not None}
@@ -110,9 +116,10 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
     if "out_dir" not in given:  # the default run folder lives in the repo, wherever the script is started from
         train_config = replace(train_config, out_dir=str(repo_path(train_config.out_dir)))
     train_config.validate()
-    sized = {"n_layer", "n_head", "n_embd", "block_size", "max_steps", "max_time", "resume"} & given.keys()
-    note = None if sized or not announce else cpu_preset_note(preset, pick_device(train_config.device).type, presets)
-    if note and os.environ.get("RANK", "0") == "0":
+    # flags by which the user sized this run (or continues one): then the note would tell nothing new
+    chosen = {"n_layer", "n_head", "n_embd", "block_size", "max_steps", "max_time", "resume"} & given.keys()
+    note = None if chosen or not announce else cpu_preset_note(preset, pick_device(train_config.device).type, presets)
+    if note and first_rank():
         print(note, flush=True)
     return model_config, train_config
 
@@ -135,7 +142,7 @@ def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfi
             return False
         why = f"it trains in fp32 here ({precision.reason})"
     values = " ".join(f"{k}={v}" for k, v in PRESETS[preset].fp32_values.items() if k not in given)
-    if announce and values and os.environ.get("RANK", "0") == "0":  # a value a flag overrides goes unmentioned
+    if announce and values and first_rank():  # a value a flag overrides goes unmentioned
         print(f"--preset {preset}: {why}, so with its fp32 values: {values}", flush=True)
     return True
 
@@ -187,7 +194,7 @@ def training_main(description: str, run: str, presets: tuple[str, ...], argv=Non
     if before_training is not None:
         before_training(model_config, train_config)
     summary = train(model_config, train_config)
-    if os.environ.get("RANK", "0") == "0":
+    if first_rank():
         print(f"best val loss {summary['best_val_loss']:.4f} ({summary['best_val_bpc']:.3f} bits/char) at step "
               f"{summary['best_step']}; {summary['tokens_per_sec']:,.0f} tokens/s; {summary['elapsed_s']:.0f}s")
         print_sample(train_config.out_dir, train_config.sample_tokens, train_config.device)
