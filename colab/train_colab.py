@@ -111,6 +111,14 @@ def run_script(phase: str, script: str, argv: list[str]) -> None:
                         "resume from there")
 
 
+def results_name(phase: str, preset: str | None) -> str:
+    """A phase's results file: train_<phase> with --preset cpu, train_<phase>-reference at the reference sizes (the
+    name a local GPU run with --out-dir checkpoints/<phase>-reference writes), so that copying a Colab results/
+    into the repo does not overwrite the committed CPU-preset records, train_<phase>.json. The run folder keeps the
+    phase's name either way, so a run begun before this naming still resumes."""
+    return f"train_{phase}" + ("" if preset else "-reference")
+
+
 def run_training_phase(phase: str, root: Path, args) -> None:
     run_dir = root / "checkpoints" / phase
     state = phase_state(run_dir)
@@ -126,7 +134,7 @@ def run_training_phase(phase: str, root: Path, args) -> None:
     argv += ["--resume"] if state == "interrupted" else ["--overwrite"]  # "new": nothing there can be resumed
     print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}", flush=True)
     run_script(phase, f"training/{TRAINING_PHASES[phase]}.py", argv)
-    print(f"[{phase}] results: {write_run_results(run_dir, root / 'results')}", flush=True)
+    print(f"[{phase}] results: {write_run_results(run_dir, root / 'results', results_name(phase, args.preset))}", flush=True)
 
 
 def run_benchmarks(root: Path, args) -> None:

@@ -168,9 +168,9 @@ def print_sample(out_dir, tokens: int, device: str) -> None:
     print(generate_text(model, prompt, tokens, temperature=SAMPLE["temperature"], seed=SAMPLE["seed"]))
 
 
-def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
-    """results/train_<run>.json: the run's summary, its evaluations and a seeded sample from its best
-    checkpoint, so the docs can quote a run without anyone typing its numbers."""
+def write_run_results(out_dir, results_dir=REPO_ROOT / "results", name: str | None = None) -> Path:
+    """results/train_<run>.json (or <name>.json): the run's summary, its evaluations and a seeded sample from its
+    best checkpoint, so the docs can quote a run without anyone typing its numbers."""
     out_dir = Path(out_dir).resolve()
     try:
         summary = json.loads((out_dir / "summary.json").read_text())
@@ -181,7 +181,7 @@ def write_run_results(out_dir, results_dir=REPO_ROOT / "results") -> Path:
     sample = {**SAMPLE, "prompt": sample_prompt(model.tokenizer)}
     text = generate_text(model, sample["prompt"], sample["tokens"], sample["temperature"], seed=sample["seed"])
     record = {**summary, "run_dir": repo_relative(out_dir), "evals": history["evals"], "sample": {**sample, "text": text}}
-    path = Path(results_dir) / f"train_{out_dir.name}.json"
+    path = Path(results_dir) / f"{name or f'train_{out_dir.name}'}.json"
     atomic_write_json(path, record)
     return path
 

@@ -101,3 +101,29 @@ def test_in_colab_a_mounted_drive_is_used_and_an_unmounted_one_is_a_one_line_err
         colab_script.storage_root(None)
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # the notebook's cell mounted it
     assert colab_script.storage_root(None) == tmp_path / "drive" / "MyDrive" / "tinyllm" and len(calls) == 1
+
+
+
+@pytest.mark.parametrize("preset, written", [(None, "train_vanilla-reference.json"), ("cpu", "train_vanilla.json")])
+def test_a_reference_size_phase_does_not_write_over_the_cpu_preset_record(tmp_path, monkeypatch, preset, written):
+    """results/train_vanilla.json is the committed record of the CPU preset: a Colab run at the reference sizes,
+    copied into the repo, must land beside it, under the name a local GPU run of that config writes."""
+    import types
+    colab_script = load_script(ROOT / "colab" / "train_colab.py")
+    run_dir = tmp_path / "checkpoints" / "vanilla"
+
+    def finished_run(phase, script, argv):  # what the training script leaves behind: a finished run
+        assert ("--preset" in argv) == (preset is not None) and argv[argv.index("--out-dir") + 1] == str(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text('{"steps": 7}')
+        (run_dir / "history.json").write_text('{"evals": []}')
+
+    monkeypatch.setattr(colab_script, "run_script", finished_run)
+    model = types.SimpleNamespace(tokenizer=None)  # the sample is not what this test is about
+    monkeypatch.setattr("cli.load_model", lambda folder: (model, None))
+    monkeypatch.setattr("cli.sample_prompt", lambda tokenizer: "ROMEO:")
+    monkeypatch.setattr("cli.generate_text", lambda *args, **kwargs: "ROMEO: hi")
+    args = colab_script.build_parser().parse_args(["--device", "cpu"] + (["--preset", preset] if preset else []))
+    colab_script.run_training_phase("vanilla", tmp_path, args)
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [written]
+    assert json.loads((tmp_path / "results" / written).read_text())["steps"] == 7
