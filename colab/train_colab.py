@@ -134,7 +134,8 @@ def run_training_phase(phase: str, root: Path, args) -> None:
     argv += ["--resume"] if state == "interrupted" else ["--overwrite"]  # "new": nothing there can be resumed
     print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}", flush=True)
     run_script(phase, f"training/{TRAINING_PHASES[phase]}.py", argv)
-    print(f"[{phase}] results: {write_run_results(run_dir, root / 'results', results_name(phase, args.preset))}", flush=True)
+    results = write_run_results(run_dir, root / "results", results_name(phase, args.preset))
+    print(f"[{phase}] results: {results}", flush=True)
 
 
 def run_benchmarks(root: Path, args) -> None:

@@ -103,7 +103,6 @@ def test_in_colab_a_mounted_drive_is_used_and_an_unmounted_one_is_a_one_line_err
     assert colab_script.storage_root(None) == tmp_path / "drive" / "MyDrive" / "tinyllm" and len(calls) == 1
 
 
-
 @pytest.mark.parametrize("preset, written", [(None, "train_vanilla-reference.json"), ("cpu", "train_vanilla.json")])
 def test_a_reference_size_phase_does_not_write_over_the_cpu_preset_record(tmp_path, monkeypatch, preset, written):
     """results/train_vanilla.json is the committed record of the CPU preset: a Colab run at the reference sizes,
