@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import io
 import json
 import os
 import statistics
@@ -289,8 +290,9 @@ def nanogpt_training_step(nanogpt, dtype: str, batch: int, device):
     """nanoGPT's GPT at its Shakespeare-char size and one training step of it on a fixed batch: forward under
     `dtype` autocast, backward, AdamW from its configure_optimizers (its recipe's settings). (model, step)."""
     torch.manual_seed(0)
-    model = nanogpt.GPT(nanogpt.GPTConfig(**NANOGPT)).to(device)
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type)
+    with contextlib.redirect_stdout(io.StringIO()):  # its parameter counts, again for each step built
+        model = nanogpt.GPT(nanogpt.GPTConfig(**NANOGPT)).to(device)
+        optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device.type)
     x = torch.randint(0, NANOGPT["vocab_size"], (batch, NANOGPT["block_size"]), device=device)
 
     def step():
