@@ -89,7 +89,7 @@ def differences_from(run_dir: Path, phase: str, argv: list[str]) -> str:
     """What the finished run in `run_dir` trained differently from what `argv` asks this phase to train ("" where
     nothing differs): a finished phase is skipped, so a run of other settings (a shortened first try, another
     --train-args) must not pass for the one asked for."""
-    model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=False)
+    model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=None)
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
         model = model_differences(summary["model_config"], model_config)

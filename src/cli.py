@@ -97,10 +97,10 @@ def first_rank() -> bool:
 
 
 def parse_training_args(argv, description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
-                        presets: tuple[str, ...] = (), announce: bool = True):
+                        presets: tuple[str, ...] = (), announce=print):
     """-> (GPTConfig, TrainConfig) after defaults < preset < explicit flags, all validated. Announces (on the first
-    rank) a preset's fp32 values where it takes them, and a run at a GPU's sizes on a CPU; announce=False: prints
-    nothing (a caller that only asks what a run would train, and trains nothing)."""
+    rank, by calling `announce` with the line) a preset's fp32 values where it takes them, and a run at a GPU's sizes
+    on a CPU; announce=None: says nothing (a caller that only asks what a run would train, and trains nothing)."""
     args = vars(build_parser(description, model_defaults, train_defaults, presets).parse_args(argv))
     preset = args.pop("preset")
     given = {k: v for k, v in args.items() if v is not None}
@@ -120,11 +120,11 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
     chosen = {"n_layer", "n_head", "n_embd", "block_size", "max_steps", "max_time", "resume"} & given.keys()
     note = None if chosen or not announce else cpu_preset_note(preset, pick_device(train_config.device).type, presets)
     if note and first_rank():
-        print(note, flush=True)
+        announce(note)
     return model_config, train_config
 
 
-def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig, announce: bool = True) -> bool:
+def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig, announce=print) -> bool:
     """Whether `preset` comes with its fp32 values: it has some, and the run will train in fp32 (what --dtype
     auto picks for the device, or what --dtype asks for) on a CPU. Says so (announce), with the reason, on rank 0.
     A resumed run takes them where it began with them, so the same flags resume it on another machine or --dtype."""
@@ -143,7 +143,7 @@ def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfi
         why = f"it trains in fp32 here ({precision.reason})"
     values = " ".join(f"{k}={v}" for k, v in PRESETS[preset].fp32_values.items() if k not in given)
     if announce and values and first_rank():  # a value a flag overrides goes unmentioned
-        print(f"--preset {preset}: {why}, so with its fp32 values: {values}", flush=True)
+        announce(f"--preset {preset}: {why}, so with its fp32 values: {values}")
     return True
 
 
@@ -186,14 +186,26 @@ def write_run_results(out_dir, results_dir=REPO_ROOT / "results", name: str | No
     return path
 
 
+def printing_first(announcements: list[str]):
+    """train()'s log, printing `announcements` before the trainer's first line, which it logs once the data and the
+    run folder have passed its checks: a run refused for a bad --data or --out-dir says so in its one line alone."""
+    def log(message: str) -> None:
+        while announcements:
+            print(announcements.pop(0), flush=True)
+        print(message, flush=True)
+    return log
+
+
 def training_main(description: str, run: str, presets: tuple[str, ...], argv=None, before_training=None,
                   record_results: bool = True) -> dict:
     """Parse flags over RUN_DEFAULTS[run], train, print a sample from the best checkpoint (rank 0 only). Runs
     kept under checkpoints/ also get results/train_<run>.json (record_results=False: not for throwaway runs)."""
-    model_config, train_config = parse_training_args(argv, description, *RUN_DEFAULTS[run], presets)
+    announcements = []
+    model_config, train_config = parse_training_args(argv, description, *RUN_DEFAULTS[run], presets,
+                                                     announce=announcements.append)
     if before_training is not None:
         before_training(model_config, train_config)
-    summary = train(model_config, train_config)
+    summary = train(model_config, train_config, log=printing_first(announcements))
     if first_rank():
         print(f"best val loss {summary['best_val_loss']:.4f} ({summary['best_val_bpc']:.3f} bits/char) at step "
               f"{summary['best_step']}; {summary['tokens_per_sec']:,.0f} tokens/s; {summary['elapsed_s']:.0f}s")

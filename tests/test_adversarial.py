@@ -124,6 +124,26 @@ def test_data_paths_that_are_no_file_name_the_problem(tmp_path, data, needle):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_refused_for_its_data_prints_its_error_alone_even_at_the_default_sizes(tmp_path, monkeypatch):
+    """At the default sizes on a CPU a run announces that they take hours (presets.cpu_preset_note), but only once
+    the trainer has accepted the data and the run folder: a refused run prints its one line and nothing before it."""
+    import cli
+    monkeypatch.setattr(cli, "pick_device", lambda requested: torch.device("cpu"))  # the note is for a CPU
+    user_error(TRAIN, "--data", tmp_path / "missing.txt", "--out-dir", tmp_path / "run", folders=[tmp_path],
+               needle="not found")
+
+
+def test_a_runs_announcements_come_right_before_its_first_line(tmp_path, text):
+    """What the flags' parsing decided (here: a preset's fp32 values) is printed once the run has passed its checks,
+    just before the trainer's first line."""
+    result = valid(TRAIN_MODERN, "--preset", "demo", "--dtype", "fp32", "--device", "cpu", "--n-embd", "32",
+                   "--block-size", "16", "--batch-size", "4", "--max-steps", "2", "--eval-iters", "1",
+                   "--sample-tokens", "0", "--data", text, "--out-dir", tmp_path / "run", folders=[])
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("--preset demo: it trains in fp32 here") and "fp32 values: n_layer=3" in lines[0]
+    assert lines[1].startswith("modern model, ") and "| cpu (" in lines[1], lines[:2]
+
+
 def test_an_empty_out_dir_is_refused_not_taken_as_the_working_folder(tmp_path, text, monkeypatch):
     working = tmp_path / "working"
     working.mkdir()
