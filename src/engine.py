@@ -47,9 +47,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
                 top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick the next token from (B, vocab) logits. temperature 0 = greedy; top_k keeps the k likeliest
     (clamped to the vocab); top_p keeps the smallest set whose probability reaches p (nucleus)."""
-    if temperature == 0:
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or too small to divide by in fp32: greedy either way
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # shifted so that the largest is 0 before dividing: a tiny temperature then sends the others to -inf, where
+    # unshifted logits would overflow to +-inf and softmax would return NaN
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -110,6 +110,15 @@ def test_sampling_filters():
     assert sample_next(logits, 0.0).item() == 3
 
 
+@pytest.mark.parametrize("temperature", [1e-30, 2e-38, 1e-300, 5e-324])
+def test_a_tiny_temperature_samples_the_likeliest_token(temperature):
+    """logits / 1e-300 overflow to +-inf, and softmax of +inf is NaN: a tiny temperature is greedy, not a crash."""
+    logits = torch.tensor([[0.5, -2.0, 3.0, 2.9], [7.0, -7.0, 1.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    assert sample_next(logits, temperature, generator=gen).flatten().tolist() == [2, 0]
+    assert sample_next(logits, temperature, top_k=2, top_p=0.9, generator=gen).flatten().tolist() == [2, 0]
+
+
 @pytest.mark.parametrize("kwargs", [dict(temperature=-1), dict(temperature=float("nan")), dict(top_k=0),
                                     dict(top_p=0.0), dict(top_p=1.5)])
 def test_generate_rejects_nonsense_sampling_arguments(kwargs):
