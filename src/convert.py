@@ -364,7 +364,7 @@ def save_hf_folder(folder: Path, model: GPT, record: dict) -> list[str]:
     """Write a transformers model folder into `folder` (which exists and is empty): config.json, model.safetensors,
     generation_config.json, the tokenizer files, and tinyllm.json, our own record (config, tokenizer, training
     record), so checkpoint.load_model reads the same folder back. Returns the file names."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     c = model.config
     check_exportable(model, "hf")
     files = {"config.json": json.dumps(hf_config(c), indent=2) + "\n",
@@ -376,7 +376,8 @@ def save_hf_folder(folder: Path, model: GPT, record: dict) -> list[str]:
                                         indent=2) + "\n"}
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
-    save_file(to_hf_state(model), folder / "model.safetensors", metadata={"format": "pt"})
+    # written as bytes like every other file: safetensors' save_file (0.8) makes the file readable by its owner only
+    (folder / "model.safetensors").write_bytes(save(to_hf_state(model), metadata={"format": "pt"}))
     return sorted([*files, "model.safetensors"])
 
 

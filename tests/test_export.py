@@ -247,6 +247,17 @@ def test_bad_exports_are_one_line_and_leave_nothing(runs, tmp_path, problem):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before, "a failed export left something behind"
 
 
+def test_every_exported_file_is_as_readable_as_any_file_the_user_writes(runs):
+    """The weights too: an export is made to be shared, and safetensors' save_file writes owner-only files."""
+    import os
+    import stat
+    _, exported = runs["modern"]
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in exported.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask), modes
+
+
 def test_force_replaces_an_earlier_export(runs, tmp_path):
     run, _ = runs["vanilla"]
     for _ in range(2):
