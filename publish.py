@@ -176,8 +176,10 @@ def write_export(out: Path, folder: Path, model, record: dict, repo_id: str, url
 def check_repo_id(repo_id: str | None) -> str:
     """A Hub repo id the Hub would accept: user/name, letters, digits, '-', '_' and '.' (no '..', no spaces)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
-    if not repo_id or repo_id.count("/") != 1:
+    if not repo_id:
         raise UserError("--repo-id user/name is required (or set HF_REPO_ID)")
+    if repo_id.count("/") != 1:
+        raise UserError(f"--repo-id {repo_id!r} is not a Hub repo id; give it as user/name")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:

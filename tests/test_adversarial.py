@@ -311,7 +311,7 @@ def test_damaged_training_states_are_one_line_errors(run_copy, text, state, need
 @pytest.mark.parametrize("repo_id", ["../etc", "me/a b", "me/x\nlicense: evil", "me", "a/b/c", "me/-x"])
 def test_publish_refuses_repo_ids_the_hub_would_refuse(run, tmp_path, repo_id):
     user_error(PUBLISH, "--checkpoint", run, "--repo-id", repo_id, "--dry-run", "--out", tmp_path / "P",
-               folders=[run], needle="--repo-id")
+               folders=[run], needle=f"--repo-id {repo_id!r} is not")
     assert not (tmp_path / "P").exists()
 
 
