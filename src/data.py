@@ -37,7 +37,9 @@ def download_shakespeare(path: Path = DEFAULT_DATA) -> None:
 
 
 def load_text(path: str | Path | None = None) -> str:
-    """The training text: `path`, or data/input.txt (downloaded on first use when missing)."""
+    """The training text: `path`, or data/input.txt (downloaded on first use when missing). A file saved by a Windows
+    editor reads as the same text: a leading byte-order mark is dropped (it marks the encoding; kept, it would be a
+    token of the vocabulary and of the samples) and CRLF line ends read as newlines."""
     if path is None or Path(path).resolve() == DEFAULT_DATA.resolve():
         path = DEFAULT_DATA
         if not path.exists():
@@ -50,7 +52,7 @@ def load_text(path: str | Path | None = None) -> str:
                 "is not a regular file" if path.exists() else "not found")  # e.g. /dev/null, a pipe
         raise UserError(f"data file {path} {what}; pass --data with an existing UTF-8 text file")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise UserError(f"data file {path} is not UTF-8 text (bad byte at offset {err.start}); convert it to UTF-8") from None
     except OSError as err:

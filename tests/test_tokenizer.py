@@ -67,6 +67,13 @@ def test_load_text_errors(tmp_path):
         data.load_text(bad)
 
 
+def test_a_file_saved_on_windows_reads_as_the_same_text(tmp_path):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
+    windows = tmp_path / "windows.txt"
+    windows.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())  # byte-order mark, CRLF
+    assert data.load_text(windows) == text
+
+
 def test_missing_default_file_offline_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEFAULT_DATA", tmp_path / "input.txt")
     monkeypatch.setattr(data, "DATA_URL", "http://127.0.0.1:9/input.txt")  # nothing listens there
