@@ -331,6 +331,11 @@ class Progress:
 
 # ----------------------------------------------------------------------------- the trainer
 
+# settings a resumed run takes from its checkpoint whatever the flags say, and why
+KEPT_ON_RESUME = {"seed": "continues its checkpoint's random streams",
+                  "tokenizer": "encodes the data with its checkpoint's tokenizer, the vocabulary its model was built on"}
+
+
 class Trainer:
     """Set up by __init__ (the functions above); then `fit()`, or `train_step()` alone (the benchmark)."""
 
@@ -409,11 +414,11 @@ class Trainer:
                                  elapsed_before=state["elapsed_s"], saved_step=state["step"])
         self.log(f"resumed from {folder} at step {self.progress.step}")
         saved_settings = record.get("train_config") if isinstance(record.get("train_config"), dict) else {}
-        seed = saved_settings.get("seed")
-        if isinstance(seed, int) and seed != self.tc.seed:  # recorded as it is: the seed that drew the run so far
-            self.log(f"--seed {self.tc.seed} is not used: a resumed run continues its checkpoint's random streams "
-                     f"(seed {seed})")
-            self.tc = replace(self.tc, seed=seed)
+        for name, why in KEPT_ON_RESUME.items():  # recorded as they are: what the run so far was drawn and encoded with
+            saved, now = saved_settings.get(name), getattr(self.tc, name)
+            if isinstance(saved, type(now)) and saved != now:
+                self.log(f"--{name} {now} is not used: a resumed run {why} ({name} {saved})")
+                self.tc = replace(self.tc, **{name: saved})
         changed = changed_settings(saved_settings, self.tc)
         if changed:
             self.log(f"changed since the checkpoint: {changed}")

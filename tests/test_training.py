@@ -87,6 +87,13 @@ def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_
     trainer = Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, seed=7, resume=True),
                       log=reseeded.append)
     assert trainer.tc.seed == 0 and any(line.startswith("--seed 7 is not used") for line in reseeded)
+    # and it keeps its tokenizer: another --tokenizer is said to be unused, not claimed as changed nor recorded
+    retokenized = []
+    trainer = Trainer(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, tokenizer="bpe:300",
+                                                             resume=True), log=retokenized.append)
+    assert trainer.tc.tokenizer == "char" and trainer.tokenizer.name == "char"
+    assert any(line.startswith("--tokenizer bpe:300 is not used") for line in retokenized)
+    assert not any(line.startswith("changed since") for line in retokenized)
 
 
 def test_ctrl_c_says_which_step_last_holds_and_resume_continues_from_it(tmp_path, small_text, monkeypatch, capsys):
