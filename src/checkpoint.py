@@ -346,6 +346,8 @@ def describe_record(folder, record: dict) -> str:
 
 TRAIN_STATE_FIELDS = {"optimizer": (list, dict), "step": int, "best_val": float, "best_step": int, "bad_evals": int,
                       "history": dict, "elapsed_s": float, "data_rng": torch.Tensor, "torch_rng": list}
+# fields that checkpoints written before them lack, and the value a resume then starts from
+OPTIONAL_TRAIN_STATE_FIELDS = {"timed_tokens": 0, "timed_s": 0.0}
 
 
 def load_train_state(folder) -> dict:
@@ -378,6 +380,10 @@ def check_train_state(state, path) -> None:
         check_int(state["best_step"], "best_step", 0, state["step"])
         check_int(state["bad_evals"], "bad_evals", 0)
         check_float(state["elapsed_s"], "elapsed_s", minimum=0.0)
+        for key, default in OPTIONAL_TRAIN_STATE_FIELDS.items():
+            state.setdefault(key, default)
+        check_int(state["timed_tokens"], "timed_tokens", 0)
+        check_float(state["timed_s"], "timed_s", minimum=0.0)
         if not (math.isfinite(state["best_val"]) or state["best_val"] == math.inf):
             raise UserError(f"best_val must be finite, got {state['best_val']}")
         history = state["history"]

@@ -327,6 +327,10 @@ class Progress:
     history: dict = field(default_factory=lambda: {"evals": [], "train_loss": []})
     elapsed_before: float = 0.0  # seconds spent by earlier processes of this run
     saved_step: int = 0  # step of the last checkpoint on disk (0: none yet)
+    # the tokens of the steps timed for tokens/s and their seconds, over every process of the run: a resumed run
+    # reports the speed of the whole run, and one resumed with no step left to take keeps the speed it had
+    timed_tokens: int = 0
+    timed_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -411,7 +415,8 @@ class Trainer:
                             f"{str(err)[:120]}); start over with --overwrite or use another --out-dir") from None
         self.progress = Progress(step=state["step"], best_val=state["best_val"], best_step=state["best_step"],
                                  bad_evals=state["bad_evals"], history=state["history"],
-                                 elapsed_before=state["elapsed_s"], saved_step=state["step"])
+                                 elapsed_before=state["elapsed_s"], saved_step=state["step"],
+                                 timed_tokens=state["timed_tokens"], timed_s=state["timed_s"])
         self.log(f"resumed from {folder} at step {self.progress.step}")
         saved_settings = record.get("train_config") if isinstance(record.get("train_config"), dict) else {}
         for name, why in KEPT_ON_RESUME.items():  # recorded as they are: what the run so far was drawn and encoded with
@@ -425,6 +430,10 @@ class Trainer:
 
     def elapsed(self) -> float:
         return self.progress.elapsed_before + time.perf_counter() - self.t_start
+
+    def tokens_per_sec(self) -> float:
+        p = self.progress
+        return p.timed_tokens / p.timed_s if p.timed_s else 0.0
 
     def time_left(self) -> float:
         return fraction_of_time_left(self.elapsed(), self.eval_seconds, self.tc, self.d)
@@ -532,7 +541,8 @@ class Trainer:
             rng = gathered
         return {"optimizer": [o.state_dict() for o in self.optimizers], "scaler": self.scaler.state_dict(), "step": p.step,
                 "best_val": p.best_val, "best_step": p.best_step, "bad_evals": p.bad_evals, "history": p.history,
-                "elapsed_s": self.elapsed(), "data_rng": self.data_generator.get_state(), "torch_rng": rng,
+                "elapsed_s": self.elapsed(), "timed_tokens": p.timed_tokens, "timed_s": p.timed_s,
+                "data_rng": self.data_generator.get_state(), "torch_rng": rng,
                 "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
 
     def save(self, evaluation: dict, improved: bool, state: dict) -> None:
@@ -579,7 +589,7 @@ class Trainer:
                      f"{tc.batch_size} x {d.world} ranks x {tc.grad_accum} accum | "
                      f"{len(self.data.train):,}/{len(self.data.val):,} train/val tokens")
         tokens_per_step = eff * self.config.block_size
-        timed_steps, timed_seconds, stopped_early, time_up = 0, 0.0, False, False
+        stopped_early, time_up = False, False
         # a live bar on a terminal; in a log file (nohup, CI, Colab cells) the eval lines carry the ETA instead
         bar = tqdm(total=tc.max_steps, initial=p.step, disable=not (d.master and sys.stderr.isatty()),
                    dynamic_ncols=True, file=sys.stderr, unit="step")
@@ -588,6 +598,9 @@ class Trainer:
             evaluation = self.evaluate()  # the untrained loss, ~ln(vocab): the start of every curve
             self.log_eval(evaluation, 0.0, bar)
             self.after_eval(evaluation)
+        if p.step >= tc.max_steps and d.master:
+            self.log(f"nothing to train: the checkpoint is at step {p.step} and --max-steps is {tc.max_steps} (a "
+                     "larger --max-steps trains on)")
         steps_this_process = 0
         while p.step < tc.max_steps:
             synchronize(self.device)
@@ -600,7 +613,7 @@ class Trainer:
             synchronize(self.device)
             steps_this_process += 1
             if steps_this_process > WARMUP_STEPS_UNTIMED:
-                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + time.perf_counter() - t0
+                p.timed_tokens, p.timed_s = p.timed_tokens + tokens_per_step, p.timed_s + time.perf_counter() - t0
             if not math.isfinite(loss):
                 p.step += 1
                 raise self.diverged(f"loss is {loss}")
@@ -612,9 +625,8 @@ class Trainer:
                 torch.mps.empty_cache()  # the original project's workaround for silent MPS memory growth
             time_up = self.time_left() <= 0
             if p.step % tc.eval_interval == 0 or p.step == tc.max_steps or time_up:
-                tps = tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0
                 evaluation = self.evaluate()
-                self.log_eval(evaluation, tps, bar)
+                self.log_eval(evaluation, self.tokens_per_sec(), bar)
                 if self.after_eval(evaluation):
                     stopped_early = True
                     if d.master:
@@ -626,13 +638,12 @@ class Trainer:
                         bar.write(f"time limit: --max-time {tc.max_time:g} s used up at step {p.step}")
                     break
         bar.close()
-        summary = self.summary(tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0,
-                               stopped_early, time_up)
+        summary = self.summary(stopped_early, time_up)
         if d.master:
             atomic_write_json(self.out_dir / "summary.json", summary)
         return summary
 
-    def summary(self, tokens_per_sec: float, stopped_early: bool, time_up: bool) -> dict:
+    def summary(self, stopped_early: bool, time_up: bool) -> dict:
         p = self.progress
         last = p.history["evals"][-1]
         best = next((e for e in p.history["evals"] if e["step"] == p.best_step), last)
@@ -644,7 +655,7 @@ class Trainer:
                 "elapsed_s": round(self.elapsed(), 1), "device": str(self.device), "dtype": self.dtype,
                 "dtype_reason": self.precision.reason, "compiled": self.compiled.enabled,
                 "compile_reason": self.compiled.reason, "hardware": describe_hardware(self.device),
-                "tokens_per_sec": round(tokens_per_sec, 1), "world_size": self.d.world,
+                "tokens_per_sec": round(self.tokens_per_sec(), 1), "world_size": self.d.world,
                 "effective_batch": self.tc.batch_size * self.d.world * self.tc.grad_accum,
                 "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,
                 "chars_per_val_token": round(self.data.chars_per_val_token, 4),

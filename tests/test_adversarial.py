@@ -294,7 +294,7 @@ def test_a_checkpoint_path_that_is_a_file(run):
 
 @pytest.mark.parametrize("state, needle", [
     ({}, "damaged"), ({"step": "ten"}, "step"), ({"best_step": 99}, "best_step"), ({"torch_rng": []}, "torch_rng"),
-    ([1, 2], "list"),
+    ({"timed_s": float("nan")}, "timed_s"), ({"timed_tokens": -5}, "timed_tokens"), ([1, 2], "list"),
 ])
 def test_damaged_training_states_are_one_line_errors(run_copy, text, state, needle):
     full = torch.load(run_copy / "last" / "train_state.pt", weights_only=True)

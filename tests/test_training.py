@@ -96,6 +96,25 @@ def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_
     assert not any(line.startswith("changed since") for line in retokenized)
 
 
+def test_a_resumed_run_reports_the_speed_of_the_whole_run(tmp_path, small_text):
+    """Resuming a finished run (nothing left to train) says so and keeps its summary's tokens/s; it wrote 0 before.
+    A checkpoint saved before the timing was kept still resumes."""
+    out = tmp_path / "run"
+    first = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10), log=lambda *_: None)
+    assert first["tokens_per_sec"] > 0
+    lines = []
+    again = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10, resume=True), log=lines.append)
+    assert again["tokens_per_sec"] == first["tokens_per_sec"] and again["steps"] == 10
+    assert "nothing to train: the checkpoint is at step 10 and --max-steps is 10 (a larger --max-steps trains on)" in lines
+    state = torch.load(out / "last" / "train_state.pt", weights_only=True)
+    for key in ("timed_tokens", "timed_s"):
+        del state[key]
+    torch.save(state, out / "last" / "train_state.pt")
+    longer = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=20, resume=True),
+                   log=lambda *_: None)
+    assert longer["steps"] == 20 and longer["tokens_per_sec"] > 0
+
+
 def test_ctrl_c_says_which_step_last_holds_and_resume_continues_from_it(tmp_path, small_text, monkeypatch, capsys):
     out = tmp_path / "run"
     steps = []
