@@ -53,13 +53,25 @@ def demo_expectation() -> str:
         return "about two minutes on a laptop CPU"
 
 
-def train_demo_model() -> Path:
-    """A fresh clone has no checkpoint: train the small modern model of the `demo` preset (about two minutes)."""
-    print(f"No checkpoint found: training a small modern model first (--preset demo; {demo_expectation()}). "
-          "Later runs reuse it.", flush=True)
+def unfinished_demo(folder: Path) -> bool:
+    """The demo's own run, stopped (Ctrl-C, a closed laptop) before it finished: it has checkpoints, of a barely
+    trained model, but no summary.json. --demo trains it on instead of sampling noise from it."""
+    return folder == CHECKPOINTS / "demo" and not (folder / "summary.json").exists()
+
+
+def train_demo_model(resume: bool = False) -> Path:
+    """A fresh clone has no checkpoint: train the small modern model of the `demo` preset (about two minutes), or
+    (resume=True) train on the one an earlier --demo began."""
+    if resume:
+        print("The demo model's training stopped before it finished: training it on from its last checkpoint.",
+              flush=True)
+    else:
+        print(f"No checkpoint found: training a small modern model first (--preset demo; {demo_expectation()}). "
+              "Later runs reuse it.", flush=True)
     out = CHECKPOINTS / "demo"
     training_main("the demo model", "modern", ("demo",), ["--preset", "demo", "--sample-tokens", "0", "--out-dir",
-                                                          str(out), "--overwrite"], record_results=False)
+                                                          str(out), "--resume" if resume else "--overwrite"],
+                  record_results=False)
     return out
 
 
@@ -110,12 +122,12 @@ def main(argv=None) -> None:
         args.dtype = choice.dtype
     check_engine(args.engine, device, args.dtype, use_cache=not args.no_cache)
     checkpoint = args.checkpoint or find_default_checkpoint()
-    if checkpoint is None:
-        if not args.demo:
-            raise UserError("no checkpoint found in checkpoints/; run python src/generate.py --demo (trains a small "
-                            "one in 2 minutes at most), train one (python -u training/train_modern.py --preset cpu), "
-                            "or pass --checkpoint")
-        checkpoint = train_demo_model()
+    if checkpoint is None and not args.demo:
+        raise UserError("no checkpoint found in checkpoints/; run python src/generate.py --demo (trains a small "
+                        "one in 2 minutes at most), train one (python -u training/train_modern.py --preset cpu), "
+                        "or pass --checkpoint")
+    if checkpoint is None or (args.demo and not args.checkpoint and unfinished_demo(checkpoint)):
+        checkpoint = train_demo_model(resume=checkpoint is not None)
     model, record = load_model(checkpoint, device=device)
     model = prepare_weights(model, args.dtype, device)
     decoder = None if args.no_cache else prepare_decoder(model, args.engine)

@@ -253,7 +253,9 @@ def test_without_any_checkpoint_generate_points_to_the_demo(tmp_path, monkeypatc
     assert not (tmp_path / "checkpoints").exists()  # nothing trained, nothing written
 
 
-def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkeypatch, capsys):
+@pytest.fixture
+def tiny_demo(tmp_path, small_text, monkeypatch):
+    """generate.py with checkpoints/ in tmp_path and a demo preset that trains in a second."""
     import presets
     generate = load_script(GENERATE)
     monkeypatch.setattr(generate, "CHECKPOINTS", tmp_path / "checkpoints")
@@ -262,11 +264,40 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tmp_path, small_text, monkey
         monkeypatch.setitem(presets.PRESETS["demo"].values, key, value)
     demo = dataclasses.replace(presets.PRESETS["demo"], fp32_values={})  # the same tiny model on every CPU
     monkeypatch.setitem(presets.PRESETS, "demo", demo)
-    generate.main(["--demo", "--seed", "0", "--device", "cpu"])
+    return generate
+
+
+def test_demo_on_a_fresh_clone_trains_a_model_first(tiny_demo, tmp_path, capsys):
+    tiny_demo.main(["--demo", "--seed", "0", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "No checkpoint found: training" in out and "--preset demo" in out
     assert out.count("=== temperature") == 5
     assert (tmp_path / "checkpoints" / "demo" / "best" / "model.safetensors").exists()
+
+
+def test_demo_trains_on_a_demo_model_whose_training_was_stopped(tiny_demo, tmp_path, capsys):
+    """A first --demo stopped after its first checkpoint left a barely trained model: the next trains it on from
+    there (not from scratch), then samples; once finished, later runs only sample."""
+    import trainer
+    real_step = trainer.Trainer.train_step
+
+    def ctrl_c_after_the_first_checkpoint(self):
+        if self.progress.step == 3:  # evaluated and saved at step 3
+            raise KeyboardInterrupt
+        return real_step(self)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer.Trainer, "train_step", ctrl_c_after_the_first_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            tiny_demo.main(["--demo", "--seed", "0", "--device", "cpu"])
+    run = tmp_path / "checkpoints" / "demo"
+    assert (run / "last" / "train_state.pt").exists() and not (run / "summary.json").exists()
+    capsys.readouterr()
+    tiny_demo.main(["--demo", "--seed", "0", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "training it on from its last checkpoint" in out and "resumed from" in out and "at step 3" in out
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6 and out.count("=== temperature") == 5
+    tiny_demo.main(["--demo", "--seed", "0", "--device", "cpu"])
+    assert "training" not in capsys.readouterr().out
 
 
 def test_engines_that_cannot_run_are_refused_up_front(monkeypatch):
