@@ -54,7 +54,7 @@ def demo_expectation() -> str:
 
 
 def unfinished_demo(folder: Path) -> bool:
-    """The demo's own run, stopped (Ctrl-C, a closed laptop) before it finished: it has checkpoints, of a barely
+    """The demo's own run, stopped (Ctrl-C, a kill) before it finished: it has checkpoints, of a barely
     trained model, but no summary.json. --demo trains it on instead of sampling noise from it."""
     return folder == CHECKPOINTS / "demo" and not (folder / "summary.json").exists()
 
