@@ -67,7 +67,7 @@ def main(argv=None):
         if name != "char" and bpe_vocab_size(name) is None:
             TiktokenTokenizer(name)
     arms = {name: {"tokenizer": name} for name in args.tokenizers}
-    results = run_arms(NAME, arms, model, tc, seeds, args.runs_dir, note=hours_on_cpu_note(args))
+    results = run_arms(NAME, arms, model, tc, seeds, args.runs_dir, note=hours_on_cpu_note(args), resume=args.resume)
     record = experiment_record(NAME, args, model, tc, seeds, results, {})
     train_tokens = tc.max_steps * tc.batch_size * tc.grad_accum * model.block_size
     for label, arm in record["arms"].items():

@@ -25,7 +25,8 @@ def equal_wall_clock(args, model, tc, seeds, results) -> dict:
     same_time = {}
     for seed, n in enumerate(steps):
         arm = run_arms("swap5_muon", {"muon, equal time": {"optimizer": "muon", "max_steps": n}},
-                       model, replace(tc, max_steps=n), 1, args.runs_dir, first_seed=seed)["muon, equal time"]
+                       model, replace(tc, max_steps=n), 1, args.runs_dir, first_seed=seed,
+                       resume=args.resume)["muon, equal time"]
         for key, value in arm.items():
             if isinstance(value, list):
                 same_time.setdefault(key, []).extend(value)

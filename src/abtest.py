@@ -25,7 +25,8 @@ from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
 from presets import apply_preset, cpu_preset_note, describe
-from trainer import TrainConfig, train
+from checkpoint import read_config
+from trainer import TrainConfig, changed_settings, model_differences, train
 
 AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default; *-reference presets run one seed
 
@@ -44,6 +45,9 @@ def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_se
     add_output_folders(p)
     p.add_argument("--runs-dir", type=output_folder, default=str(REPO_ROOT / "checkpoints" / "swaps"),
                    help="checkpoints of every arm (default: checkpoints/swaps/)")
+    p.add_argument("--resume", action="store_true",
+                   help="after a stopped experiment: keep the runs it finished (same settings, seed and machine) and "
+                        "continue the one it stopped in from its last checkpoint; without it every run trains afresh")
     return p
 
 
@@ -85,10 +89,37 @@ def hours_on_cpu_note(args) -> str | None:
     return cpu_preset_note(args.preset, pick_device(args.device).type) if args.max_steps is None else None
 
 
+def earlier_run(run_dir: Path, model: GPTConfig, tc: TrainConfig) -> tuple[str, dict | None]:
+    """What `run_dir` holds of this very run (the same model, settings and seed, on this machine):
+    ("finished", its summary), ("interrupted", None: its last/ checkpoint, which --resume continues bit for bit), or
+    ("none", None). An experiment stopped halfway then reruns only what it had not finished; a run of other settings
+    or from another machine (whose tokens/s would not compare) is trained again."""
+    try:
+        if (run_dir / "summary.json").exists():
+            state, record = "finished", json.loads((run_dir / "summary.json").read_text())
+            saved_model = record["model_config"]
+        elif (run_dir / "last" / "train_state.pt").exists():
+            state, record = "interrupted", read_config(run_dir / "last")
+            saved_model = record["model"]
+        else:
+            return "none", None
+        differences = model_differences(saved_model, model)
+        differences.pop("vocab_size", None)  # the tokenizer sets it when the run starts
+        same = (not differences and not changed_settings(record["train_config"], tc)
+                and record["hardware"] == describe_hardware(pick_device(tc.device)))
+    except (OSError, ValueError, KeyError, TypeError, UserError):  # unreadable: trained again
+        return "none", None
+    if not same:
+        return "none", None
+    return state, record if state == "finished" else None
+
+
 def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir,
-             first_seed: int = 0, note: str | None = None) -> dict:
+             first_seed: int = 0, note: str | None = None, resume: bool = False) -> dict:
     """Train every arm for seeds first_seed .. first_seed + seeds - 1; returns the per-arm curves, params, tokens/s.
-    `note`: printed once every arm is checked, before the first one trains (a bad arm prints nothing)."""
+    `note`: printed once every arm is checked, before the first one trains (a bad arm prints nothing).
+    resume=True: what an earlier, stopped call left of each run is reused (earlier_run); it is opt-in, since after
+    a change to the code an identical config must train again."""
     configs = {label: arm_configs(model, tc, label, overrides) for label, overrides in arms.items()}  # all checked
     if note:
         print(note, flush=True)
@@ -96,13 +127,26 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
                    "best_val": [], "best_bpc": [], "elapsed_s": [],
                    "tokens_per_step": configs[label][1].batch_size * configs[label][1].grad_accum
                    * configs[label][0].block_size} for label, overrides in arms.items()}
-    runs, done, started = seeds * len(configs), 0, time.perf_counter()
+    runs, done, trained, started = seeds * len(configs), 0, 0, time.perf_counter()
     for seed in range(first_seed, first_seed + seeds):
         for label, (arm_model, arm_train) in configs.items():
             run_dir = Path(runs_dir) / name / re.sub(r"[^\w.-]+", "_", label) / f"seed{seed}"  # a portable folder name
             print(f"--- {name}: {label}, seed {seed} ---", flush=True)
-            arm_train = replace(arm_train, seed=seed, out_dir=str(run_dir), overwrite=True)  # arms are rerun at will
-            summary = train(arm_model, arm_train, log=lambda *_: None)
+            arm_train = replace(arm_train, seed=seed, out_dir=str(run_dir))
+            state, summary = earlier_run(run_dir, arm_model, arm_train) if resume else ("none", None)
+            if state == "finished":
+                print(f"    finished earlier in {run_dir}, with these settings on this machine: reused", flush=True)
+            else:
+                if state == "interrupted":
+                    print(f"    interrupted earlier: resumed from {run_dir / 'last'}", flush=True)
+                arm_train = replace(arm_train, resume=state == "interrupted", overwrite=state == "none")
+                try:
+                    summary = train(arm_model, arm_train, log=lambda *_: None)
+                except KeyboardInterrupt:
+                    raise KeyboardInterrupt(f"in run {done + 1} of {runs} ({label}, seed {seed}); the same command with "
+                                            f"--resume keeps the {done} finished and continues this one from its last "
+                                            "checkpoint, if it has one") from None
+                trained += 1
             evals = json.loads((run_dir / "history.json").read_text())["evals"]
             arm = out[label]
             arm["curves"].append([(e["step"], e["val_loss"]) for e in evals])
@@ -116,9 +160,12 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
             arm["compiled"] = {"enabled": summary["compiled"], "reason": summary["compile_reason"]}
             arm["vocab_size"], arm["chars_per_token"] = summary["vocab_size"], summary["chars_per_val_token"]
             done += 1
-            eta = (time.perf_counter() - started) / done * (runs - done)  # the runs so far set the pace
+            if trained or done == runs:  # the runs trained so far set the pace (a reused one took no time)
+                eta = f"{(time.perf_counter() - started) / max(trained, 1) * (runs - done):.0f}s"
+            else:
+                eta = "–"
             print(f"    best val {summary['best_val_loss']:.4f}, {summary['tokens_per_sec']:,.0f} tok/s | "
-                  f"run {done}/{runs}, ETA {eta:.0f}s", flush=True)
+                  f"run {done}/{runs}, ETA {eta}", flush=True)
     return out
 
 
@@ -265,7 +312,7 @@ def run_parsed(name: str, title: str, arms: dict[str, dict], args, extra_fn=None
         return replot(name, title, args)
     model, tc, seeds = configs_from_args(args, base=base)
     started = time.perf_counter()
-    results = run_arms(name, arms, model, tc, seeds, args.runs_dir, note=hours_on_cpu_note(args))
+    results = run_arms(name, arms, model, tc, seeds, args.runs_dir, note=hours_on_cpu_note(args), resume=args.resume)
     extra = extra_fn(args, model, tc, seeds, results) if extra_fn else {}
     record = experiment_record(name, args, model, tc, seeds, results, extra)
     record["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -62,6 +62,40 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
     assert ab.parse_arm("compiled:compile=on") == ("compiled", {"compile": "on"})
 
 
+def test_a_stopped_experiment_resumes_with_the_results_of_an_uninterrupted_one(tmp_path, small_text, capsys):
+    """Ctrl-C in the third of four runs, then --resume: the two finished runs are reused, the stopped one continues
+    from its checkpoint, and every curve equals an uninterrupted experiment's (CPU, fp32: bit for bit). A run of other
+    settings is not reused, and without --resume every run trains afresh."""
+    import abtest
+    import trainer
+    from conftest import tiny_model_config, tiny_train_config
+    model, tc = tiny_model_config(), tiny_train_config(tmp_path, small_text, max_steps=8, eval_interval=4)
+    arms = {"a": {}, "b": {"lr": 3e-3}}
+    whole = abtest.run_arms("x", arms, model, tc, 2, tmp_path / "whole")
+    real_step, steps = trainer.Trainer.train_step, []
+
+    def ctrl_c_in_the_third_run(self):
+        steps.append(self.progress.step)
+        if len(steps) == 2 * 8 + 6:  # step 6 of the third run: its checkpoint at step 4 is on disk
+            raise KeyboardInterrupt
+        return real_step(self)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer.Trainer, "train_step", ctrl_c_in_the_third_run)
+        with pytest.raises(KeyboardInterrupt, match=r"in run 3 of 4 \(a, seed 1\); the same command with --resume"):
+            abtest.run_arms("x", arms, model, tc, 2, tmp_path / "stopped")
+    capsys.readouterr()
+    resumed = abtest.run_arms("x", arms, model, tc, 2, tmp_path / "stopped", resume=True)
+    out = capsys.readouterr().out
+    assert out.count("reused") == 2 and out.count("resumed from") == 1
+    assert "run 2/4, ETA –" in out  # reused runs took no time: no pace to tell the rest by
+    for label in arms:
+        assert resumed[label]["curves"] == whole[label]["curves"] and resumed[label]["best_val"] == whole[label]["best_val"]
+    abtest.run_arms("x", arms, model, replace(tc, eval_iters=3), 2, tmp_path / "stopped", resume=True)
+    assert "reused" not in capsys.readouterr().out  # other settings: trained again
+    abtest.run_arms("x", arms, model, replace(tc, eval_iters=3), 2, tmp_path / "stopped")
+    assert "reused" not in capsys.readouterr().out  # no --resume: trained again
+
+
 def test_arms_stopped_at_steps_of_their_own_are_compared_where_all_were_evaluated(tmp_path):
     """--max-time (or early stopping) ends runs at steps of their own: the table and the figure use the steps every
     seed of every arm reached, instead of pairing values of different steps or failing on ragged curves, and a last
