@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
+from checkpoint import read_config
 from checks import check_int
 from common import REPO_ROOT, ArgumentParser, UserError, add_output_folders, atomic_write_json, output_folder
 from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
 from presets import apply_preset, cpu_preset_note, describe
-from checkpoint import read_config
 from trainer import TrainConfig, changed_settings, model_differences, train
 
 AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default; *-reference presets run one seed
@@ -111,7 +111,7 @@ def earlier_run(run_dir: Path, model: GPTConfig, tc: TrainConfig) -> tuple[str, 
         return "none", None
     if not same:
         return "none", None
-    return state, record if state == "finished" else None
+    return (state, record) if state == "finished" else (state, None)
 
 
 def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir,
