@@ -124,7 +124,7 @@ def parse_training_args(argv, description: str, model_defaults: GPTConfig, train
     return model_config, train_config
 
 
-def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig, announce=print) -> bool:
+def uses_fp32_values(preset: str | None, given: dict, train_defaults: TrainConfig, announce) -> bool:
     """Whether `preset` comes with its fp32 values: it has some, and the run will train in fp32 (what --dtype
     auto picks for the device, or what --dtype asks for) on a CPU. Says so (announce), with the reason, on rank 0.
     A resumed run takes them where it began with them, so the same flags resume it on another machine or --dtype."""
