@@ -39,7 +39,13 @@ SWAPS = [("swap1_rmsnorm", "rmsnorm"), ("swap2_swiglu", "swiglu"), ("swap2_swigl
 
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as err:  # hand-edited, or a merge left its markers in it
+        raise UserError(f"results/{path.name} is not valid JSON ({err}); restore it (git checkout results/"
+                        f"{path.name}) or remove it") from None
 
 
 def missing(name: str, command: str) -> str:
@@ -617,9 +623,14 @@ def runs_with(architecture: str, values_for) -> list[dict]:
     found = []
     for path in sorted(RESULTS.glob("train_*.json")):
         r = load(path.stem)
-        config = {**r["model_config"], **r["train_config"]}
-        if r["architecture"] == architecture and all(config.get(k) == v for k, v in values_for(r).items()):
-            found.append(r)
+        try:
+            config = {**r["model_config"], **r["train_config"]}
+            if r["architecture"] == architecture and all(config.get(k) == v for k, v in values_for(r).items()):
+                found.append(r)
+        except (KeyError, TypeError, AttributeError) as err:
+            what = f"it has no {err}" if isinstance(err, KeyError) else "it holds no record of a run"
+            raise UserError(f"results/{path.name} is not a training run's results file ({what}): the training "
+                            "scripts write those; restore it or remove it") from None
     return sorted(found, key=lambda r: r["time"])
 
 

@@ -132,3 +132,15 @@ def test_the_reference_table_shows_our_runs_at_the_reference_config_beside_the_o
     assert rows[1].endswith("| A GPU, bf16, compiled, 2030-01-01 |")
     assert not [line for line in report.reference().splitlines() if line.startswith("| vanilla | ") and "ours" in line]
     assert "None of our runs" not in report.reference()
+
+
+def test_a_damaged_results_file_is_named_in_one_line(monkeypatch, tmp_path):
+    """A hand-edited or merge-damaged results file stops the rendering with its name, not a traceback."""
+    import pytest
+    from common import UserError
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    for text, needle in (("{bad", "train_x.json is not valid JSON"), ('{"run": "x"}', "it has no 'model_config'"),
+                         ("[1]", "it holds no record of a run")):
+        (tmp_path / "train_x.json").write_text(text)
+        with pytest.raises(UserError, match=re.escape(needle)):
+            report.cpu_recipes()
