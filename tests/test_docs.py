@@ -2,6 +2,9 @@
 import json
 import re
 
+import pytest
+
+from common import UserError
 from conftest import ROOT, load_script
 
 report = load_script(ROOT / "experiments" / "report.py")
@@ -136,8 +139,6 @@ def test_the_reference_table_shows_our_runs_at_the_reference_config_beside_the_o
 
 def test_a_damaged_results_file_is_named_in_one_line(monkeypatch, tmp_path):
     """A hand-edited or merge-damaged results file stops the rendering with its name, not a traceback."""
-    import pytest
-    from common import UserError
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     for text, needle in (("{bad", "train_x.json is not valid JSON"), ('{"run": "x"}', "it has no 'model_config'"),
                          ("[1]", "it holds no record of a run")):
