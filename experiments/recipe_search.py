@@ -11,7 +11,6 @@ included (--max-time), whichever comes first; the row records the val loss at th
 the steps done and the wall clock. Rows accumulate in results/recipe_<budget>s.json, one per step and machine:
 each names the hardware it ran on, and a step rerun on another class of CPU adds a row beside the first one's.
 """
-import json
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ import torch  # noqa: E402
 
 from checks import check_float, check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, add_output_folders, atomic_write_json,  # noqa: E402
-                    output_folder, run_cli)
+                    output_folder, read_json, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
 from model import GPTConfig  # noqa: E402
 from presets import MODEL_FIELDS  # noqa: E402
@@ -151,7 +150,11 @@ def main(argv=None) -> dict:
     path = Path(args.results_dir) / f"recipe_{args.budget:g}s.json"
     record = {"budget_s": args.budget, "rows": []}
     if path.exists():
-        record = json.loads(path.read_text())
+        record = read_json(path)
+        rows = record.get("rows") if isinstance(record, dict) else None
+        if not (isinstance(rows, list) and all(isinstance(r, dict) and {"step", "hardware"} <= r.keys() for r in rows)):
+            raise UserError(f"{path} is not a record of the recipe search (a list of rows, each a step on a machine); "
+                            "restore it or remove it")
     started = time.perf_counter()
     for name in args.steps:
         row = run_step(name, args)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from abtest import axis_cell, end_of_run  # noqa: E402
 from cli import RUN_DEFAULTS, write_run_results  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, read_json, run_cli  # noqa: E402
 from presets import preset_values, takes_fp32_values  # noqa: E402
 
 RESULTS = REPO_ROOT / "results"
@@ -39,13 +39,7 @@ SWAPS = [("swap1_rmsnorm", "rmsnorm"), ("swap2_swiglu", "swiglu"), ("swap2_swigl
 
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, ValueError) as err:  # hand-edited, or a merge left its markers in it
-        raise UserError(f"results/{path.name} is not valid JSON ({err}); restore it (git checkout results/"
-                        f"{path.name}) or remove it") from None
+    return read_json(path) if path.exists() else None
 
 
 def missing(name: str, command: str) -> str:

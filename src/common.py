@@ -124,6 +124,16 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def read_json(path: Path):
+    """A JSON file a script reads back (a results file, a record): one line naming it if it is damaged (hand-edited,
+    or merge markers left in it), not a traceback."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); restore it (from git, where it is committed) or remove "
+                        "it") from None
+
+
 def replace_atomically(out: Path, write) -> None:
     """write(tmp) fills a temporary path next to `out` (a file or a folder); it then takes `out`'s place by renames
     (an earlier `out` is moved aside first and deleted last). A failure at any point leaves `out` as it was and no

@@ -373,3 +373,18 @@ def test_output_folders_are_checked_before_any_work(tmp_path, script, flag):
     a_file.write_text("not a folder")
     user_error(ROOT / script, flag, str(a_file / "results"), folders=[tmp_path], needle=f"{a_file} is a file")
     user_error(ROOT / script, flag, "", folders=[tmp_path], needle=f"{flag}: is empty")
+
+
+@pytest.mark.parametrize("script, name, flags", [
+    ("training/benchmark.py", "benchmark_mine.json", ["--replot"]),
+    ("experiments/swap1_rmsnorm.py", "swap1_rmsnorm.json", ["--replot"]),
+    ("experiments/recipe_search.py", "recipe_120s.json", ["--steps", "demo-fit"]),
+])
+@pytest.mark.parametrize("damage", ["{bad", '{"rows": 1, "models": 2}'])
+def test_a_damaged_results_file_is_named_before_any_work(tmp_path, script, name, flags, damage):
+    """A results file a script reads back (to redraw it, or to add a row), hand-edited or left with merge markers:
+    one line naming it, before anything trains."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / name).write_text(damage)
+    extra = ["--images-dir", tmp_path / "i"] if "recipe" not in script else ["--runs-dir", tmp_path / "runs"]
+    user_error(ROOT / script, *flags, "--results-dir", tmp_path / "r", *extra, folders=[tmp_path], needle=name)

@@ -61,7 +61,7 @@ from attention import Head  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from checks import check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
-                    one_line, add_output_folders, repo_relative, run_cli)
+                    one_line, add_output_folders, read_json, repo_relative, run_cli)
 from data import load_text, validation_ids  # noqa: E402
 from device import (DTYPES, autocast, benchmark_record_name, cpp_compiler, describe_hardware, hardware_tag,  # noqa: E402
                     keep_freed_memory, pick_device, resolve_compile, resolve_dtype, synchronize,
@@ -779,7 +779,10 @@ def replot(args) -> None:
     if not records:
         raise UserError(f"--replot: no benchmark*.json in {args.results_dir}; run the benchmark first")
     for results in records:
-        plot(json.loads(results.read_text()), Path(args.images_dir) / f"{results.stem}.png")
+        try:
+            plot(read_json(results), Path(args.images_dir) / f"{results.stem}.png")
+        except (KeyError, TypeError, IndexError) as err:
+            raise UserError(f"{results} is not a record of this benchmark (no {err}); rerun the benchmark") from None
         print(f"redrew {Path(args.images_dir) / f'{results.stem}.png'} from {results}")
 
 
