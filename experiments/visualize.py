@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from attention import record_attention  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
-                    add_output_folders, repo_relative, run_cli)
+                    add_output_folders, read_json, repo_relative, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
@@ -236,8 +236,8 @@ def draw_losses(args, _runs=None) -> dict:
     plt, out = pyplot(), {}
     for history_path in sorted(Path(args.checkpoints).glob("*/history.json")):
         run = history_path.parent
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-        evals = json.loads(history_path.read_text())["evals"]
+        summary = read_json(run / "summary.json") if (run / "summary.json").exists() else {}
+        evals = read_json(history_path)["evals"]
         out[run.name] = {"tokenizer": summary.get("tokenizer", "char"), "params": summary.get("params"),
                          "evals": [{k: e[k] for k in ("step", "train_loss", "val_loss", "val_bpc")} for e in evals]}
     if not out:
