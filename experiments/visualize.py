@@ -9,7 +9,6 @@ works (char or BPE): --runs names folders under --checkpoints.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from datetime import datetime, timezone
