@@ -199,12 +199,13 @@ def printing_first(announcements: list[str]):
 def training_main(description: str, run: str, presets: tuple[str, ...], argv=None, before_training=None,
                   record_results: bool = True) -> dict:
     """Parse flags over RUN_DEFAULTS[run], train, print a sample from the best checkpoint (rank 0 only). Runs
-    kept under checkpoints/ also get results/train_<run>.json (record_results=False: not for throwaway runs)."""
+    kept under checkpoints/ also get results/train_<run>.json (record_results=False: not for throwaway runs).
+    before_training(model_config, train_config): lines to print before the trainer's first one."""
     announcements = []
     model_config, train_config = parse_training_args(argv, description, *RUN_DEFAULTS[run], presets,
                                                      announce=announcements.append)
-    if before_training is not None:
-        before_training(model_config, train_config)
+    if before_training is not None and first_rank():  # its lines are announced too: none before a refusal
+        announcements.extend(before_training(model_config, train_config))
     summary = train(model_config, train_config, log=printing_first(announcements))
     if first_rank():
         print(f"best val loss {summary['best_val_loss']:.4f} ({summary['best_val_bpc']:.3f} bits/char) at step "

@@ -388,3 +388,9 @@ def test_a_damaged_results_file_is_named_before_any_work(tmp_path, script, name,
     (tmp_path / "r" / name).write_text(damage)
     extra = ["--images-dir", tmp_path / "i"] if "recipe" not in script else ["--runs-dir", tmp_path / "runs"]
     user_error(ROOT / script, *flags, "--results-dir", tmp_path / "r", *extra, folders=[tmp_path], needle=name)
+
+
+def test_the_bpe_scripts_tokenizer_comparison_waits_for_the_runs_checks(run, text):
+    """train_bpe.py prints how the two tokenizers cut a line before training: not before a refusal."""
+    user_error(ROOT / "training" / "train_bpe.py", *TINY_FLAGS, "--tokenizer", "bpe:300", "--data", text,
+               "--out-dir", run, folders=[run], needle="--overwrite")

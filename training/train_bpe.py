@@ -20,16 +20,16 @@ from tokenizer import CharTokenizer, build_tokenizer  # noqa: E402
 EXAMPLE = "ROMEO:\nTo be, or not to be"
 
 
-def compare_tokenizers(model_config, train_config) -> None:
-    """Print how the char and the chosen subword tokenizer cut the same line."""
+def compare_tokenizers(model_config, train_config) -> list[str]:
+    """How the char and the chosen subword tokenizer cut the same line (printed before training starts)."""
     text = load_text(train_config.data)
     char, bpe = CharTokenizer.from_text(text), build_tokenizer(train_config.tokenizer, text)
     char_ids, bpe_ids = char.encode(EXAMPLE), bpe.encode(EXAMPLE)
-    print(f"tokenizer comparison for {EXAMPLE!r}:")
-    print(f"  char ({char.vocab_size} symbols): {len(char_ids)} tokens {char_ids}")
-    print(f"  {bpe.name} ({bpe.vocab_size:,} symbols): {len(bpe_ids)} tokens {bpe_ids}")
-    print(f"  pieces: {[bpe.decode([i]) for i in bpe_ids]}")
-    print(f"  compression: {len(char_ids) / len(bpe_ids):.2f} characters per token")
+    return [f"tokenizer comparison for {EXAMPLE!r}:",
+            f"  char ({char.vocab_size} symbols): {len(char_ids)} tokens {char_ids}",
+            f"  {bpe.name} ({bpe.vocab_size:,} symbols): {len(bpe_ids)} tokens {bpe_ids}",
+            f"  pieces: {[bpe.decode([i]) for i in bpe_ids]}",
+            f"  compression: {len(char_ids) / len(bpe_ids):.2f} characters per token"]
 
 
 def main(argv=None, record_results=True):
