@@ -345,8 +345,9 @@ class Trainer:
 
     def __init__(self, model_config: GPTConfig, tc: TrainConfig, log=print, d: Dist | None = None):
         tc.validate()
-        self.tc, self.log = tc, log
+        self.tc = tc
         self.d = d or setup_distributed(tc.device)
+        self.log = log if self.d.master else lambda *_: None  # one rank speaks for all
         self.device = self.d.device
         if self.device.type == "cpu":
             keep_freed_memory()  # each step reuses the pages the last one freed instead of faulting in new ones

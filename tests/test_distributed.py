@@ -54,6 +54,7 @@ def test_two_ranks_match_one_rank_with_the_same_total_batch_and_resume_under_eit
     r2 = torchrun(2, *FLAGS, "--max-steps", "20", "--eval-interval", "5", "--batch-size", "4", "--data", small_text,
                   "--out-dir", tmp_path / "two", "--resume", scratch=tmp_path)
     assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.count("resumed from") == 1 and r2.stdout.count("changed since the checkpoint") == 1  # rank 0's
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["steps"] == 20
 
 
