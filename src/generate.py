@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checks import check_int, check_seed  # noqa: E402
 from checkpoint import describe_record, load_model  # noqa: E402
 from cli import training_main  # noqa: E402
-from common import REPO_ROOT, ArgumentParser, UserError, run_cli  # noqa: E402
+from common import REPO_ROOT, ArgumentParser, UserError, repo_relative, run_cli  # noqa: E402
 from device import pick_device  # noqa: E402
 from engine import (ENGINES, WEIGHTS, check_engine, check_sampling_args, choose_weights, encode_prompt,  # noqa: E402
                     generate_text, prepare_decoder, prepare_weights)
@@ -132,7 +132,7 @@ def main(argv=None) -> None:
     model = prepare_weights(model, args.dtype, device)
     decoder = None if args.no_cache else prepare_decoder(model, args.engine)
     encode_prompt(model, args.prompt)  # like the decoder, a bad prompt fails here, before any text is printed
-    where = describe_record(checkpoint, record)
+    where = describe_record(checkpoint if args.checkpoint else repo_relative(checkpoint), record)  # ours: short
     options = dict(seed=args.seed, use_cache=not args.no_cache, decoder=decoder)
     if args.demo:
         print(f"checkpoint: {where}\n")

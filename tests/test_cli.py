@@ -267,10 +267,13 @@ def tiny_demo(tmp_path, small_text, monkeypatch):
     return generate
 
 
-def test_demo_on_a_fresh_clone_trains_a_model_first(tiny_demo, tmp_path, capsys):
+def test_demo_on_a_fresh_clone_trains_a_model_first(tiny_demo, tmp_path, capsys, monkeypatch):
+    import common
+    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)  # the clone
     tiny_demo.main(["--demo", "--seed", "0", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "No checkpoint found: training" in out and "--preset demo" in out
+    assert "\ncheckpoint: checkpoints/demo (modern, " in out  # where in the clone, not the machine's folders
     assert out.count("=== temperature") == 5
     assert (tmp_path / "checkpoints" / "demo" / "best" / "model.safetensors").exists()
 
