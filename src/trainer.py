@@ -34,7 +34,7 @@ from tqdm import tqdm
 from checkpoint import (CONFIG, RunLock, clear_run, existing_run, load_state_into, load_train_state,
                         load_weights, parameter_bytes, read_config, recover, save_checkpoint)
 from checks import check_bool, check_choice, check_fits_in_memory, check_float, check_int, check_seed
-from common import UserError, atomic_write_json, check_writable, repo_relative
+from common import UserError, atomic_write_json, check_writable, read_json, repo_relative
 from data import encode_corpus, get_batch, load_text, sample_starts, train_val_split
 from device import (Compile, Precision, autocast, describe_hardware, keep_freed_memory, pick_device, resolve_compile,
                     resolve_dtype, synchronize, torch_compile)
@@ -589,6 +589,12 @@ class Trainer:
                      f"tokenizer {self.tokenizer.name} ({self.tokenizer.vocab_size}) | effective batch {eff} = "
                      f"{tc.batch_size} x {d.world} ranks x {tc.grad_accum} accum | "
                      f"{len(self.data.train):,}/{len(self.data.val):,} train/val tokens")
+        if p.step >= tc.max_steps:
+            self.log(f"nothing to train: the checkpoint is at step {p.step} and --max-steps is {tc.max_steps} (a "
+                     "larger --max-steps trains on)")
+            finished = read_json(self.out_dir / "summary.json") if (self.out_dir / "summary.json").exists() else {}
+            if isinstance(finished, dict) and finished.get("steps") == p.step:  # the run's record stays as it was
+                return finished
         tokens_per_step = eff * self.config.block_size
         stopped_early, time_up = False, False
         # a live bar on a terminal; in a log file (nohup, CI, Colab cells) the eval lines carry the ETA instead
@@ -599,9 +605,6 @@ class Trainer:
             evaluation = self.evaluate()  # the untrained loss, ~ln(vocab): the start of every curve
             self.log_eval(evaluation, 0.0, bar)
             self.after_eval(evaluation)
-        if p.step >= tc.max_steps and d.master:
-            self.log(f"nothing to train: the checkpoint is at step {p.step} and --max-steps is {tc.max_steps} (a "
-                     "larger --max-steps trains on)")
         steps_this_process = 0
         while p.step < tc.max_steps:
             synchronize(self.device)
