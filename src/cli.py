@@ -186,12 +186,15 @@ def write_run_results(out_dir, results_dir=REPO_ROOT / "results", name: str | No
     return path
 
 
-def printing_first(announcements: list[str]):
+def printing_first(announcements: list):
     """train()'s log, printing `announcements` before the trainer's first line, which it logs once the data and the
-    run folder have passed its checks: a run refused for a bad --data or --out-dir says so in its one line alone."""
+    run folder have passed its checks: a run refused for a bad --data or --out-dir says so in its one line alone.
+    An announcement is a line, or a function called only then for its lines (work that prints, or costs time)."""
     def log(message: str) -> None:
         while announcements:
-            print(announcements.pop(0), flush=True)
+            item = announcements.pop(0)
+            for line in item() if callable(item) else [item]:
+                print(line, flush=True)
         print(message, flush=True)
     return log
 
@@ -204,8 +207,8 @@ def training_main(description: str, run: str, presets: tuple[str, ...], argv=Non
     announcements = []
     model_config, train_config = parse_training_args(argv, description, *RUN_DEFAULTS[run], presets,
                                                      announce=announcements.append)
-    if before_training is not None and first_rank():  # its lines are announced too: none before a refusal
-        announcements.extend(before_training(model_config, train_config))
+    if before_training is not None:  # announced too: it runs, and prints, only once the run has passed its checks
+        announcements.append(lambda: before_training(model_config, train_config))
     summary = train(model_config, train_config, log=printing_first(announcements))
     if first_rank():
         print(f"best val loss {summary['best_val_loss']:.4f} ({summary['best_val_bpc']:.3f} bits/char) at step "
