@@ -571,8 +571,10 @@ class Trainer:
         msg = (f"step {e['step']:>5}/{self.tc.max_steps} | train {e['train_loss']:.4f} | val {e['val_loss']:.4f} | "
                f"val bpc {e['val_bpc']:.3f} | lr {e['lr']:.2e} | {tokens_per_sec:,.0f} tok/s | "
                f"{e['elapsed_s']:.0f}s elapsed, ETA {'–' if eta is None else f'{eta:.0f}s'}")
-        if self.d.master:
-            (bar.write if not bar.disable else self.log)(msg)
+        if not bar.disable:  # a live bar: the line goes above it (the bar shows on rank 0 only)
+            bar.write(msg)
+        else:
+            self.log(msg)
 
     # -- the loop
 
@@ -582,13 +584,12 @@ class Trainer:
             clear_run(self.out_dir)
         self.t_start = time.perf_counter()
         eff = tc.batch_size * d.world * tc.grad_accum
-        if d.master:
-            self.log(f"{self.config.architecture} model, {self.model.num_params():,} params | "
-                     f"{self.device} ({describe_hardware(self.device)}) | {self.dtype} ({self.precision.reason}) | "
-                     f"{'compiled' if self.compiled.enabled else 'eager'} ({self.compiled.reason}) | "
-                     f"tokenizer {self.tokenizer.name} ({self.tokenizer.vocab_size}) | effective batch {eff} = "
-                     f"{tc.batch_size} x {d.world} ranks x {tc.grad_accum} accum | "
-                     f"{len(self.data.train):,}/{len(self.data.val):,} train/val tokens")
+        self.log(f"{self.config.architecture} model, {self.model.num_params():,} params | "
+                 f"{self.device} ({describe_hardware(self.device)}) | {self.dtype} ({self.precision.reason}) | "
+                 f"{'compiled' if self.compiled.enabled else 'eager'} ({self.compiled.reason}) | "
+                 f"tokenizer {self.tokenizer.name} ({self.tokenizer.vocab_size}) | effective batch {eff} = "
+                 f"{tc.batch_size} x {d.world} ranks x {tc.grad_accum} accum | "
+                 f"{len(self.data.train):,}/{len(self.data.val):,} train/val tokens")
         if p.step >= tc.max_steps:
             self.log(f"nothing to train: the checkpoint is at step {p.step} and --max-steps is {tc.max_steps} (a "
                      "larger --max-steps trains on)")
