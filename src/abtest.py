@@ -142,8 +142,8 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
                 arm_train = replace(arm_train, resume=state == "interrupted", overwrite=state == "none")
                 try:
                     summary = train(arm_model, arm_train, log=lambda *_: None)
-                except KeyboardInterrupt:
-                    raise KeyboardInterrupt(f"in run {done + 1} of {runs} ({label}, seed {seed}); the same command with "
+                except KeyboardInterrupt as stop:
+                    raise type(stop)(f"in run {done + 1} of {runs} ({label}, seed {seed}); the same command with "
                                             f"--resume keeps the {done} finished and continues this one from its last "
                                             "checkpoint, if it has one") from None
                 trained += 1

@@ -12,7 +12,9 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,17 +32,42 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster scheduler's preemption, `timeout`, `docker stop`), raised where the process is, so that it
+    stops as Ctrl-C does, saying what was kept, instead of dying mid-step without a word."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises Terminated while the block runs (the handler before it comes back after: run_cli also runs
+    inside the test process). Signals reach only the main thread's handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_cli(main) -> None:
     """Run `main()`: a UserError (or a bad flag) becomes one line `error: ...` on stderr and exit status 2; Ctrl-C
-    one line `interrupted ...` (what was kept, where training says it) and status 130, the shell's for SIGINT."""
+    one line `interrupted ...` (what was kept, where training says it) and status 130, the shell's for SIGINT;
+    SIGTERM the same line, `terminated ...`, and 143."""
     try:
-        main()
+        with sigterm_as_interrupt():
+            main()
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt as interrupt:  # Ctrl-C: its message, if any, says what was kept
-        print(f"interrupted {one_line(interrupt)}".rstrip(), file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: its message, if any, says what was kept
+        terminated = isinstance(interrupt, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'} {one_line(interrupt)}".rstrip(), file=sys.stderr)
+        sys.exit(143 if terminated else 130)
     except BrokenPipeError:  # the reader of our output stopped early (`| head`): nothing went wrong here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
         sys.exit(1)

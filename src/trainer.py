@@ -698,8 +698,8 @@ def train(model_config: GPTConfig, tc: TrainConfig, log=print) -> dict:
             trainer = Trainer(model_config, tc, log, d)
             try:
                 summary = trainer.fit()
-            except KeyboardInterrupt:
-                raise KeyboardInterrupt(trainer.where_it_stopped()) from None
+            except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (common.Terminated): said the same way
+                raise type(stop)(trainer.where_it_stopped()) from None
         if d.world > 1:
             dist.barrier()  # every rank done before any tears the group down (gloo aborts a rank still using it)
         return summary

@@ -137,6 +137,26 @@ def test_ctrl_c_says_which_step_last_holds_and_resume_continues_from_it(tmp_path
     assert "resumed from " + str(out / "last") + " at step 10" in lines
 
 
+def test_sigterm_stops_like_ctrl_c_saying_what_was_kept(tmp_path, small_text, monkeypatch, capsys):
+    """A cluster's preemption, `timeout` or `docker stop` sends SIGTERM: it died mid-step without a word. Now it
+    says which step last/ holds, with status 143 (128 + SIGTERM), and the handler before it comes back after."""
+    import os
+    import signal
+    out, real_step = tmp_path / "run", Trainer.train_step
+
+    def step_then_sigterm(self):
+        if self.progress.step == 14:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to the handler run_cli installed, as from outside
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: train(tiny_model_config(), tiny_train_config(out, small_text), log=lambda *_: None))
+    assert exit_.value.code == 143 and signal.getsignal(signal.SIGTERM) is before
+    assert capsys.readouterr().err == f"terminated at step 14; {out / 'last'} holds step 10: continue with --resume\n"
+
+
 def test_best_checkpoint_is_never_overwritten_by_a_worse_last(tmp_path, small_text):
     # a learning rate that first helps, then blows the model up, keeps best/ at the good step
     summary = train(tiny_model_config(), tiny_train_config(tmp_path / "run", small_text, max_steps=30, eval_interval=10),
