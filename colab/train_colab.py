@@ -25,7 +25,7 @@ from cli import RUN_DEFAULTS, parse_training_args, write_run_results  # noqa: E4
 from common import REPO_ROOT, ArgumentParser, UserError, one_line, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
 from presets import PRESETS, cpu_preset_note  # noqa: E402
-from trainer import changed_settings, model_differences  # noqa: E402
+from trainer import run_differences  # noqa: E402
 
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_DIR = DRIVE_MOUNT / "MyDrive" / "tinyllm"
@@ -92,14 +92,10 @@ def differences_from(run_dir: Path, phase: str, argv: list[str]) -> str:
     model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=None)
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
-        model = model_differences(summary["model_config"], model_config)
-        saved_train = summary["train_config"]
+        return run_differences(summary["model_config"], summary["train_config"], model_config, train_config)
     except (OSError, ValueError, KeyError, TypeError, UserError) as err:
         raise UserError(f"[{phase}] {run_dir / 'summary.json'} is unreadable ({one_line(err)[:120]}); move "
                         f"{run_dir} away to train this phase again") from None
-    model.pop("vocab_size", None)  # the tokenizer sets it when the run starts
-    shown = [f"{name}: {saved} -> {now}" for name, (saved, now) in model.items()]
-    return ", ".join(filter(None, [*shown, changed_settings(saved_train, train_config)]))
 
 
 def run_script(phase: str, script: str, argv: list[str]) -> None:

@@ -26,7 +26,7 @@ from device import describe_hardware, pick_device
 from model import GPTConfig
 from plots import pyplot, save_figure
 from presets import apply_preset, cpu_preset_note, describe
-from trainer import TrainConfig, changed_settings, model_differences, train
+from trainer import TrainConfig, run_differences, train
 
 AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default; *-reference presets run one seed
 
@@ -90,10 +90,10 @@ def hours_on_cpu_note(args) -> str | None:
 
 
 def earlier_run(run_dir: Path, model: GPTConfig, tc: TrainConfig) -> tuple[str, dict | None]:
-    """What `run_dir` holds of this very run (the same model, settings and seed, on this machine):
-    ("finished", its summary), ("interrupted", None: its last/ checkpoint, which --resume continues bit for bit), or
-    ("none", None). An experiment stopped halfway then reruns only what it had not finished; a run of other settings
-    or from another machine (whose tokens/s would not compare) is trained again."""
+    """What `run_dir` holds of this very run (the same model, settings and seed, on this machine), with its record:
+    "finished" (its summary), "interrupted" (its last/ checkpoint, which --resume continues bit for bit), or "none".
+    An experiment stopped halfway then reruns only what it had not finished; a run of other settings or from
+    another machine (whose tokens/s would not compare) is trained again."""
     try:
         if (run_dir / "summary.json").exists():
             state, record = "finished", json.loads((run_dir / "summary.json").read_text())
@@ -103,15 +103,11 @@ def earlier_run(run_dir: Path, model: GPTConfig, tc: TrainConfig) -> tuple[str, 
             saved_model = record["model"]
         else:
             return "none", None
-        differences = model_differences(saved_model, model)
-        differences.pop("vocab_size", None)  # the tokenizer sets it when the run starts
-        same = (not differences and not changed_settings(record["train_config"], tc)
+        same = (not run_differences(saved_model, record["train_config"], model, tc)
                 and record["hardware"] == describe_hardware(pick_device(tc.device)))
     except (OSError, ValueError, KeyError, TypeError, UserError):  # unreadable: trained again
         return "none", None
-    if not same:
-        return "none", None
-    return (state, record) if state == "finished" else (state, None)
+    return (state, record) if same else ("none", None)
 
 
 def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig, seeds: int, runs_dir,
@@ -144,8 +140,8 @@ def run_arms(name: str, arms: dict[str, dict], model: GPTConfig, tc: TrainConfig
                     summary = train(arm_model, arm_train, log=lambda *_: None)
                 except KeyboardInterrupt as stop:
                     raise type(stop)(f"in run {done + 1} of {runs} ({label}, seed {seed}); the same command with "
-                                            f"--resume keeps the {done} finished and continues this one from its last "
-                                            "checkpoint, if it has one") from None
+                                     f"--resume keeps the {done} finished and continues this one from its last "
+                                     "checkpoint, if it has one") from None
                 trained += 1
             evals = json.loads((run_dir / "history.json").read_text())["evals"]
             arm = out[label]

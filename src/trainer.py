@@ -267,6 +267,17 @@ def changed_settings(saved: dict, tc: TrainConfig) -> str:
                      if name not in ("out_dir", "resume", "overwrite") and name in saved and saved[name] != now[name])
 
 
+def run_differences(saved_model: dict, saved_train: dict, model_config: GPTConfig, tc: TrainConfig) -> str:
+    """What a saved run (the model and training configs of its summary.json or config.json) trained differently from
+    these configs, as "name: old -> new" ("" where nothing differs): whether a finished run is the one asked for
+    (the Colab script skips its phase, an A/B experiment with --resume reuses it). Not vocab_size: the tokenizer
+    sets it when a run starts."""
+    model = model_differences(saved_model, model_config)
+    model.pop("vocab_size", None)
+    shown = [f"{name}: {saved} -> {now}" for name, (saved, now) in model.items()]
+    return ", ".join(filter(None, [*shown, changed_settings(saved_train, tc)]))
+
+
 def build_model(model_config: GPTConfig, tc: TrainConfig, device) -> GPT:
     """The model, initialised from --seed, after checking that training it fits in memory (weights, gradients and
     AdamW's two moments: 16 bytes per parameter, plus activations)."""
