@@ -56,6 +56,11 @@ def check_exportable(model: GPT, to: str) -> None:
         raise UserError("--to gguf exports modern (Llama-architecture) checkpoints; llama.cpp has no architecture "
                         "for a vanilla one (its gpt2 computes GELU where ours computes ReLU): export it with --to hf "
                         "for transformers")
+    unheld = gguf_unrepresentable_chars(tokenizer) if to == "gguf" else ""
+    if unheld:
+        raise UserError(f"llama.cpp's SentencePiece vocabulary cannot hold the character(s) {unheld!r} of this char "
+                        "vocabulary (U+2581 is its mark for a space, and a NUL crashes its tokenizer): export it with "
+                        "--to hf, or train on text without them")
 
 
 # ----------------------------------------------------------------------------- transformers: Llama and GPT-2
@@ -240,6 +245,15 @@ def gguf_added_tokens(tokenizer) -> tuple[str, ...]:
     """The special tokens GGUF appends after ours, which no text can produce: llama.cpp's unknown, BOS and EOS for
     a char vocabulary, <|endoftext|> for our BPE; none for GPT-2's, whose <|endoftext|> is a row of its own."""
     return {"char": SPECIAL_TOKENS, "bpe": (END_OF_TEXT,)}.get(tokenizer.kind, ())
+
+
+def gguf_unrepresentable_chars(tokenizer) -> str:
+    """The characters of a char vocabulary that llama.cpp's SentencePiece vocabulary cannot hold as tokens of their
+    own: U+2581 ('▁'), which stands for a space there (a text's '▁' and ' ' become one token, read back as a space),
+    and NUL, on which llama-cpp-python 0.3.36's tokenizer aborts the process."""
+    if tokenizer is None or tokenizer.kind != "char":
+        return ""
+    return "".join(ch for ch in ("\x00", "\u2581") if ch in tokenizer.stoi)
 
 
 def char_vocab(tokenizer) -> tuple[list[str], list[int]]:

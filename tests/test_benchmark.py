@@ -121,6 +121,20 @@ def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason(
     assert benchmark.too_slow_to_train("fp32", ceilings) is None
 
 
+def test_llama_cpp_rows_of_a_vocabulary_gguf_cannot_hold_are_skipped_with_the_reason():
+    """The llama.cpp rows export the timed model's vocabulary (the checkpoint's, or the data's characters): one that
+    GGUF cannot hold skips the rows with the export's reason, after the rest of the benchmark, not in an error."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from model import GPT
+    from tokenizer import CharTokenizer
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+    model = GPT(modern_config(**{**tiny_sizes(), "vocab_size": 4}))
+    model.tokenizer = CharTokenizer("\n a\u2581")
+    rows, skipped = benchmark.llama_cpp_rows(model, argparse.Namespace(gen_tokens=4, repeats=1))
+    assert rows == [] and len(skipped) == 1
+    assert skipped[0].startswith("llama.cpp: ") and "cannot hold the character(s) '▁'" in skipped[0]
+
+
 def test_benchmark_refuses_an_unknown_dtype(tmp_path):
     result = run_main(ROOT / "training" / "benchmark.py", "--dtypes", "fp8", "--results-dir", tmp_path)
     assert_user_error(result, "fp8")

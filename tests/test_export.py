@@ -1,6 +1,7 @@
 """Export to transformers and GGUF: the exported model computes our function, checked by code we did not write
 (transformers' AutoModelForCausalLM and AutoTokenizer, gguf's reader, llama.cpp where it is installed)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -194,6 +195,45 @@ def test_llama_cpp_reads_gpt2s_tokenizer_as_tiktoken_does(tmp_path):
     ids = model.tokenizer.encode(text)
     assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids
     assert llm.detokenize(ids).decode() == text and llm.token_eos() == 50256
+
+
+def test_llama_cpp_reads_a_char_vocabulary_of_any_script_as_we_do(tmp_path):
+    """A char vocabulary of a user's own text, not only Shakespeare's ASCII: accents, CJK, an emoji, tab, carriage
+    return, no-break and line separators, control characters and text that looks like special tokens, each its own
+    token in llama.cpp's SentencePiece vocabulary, with our ids and our text back. An untrained model."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from convert import save_gguf
+    from model import GPT
+    from tokenizer import CharTokenizer
+    text = TEXT + " Ünïcödé — 日本語 🎭\t\r\n\u00a0\u2028\x01\x7f <s></s><unk>[INST]  x"
+    model = GPT(tiny("modern", n_layer=1))
+    model.tokenizer = CharTokenizer.from_text(text)
+    path = tmp_path / "char.gguf"
+    save_gguf(path, model, "f32", "tiny")
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    ids = model.tokenizer.encode(text)
+    assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids
+    assert llm.detokenize(ids).decode() == text
+
+
+@pytest.mark.parametrize("char", ["\u2581", "\x00"])
+def test_a_char_vocabulary_llama_cpp_cannot_hold_is_refused_for_gguf_only(char):
+    """llama.cpp's SentencePiece vocabulary reads '▁' as a space (ours would come back as ' ') and its tokenizer aborts
+    the process on a NUL: a GGUF of such a vocabulary is refused before anything is written. transformers' tokenizer
+    holds both, so --to hf still exports it, with our ids."""
+    from tokenizers import Tokenizer
+
+    from convert import check_exportable, hf_tokenizer_files
+    from model import GPT
+    from tokenizer import CharTokenizer
+    text = f"a b{char}c\n"
+    model = GPT(tiny("modern", n_layer=1))
+    model.tokenizer = CharTokenizer.from_text(text)
+    with pytest.raises(UserError, match=re.escape(f"cannot hold the character(s) {char!r}") + ".*--to hf"):
+        check_exportable(model, "gguf")
+    check_exportable(model, "hf")
+    hf = Tokenizer.from_str(hf_tokenizer_files(model.tokenizer, 16)["tokenizer.json"])
+    assert hf.encode(text).ids == model.tokenizer.encode(text) and hf.decode(hf.encode(text).ids) == text
 
 
 @pytest.mark.parametrize("name", ["modern", "bpe"])

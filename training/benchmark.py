@@ -457,14 +457,19 @@ def llama_cpp_seconds(llm, new_tokens: int, repeats: int) -> float:
     return median_seconds(generate_call, repeats, torch.device("cpu"), warmup=1)
 
 
-def llama_cpp_rows(model: GPT, args) -> list[dict]:
+def llama_cpp_rows(model: GPT, args) -> tuple[list[dict], list[str]]:
     """llama.cpp (through llama-cpp-python) decoding the same weights exported to GGUF (src/convert.py) at batch 1,
-    greedy, with as many threads as PyTorch uses: f32 (the same function as ours, within block_size) and q8_0."""
+    greedy, with as many threads as PyTorch uses: f32 (the same function as ours, within block_size) and q8_0.
+    (rows, what was not timed and why)."""
     try:
         import llama_cpp
     except ImportError:
-        return []
-    from convert import save_gguf
+        return [], ["llama.cpp: llama-cpp-python is not installed here"]
+    from convert import check_exportable, save_gguf
+    try:
+        check_exportable(model, "gguf")
+    except UserError as err:
+        return [], [f"llama.cpp: {err}"]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for gguf_type in ("f32", "q8_0"):
@@ -478,7 +483,7 @@ def llama_cpp_rows(model: GPT, args) -> list[dict]:
                          "mode": f"llama.cpp {gguf_type} (llama-cpp-python {llama_cpp.__version__})"})
             print(f"  llama.cpp {rows[-1]}", flush=True)
             del llm
-    return rows
+    return rows, []
 
 
 # ----------------------------------------------------------------------------- memory
@@ -816,9 +821,8 @@ def benchmark_model(name: str, args, device, ceilings: dict) -> dict:
         entry["generation"] += rows
     if name == "modern" and device.type == "cpu":
         entry["default_engine"] = choose_engine(timed)  # what src/generate.py runs without flags
-        entry["llama_cpp"] = llama_cpp_rows(timed, args)
-        if not entry["llama_cpp"]:
-            skipped.append("llama.cpp: llama-cpp-python is not installed here")
+        entry["llama_cpp"], not_run = llama_cpp_rows(timed, args)
+        skipped += not_run
     if name == "modern" and args.memory_batch:
         entry["memory"] = [peak_resident_mb("generation", timed.config, args.gen_tokens, args),
                            peak_resident_mb("training", timed.config, args.memory_batch, args)]
