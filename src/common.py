@@ -54,10 +54,21 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def escape_what_the_terminal_cannot_show() -> None:
+    """A model trained on the user's own text prints its characters (generated text, samples, the vocabulary in an
+    error). Where stdout cannot encode them (PYTHONIOENCODING=ascii, a C locale with UTF-8 mode off, a Windows pipe
+    in cp1252), print raised UnicodeEncodeError in the middle of the text; such characters are written as Python
+    escapes (\\u5b57) instead, as Python's own stderr does."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def run_cli(main) -> None:
     """Run `main()`: a UserError (or a bad flag) becomes one line `error: ...` on stderr and exit status 2; Ctrl-C
     one line `interrupted ...` (what was kept, where training says it) and status 130, the shell's for SIGINT;
     SIGTERM the same line, `terminated ...`, and 143."""
+    escape_what_the_terminal_cannot_show()
     try:
         with sigterm_as_interrupt():
             main()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from common import UserError
-from conftest import ROOT, TINY_FLAGS, assert_user_error, load_script, run_main, run_script
+from conftest import (ROOT, TINY_FLAGS, assert_user_error, load_script, run_main, run_script, tiny_model_config,
+                      tiny_train_config)
 
 TRAIN = ROOT / "training" / "train.py"
 TRAIN_MODERN = ROOT / "training" / "train_modern.py"
@@ -336,6 +337,22 @@ def test_output_cut_short_by_its_reader_is_not_a_crash():
     with process.stderr:
         stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 1 and "Traceback" not in stderr, stderr
+
+
+def test_text_the_terminal_cannot_encode_is_escaped_not_a_crash(tmp_path):
+    """A model of the user's own text generates its characters. Where stdout cannot encode them (here
+    PYTHONIOENCODING=ascii; a Windows pipe in cp1252 is the common case), print raised UnicodeEncodeError after
+    the first line: now every such character comes out as a Python escape, and the command succeeds."""
+    from model_modern import modern_config
+    from trainer import train
+    data = tmp_path / "own.txt"
+    data.write_text("字ιστυ 語ιυιβεξ: πσογεεδ 🎭\n" * 400, encoding="utf-8")
+    sizes = {k: v for k, v in vars(tiny_model_config()).items() if k in ("block_size", "n_layer", "n_head", "n_embd")}
+    train(modern_config(**sizes), tiny_train_config(tmp_path / "run", data, max_steps=4), log=lambda *_: None)
+    result = run_script(ROOT / "src" / "generate.py", "--checkpoint", tmp_path / "run", "--prompt", "字ι", "--tokens",
+                        "20", "--device", "cpu", env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "\\u5b57\\u03b9" in result.stdout and result.stdout.isascii()
 
 
 def test_a_run_at_a_gpus_sizes_on_a_cpu_names_the_preset_sized_for_one(capsys):
