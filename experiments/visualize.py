@@ -63,7 +63,7 @@ def encode(model, text: str) -> list[int]:
     try:
         ids = model.tokenizer.encode(text)
     except (KeyError, ValueError) as err:
-        raise UserError(f"--prompt: {err}") from None
+        raise UserError(f"--prompt: {err}; pass a --prompt of text like the model's training text") from None
     if len(ids) < 2:
         raise UserError("--prompt needs at least two tokens")
     return ids

@@ -86,3 +86,27 @@ def test_visualize_draws_every_figure_from_tiny_checkpoints(tmp_path, small_text
 def test_visualize_explains_a_missing_checkpoint(tmp_path):
     result = run_script(ROOT / "experiments" / "visualize.py", "attention", "--checkpoints", tmp_path)
     assert_user_error(result, "no checkpoint", "train")
+
+
+def test_characters_the_font_lacks_are_named_once_not_warned_per_glyph(tmp_path, capsys):
+    """A model of Chinese text labels its figures with characters matplotlib's default font lacks: matplotlib warned
+    twice per character (22 warnings for one run's figures). save_figure says it in one line, naming them, and
+    lets every other warning through."""
+    import warnings
+
+    from plots import pyplot, save_figure
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.set_title("字 語 字 a")
+    draw = fig.savefig
+
+    def savefig_with_another_warning(*args, **kwargs):
+        warnings.warn("some other problem")
+        draw(*args, **kwargs)
+    fig.savefig = savefig_with_another_warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_figure(fig, tmp_path / "f.png")
+    out = capsys.readouterr().out
+    assert (tmp_path / "f.png").exists() and [str(w.message) for w in caught] == ["some other problem"]
+    assert out.count("\n") == 1 and "f.png: matplotlib's font has no glyph for 2 character(s) (字 語)" in out
