@@ -8,7 +8,7 @@ import pytest
 import data
 import tokenizer as tk
 from bpe import BPETokenizer, reference_encode, train_merges
-from conftest import ROOT, TINY_FLAGS, run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, TINY_FLAGS, run_main, run_script, tiny_model_config, tiny_train_config
 from trainer import train
 
 
@@ -108,3 +108,15 @@ def test_bpe_checkpoint_generates_through_the_cli(tmp_path, small_text, tokenize
                      "--seed", "0")
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.startswith("KING") and len(gen.stdout) > len("KING") + 10
+
+
+def test_the_tokenizer_comparison_cuts_a_line_of_the_users_own_text(tmp_path):
+    """train_bpe.py prints how both tokenizers cut a line of Shakespeare before training; on a text without its
+    characters (Greek here) the char vocabulary could not encode that line, and the run died in a traceback. It
+    now cuts the start of the training text."""
+    data = tmp_path / "greek.txt"
+    data.write_text("ΑΝΤΙΓΟΝΗ:\nὦ κοινὸν αὐτάδελφον Ἰσμήνης κάρα,\n" * 300, encoding="utf-8")
+    result = run_main(ROOT / "training" / "train_bpe.py", *TINY_FLAGS, "--max-steps", "2", "--eval-interval", "2",
+                      "--tokenizer", "bpe:260", "--data", data, "--out-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "tokenizer comparison for 'ΑΝΤΙΓΟΝΗ:\\nὦ κοινὸν" in result.stdout

@@ -21,11 +21,13 @@ EXAMPLE = "ROMEO:\nTo be, or not to be"
 
 
 def compare_tokenizers(model_config, train_config) -> list[str]:
-    """How the char and the chosen subword tokenizer cut the same line (printed before training starts)."""
+    """How the char and the chosen subword tokenizer cut the same line (printed before training starts): a line of
+    Shakespeare, or the start of the training text where that has other characters (a user's own text)."""
     text = load_text(train_config.data)
+    example = EXAMPLE if set(EXAMPLE) <= set(text) else text[:len(EXAMPLE)]
     char, bpe = CharTokenizer.from_text(text), build_tokenizer(train_config.tokenizer, text)
-    char_ids, bpe_ids = char.encode(EXAMPLE), bpe.encode(EXAMPLE)
-    return [f"tokenizer comparison for {EXAMPLE!r}:",
+    char_ids, bpe_ids = char.encode(example), bpe.encode(example)
+    return [f"tokenizer comparison for {example!r}:",
             f"  char ({char.vocab_size} symbols): {len(char_ids)} tokens {char_ids}",
             f"  {bpe.name} ({bpe.vocab_size:,} symbols): {len(bpe_ids)} tokens {bpe_ids}",
             f"  pieces: {[bpe.decode([i]) for i in bpe_ids]}",
