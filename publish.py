@@ -17,21 +17,27 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from checkpoint import CONFIG, load_model, resolve_folder  # noqa: E402
-from convert import EXPORT_MARK, check_exportable, is_earlier_export, save_hf_folder  # noqa: E402
 from checks import check_float, check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, atomic_write_json, one_line,  # noqa: E402
                     replace_atomically, repo_relative, run_cli)
+from convert import EXPORT_MARK, check_exportable, is_earlier_export, save_hf_folder  # noqa: E402
+from data import is_tiny_shakespeare  # noqa: E402
 from engine import generate_text, sample_prompt  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
 TEMPLATE = REPO_ROOT / "MODEL_CARD.md"
 DEFAULT_CODE_URL = "https://github.com/tinyllm/tinyllm"
 SAMPLE = dict(prompt="ROMEO:", tokens=300, temperature=0.8, seed=0)
+LIMITATIONS = {
+    True: "A {params}-parameter model trained on the plays alone: it writes Shakespeare-shaped English (speaker names, "
+          "line breaks, archaic words) with little sense, and knows nothing outside these plays.",
+    False: "A {params}-parameter model trained on this one text alone: it imitates the surface of that text with "
+           "little sense, and knows nothing outside it."}
 RECORD_FIELDS = ("architecture", "params", "step", "val_loss", "val_bpc", "train_loss", "hardware", "device", "dtype")
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
@@ -61,12 +67,34 @@ def code_url(given: str | None) -> str:
     return url.removesuffix(".git") if url.startswith("https://") else DEFAULT_CODE_URL
 
 
+def training_text(record: dict) -> tuple[str, bool]:
+    """(what the card calls the training text, whether it is Tiny Shakespeare), from the record: the text's
+    sha256 (data_text), or, in a checkpoint older than that field, whether it read the default data file."""
+    text, data = record.get("data_text"), record.get("train_config", {}).get("data")
+    if is_tiny_shakespeare(text) or (text is None and data in (None, "data/input.txt")):
+        return "Tiny Shakespeare", True
+    name = f"`{PurePosixPath(data).name}`" if data else "a text of its user's"
+    if text is None:
+        return name, False
+    return f"{name} ({text['chars']:,} characters, sha256 {text['sha256'][:12]}...)", False
+
+
+def prompt_fields(prompt: str) -> dict:
+    """The sample's prompt in the card's snippets: a Python string literal, and generate.py's flag where the shell
+    can pass it as typed (generate.py's own default is this prompt: sample_prompt)."""
+    typed = prompt.isprintable() and not set(prompt) & set('"\\$`!')
+    return {"prompt_literal": json.dumps(prompt, ensure_ascii=False),
+            "prompt_flag": f' --prompt "{prompt}"' if typed else ""}
+
+
 def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample_settings: dict) -> dict:
     """Every template field, from the checkpoint's config.json record (never from elsewhere)."""
     c, tc = model.config, record.get("train_config", {})
     modern = c.architecture == "modern"
+    prompt = prompt_fields(sample_settings["prompt"])
+    data_name, shakespeare = training_text(record)
     gguf = (f": `python src/export.py {repo_id} --to gguf --out model.gguf --gguf-type q8_0` in the tinyllm repo, then "
-            f"`llama-cli -m model.gguf -p \"ROMEO:\" -n 200 --temp 0.8`." if modern
+            f"`llama-cli -m model.gguf -p {prompt['prompt_literal']} -n 200 --temp 0.8`." if modern
             else ": tinyllm writes GGUF for modern checkpoints only (llama.cpp's gpt2 architecture computes GELU where "
                  "this model computes ReLU).")
     minutes = record.get("elapsed_s", 0) / 60
@@ -81,7 +109,9 @@ def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample
         "step": record["step"], "val_loss": f"{record['val_loss']:.4f}", "val_bpc": f"{record['val_bpc']:.3f}",
         "train_loss": f"{record['train_loss']:.4f}", "hardware": record["hardware"], "device": record["device"],
         "dtype": record["dtype"], "training_time": f"{minutes:.1f} minutes", "train_settings": settings,
-        "sample_prompt": sample_settings["prompt"], "sample_temperature": SAMPLE["temperature"], "sample_seed": SAMPLE["seed"],
+        "sample_temperature": SAMPLE["temperature"], "sample_seed": SAMPLE["seed"], **prompt,
+        "data_name": data_name, "hub_data_tags": "- shakespeare\ndatasets:\n- tiny-shakespeare\n" if shakespeare else "",
+        "limitations": LIMITATIONS[shakespeare].format(params=f"{record['params']:,}"),
         "sample": sample, "repo_id": repo_id, "model_type": "llama" if modern else "gpt2",
         "hf_class": "LlamaForCausalLM" if modern else "GPT2LMHeadModel", "gguf_note": gguf,
         # learned positions (GPT-2) end at block_size: a continuation must fit inside it

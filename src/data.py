@@ -59,6 +59,16 @@ def load_text(path: str | Path | None = None) -> str:
         raise UserError(f"cannot read data file {path}: {err.strerror or err}") from None
 
 
+def describe_text(text: str) -> dict:
+    """Which text a run trained on, as its records keep it: the sha256 of its UTF-8 bytes (Tiny Shakespeare's is
+    DATA_SHA256) and its length in characters. A path says where a file was, not what it held."""
+    return {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "chars": len(text)}
+
+
+def is_tiny_shakespeare(text_record: dict | None) -> bool:
+    return bool(text_record) and text_record.get("sha256") == DATA_SHA256
+
+
 # ----------------------------------------------------------------------------- encoded, split, batched
 
 def encode_corpus(tokenizer, text: str, cache_dir: Path | None = REPO_ROOT / "data") -> np.ndarray:

@@ -20,7 +20,7 @@ from cli import training_main  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, repo_relative, run_cli  # noqa: E402
 from device import pick_device  # noqa: E402
 from engine import (ENGINES, WEIGHTS, check_engine, check_sampling_args, choose_weights, encode_prompt,  # noqa: E402
-                    generate_text, prepare_decoder, prepare_weights)
+                    generate_text, prepare_decoder, prepare_weights, sample_prompt)
 
 DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
     ("temperature 0.5", 0.5, None, None),
@@ -76,10 +76,11 @@ def train_demo_model(resume: bool = False) -> Path:
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description="Generate Shakespeare from a tinyllm checkpoint.")
+    p = ArgumentParser(description="Generate text from a tinyllm checkpoint.")
     p.add_argument("--checkpoint", default=None,
                    help="run folder (its best/ or last/), checkpoint folder, or Hub repo id; default: the best local run")
-    p.add_argument("--prompt", default="ROMEO:", help="text to continue")
+    p.add_argument("--prompt", default=None, help="text to continue (default: ROMEO:, or a newline for a model of a "
+                   "text without those characters)")
     p.add_argument("--tokens", "--max-new-tokens", type=int, default=500, help="tokens to generate")
     p.add_argument("--temp", "--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
     p.add_argument("--top_k", "--top-k", type=int, default=None, help="sample from the k likeliest tokens")
@@ -131,6 +132,7 @@ def main(argv=None) -> None:
     model, record = load_model(checkpoint, device=device)
     model = prepare_weights(model, args.dtype, device)
     decoder = None if args.no_cache else prepare_decoder(model, args.engine)
+    args.prompt = sample_prompt(model.tokenizer) if args.prompt is None and model.tokenizer else args.prompt
     encode_prompt(model, args.prompt)  # like the decoder, a bad prompt fails here, before any text is printed
     where = describe_record(checkpoint if args.checkpoint else repo_relative(checkpoint), record)  # ours: short
     options = dict(seed=args.seed, use_cache=not args.no_cache, decoder=decoder)

@@ -35,7 +35,7 @@ from checkpoint import (CONFIG, RunLock, clear_run, existing_run, load_state_int
                         load_weights, parameter_bytes, read_config, recover, save_checkpoint)
 from checks import check_bool, check_choice, check_fits_in_memory, check_float, check_int, check_seed
 from common import UserError, atomic_write_json, check_writable, read_json, repo_relative
-from data import encode_corpus, get_batch, load_text, sample_starts, train_val_split
+from data import describe_text, encode_corpus, get_batch, load_text, sample_starts, train_val_split
 from device import (Compile, Precision, autocast, describe_hardware, keep_freed_memory, pick_device, resolve_compile,
                     resolve_dtype, synchronize, torch_compile)
 from model import GPT, GPTConfig
@@ -229,6 +229,7 @@ class Data:
     train: torch.Tensor
     val: torch.Tensor
     chars_per_val_token: float  # converts a loss per token into bits per character
+    text: dict  # which text this is ({"sha256", "chars"}): the records name it, a model card says what it learnt
 
 
 def prepare_data(tc: TrainConfig, block_size: int, device, tokenizer_spec: dict | None = None) -> Data:
@@ -241,7 +242,7 @@ def prepare_data(tc: TrainConfig, block_size: int, device, tokenizer_spec: dict 
         raise UserError(f"the data does not fit the checkpoint's tokenizer: {err}") from None
     train_ids, val_ids = train_val_split(ids, block_size)
     chars_per_val_token = len(tokenizer.decode(val_ids.tolist())) / len(val_ids)
-    return Data(tokenizer, train_ids.to(device), val_ids.to(device), chars_per_val_token)
+    return Data(tokenizer, train_ids.to(device), val_ids.to(device), chars_per_val_token, describe_text(text))
 
 
 def model_differences(saved: dict, model_config: GPTConfig) -> dict:
@@ -541,7 +542,7 @@ class Trainer:
                 "val_bpc": evaluation["val_bpc"], "device": str(self.device), "dtype": self.dtype,
                 "dtype_reason": self.precision.reason, "compiled": self.compiled.enabled,
                 "compile_reason": self.compiled.reason, "hardware": describe_hardware(self.device),
-                "train_config": self.tc.record(), "elapsed_s": round(self.elapsed(), 1),
+                "train_config": self.tc.record(), "data_text": self.data.text, "elapsed_s": round(self.elapsed(), 1),
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def train_state(self) -> dict:
@@ -674,7 +675,7 @@ class Trainer:
                 "tokens_per_sec": round(self.tokens_per_sec(), 1), "world_size": self.d.world,
                 "effective_batch": self.tc.batch_size * self.d.world * self.tc.grad_accum,
                 "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,
-                "chars_per_val_token": round(self.data.chars_per_val_token, 4),
+                "chars_per_val_token": round(self.data.chars_per_val_token, 4), "data_text": self.data.text,
                 "model_config": self.config.to_dict(), "train_config": self.tc.record(),
                 "torch": torch.__version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -1,12 +1,13 @@
 """Publishing: the Hub folder, the filled model card (whose usage snippet must work as written), and
 from_pretrained round trips."""
+import hashlib
 import json
 import re
 
 import pytest
 import torch
 
-from conftest import ROOT, assert_user_error, run_script, tiny_model_config, tiny_sizes, tiny_train_config
+from conftest import ROOT, assert_user_error, load_script, run_script, tiny_model_config, tiny_sizes, tiny_train_config
 from checkpoint import load_model, save_model_folder
 from common import UserError
 from model import GPT
@@ -73,6 +74,43 @@ def test_dry_run_builds_a_filled_card_whose_snippet_generates(tiny_run, tmp_path
         run = run_script("-c", snippet, cwd=ROOT)
         assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("ROMEO:") and len(run.stdout) > 150
+
+
+def test_the_card_of_a_model_of_another_text_says_which_and_its_snippets_still_run(tmp_path):
+    """A model trained on the user's own text (Greek here, without 'ROMEO:') got a card that said Tiny Shakespeare,
+    tagged the Hub's tiny-shakespeare dataset and prompted every snippet with "ROMEO:", which its tokenizer cannot
+    encode. Now the card names the file, its size and sha256, tags no dataset, and every snippet prompts with the
+    sample's prompt (a newline here) and runs as written, generate.py's command without a --prompt."""
+    data = tmp_path / "greek.txt"
+    data.write_text("ΑΝΤΙΓΟΝΗ:\nὦ κοινὸν αὐτάδελφον Ἰσμήνης κάρα,\n" * 300, encoding="utf-8")
+    train(tiny_modern_config(), tiny_train_config(tmp_path / "run", data, max_steps=4), log=lambda *_: None)
+    out = tmp_path / "export"
+    result = run_script(ROOT / "publish.py", "--checkpoint", tmp_path / "run", "--repo-id", "someone/greek",
+                        "--dry-run", "--out", out, env={"HF_TOKEN": ""})
+    assert result.returncode == 0, result.stderr
+    card = (out / "README.md").read_text()
+    sha = hashlib.sha256(data.read_text(encoding="utf-8").encode()).hexdigest()
+    assert f"Data: `greek.txt` ({len(data.read_text(encoding='utf-8')):,} characters, sha256 {sha[:12]}...)" in card
+    assert "shakespeare" not in card.split("---")[1].lower() and "ROMEO" not in card and "plays" not in card
+    snippets = [s.replace("someone/greek", str(out)) for s in re.findall(r"```python\n(.*?)```", card, re.S)]
+    assert len(snippets) == 2 and all('"\\n"' in s for s in snippets)
+    for snippet in snippets:
+        run = run_script("-c", snippet, cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+    command = re.search(r"`python src/generate.py --checkpoint someone/greek`", card)
+    assert command and '-p "\\n"' in card  # llama-cli reads escapes in -p
+    run = run_script(ROOT / "src" / "generate.py", "--checkpoint", out, "--tokens", "20", "--seed", "0")
+    assert run.returncode == 0 and run.stdout.startswith("\n") and len(run.stdout) > 10, run.stderr
+
+
+def test_a_card_says_tiny_shakespeare_by_the_texts_checksum_or_an_older_records_default_file(shakespeare):
+    publish = load_script(ROOT / "publish.py")
+    from data import describe_text
+    assert publish.training_text({"data_text": describe_text(shakespeare)}) == ("Tiny Shakespeare", True)
+    assert publish.training_text({"train_config": {"data": None}}) == ("Tiny Shakespeare", True)  # before data_text
+    excerpt = describe_text(shakespeare[:1000])
+    name, is_it = publish.training_text({"data_text": excerpt, "train_config": {"data": ".../small.txt"}})
+    assert not is_it and name == f"`small.txt` (1,000 characters, sha256 {excerpt['sha256'][:12]}...)"
 
 
 def test_upload_without_login_says_how_to_log_in(tiny_run, tmp_path):

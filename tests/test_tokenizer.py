@@ -101,3 +101,12 @@ def test_importing_the_tokenizer_reads_no_file(tmp_path):
             "assert not [p for p in opened if 'input.txt' in p or p.endswith('.u16')], opened")
     result = subprocess.run([sys.executable, "-c", code, str(ROOT / "src")], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_tiny_shakespeare_is_recognised_by_its_content_not_its_path(shakespeare):
+    """A model card says Tiny Shakespeare only for the text whose sha256 is the download's checksum: an excerpt,
+    or the same text edited, is another text."""
+    from data import describe_text, is_tiny_shakespeare
+    assert is_tiny_shakespeare(describe_text(shakespeare)) and describe_text(shakespeare)["chars"] == len(shakespeare)
+    assert not is_tiny_shakespeare(describe_text(shakespeare[:30_000]))
+    assert not is_tiny_shakespeare(describe_text(shakespeare + "\n")) and not is_tiny_shakespeare(None)

@@ -1,4 +1,5 @@
 """The shared training loop: learning, checkpoints, exact resume, NaN stop, accumulation, schedules."""
+import hashlib
 import json
 import math
 import sys
@@ -34,6 +35,9 @@ def test_checkpoint_layout_summary_and_round_trip(tmp_path, small_text):
     assert summary["steps"] == 20 and summary["tokens_per_sec"] > 0
     model, record = load_model(out / "last")
     assert record["step"] == 20 and record["tokenizer"]["type"] == "char"
+    text = small_text.read_text(encoding="utf-8")  # which text, by content: a path says only where a file was
+    assert record["data_text"] == summary["data_text"] == {"sha256": hashlib.sha256(text.encode()).hexdigest(),
+                                                           "chars": len(text)}
     assert model.tokenizer.decode(model.tokenizer.encode("ROMEO:")) == "ROMEO:"
     # reloading the saved weights gives the same function
     model2, _ = load_model(out / "last")
