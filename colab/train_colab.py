@@ -92,7 +92,8 @@ def differences_from(run_dir: Path, phase: str, argv: list[str]) -> str:
     model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=None)
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
-        return run_differences(summary["model_config"], summary["train_config"], model_config, train_config)
+        return run_differences(summary["model_config"], summary["train_config"], model_config, train_config,
+                               summary.get("data_text"))
     except (OSError, ValueError, KeyError, TypeError, UserError) as err:
         raise UserError(f"[{phase}] {run_dir / 'summary.json'} is unreadable ({one_line(err)[:120]}); move "
                         f"{run_dir} away to train this phase again") from None

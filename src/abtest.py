@@ -46,8 +46,9 @@ def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_se
     p.add_argument("--runs-dir", type=output_folder, default=str(REPO_ROOT / "checkpoints" / "swaps"),
                    help="checkpoints of every arm (default: checkpoints/swaps/)")
     p.add_argument("--resume", action="store_true",
-                   help="after a stopped experiment: keep the runs it finished (same settings, seed and machine) and "
-                        "continue the one it stopped in from its last checkpoint; without it every run trains afresh")
+                   help="after a stopped experiment: keep the runs it finished (same settings, seed, machine and "
+                        "text) and continue the one it stopped in from its last checkpoint; without it every run "
+                        "trains afresh")
     return p
 
 
@@ -90,10 +91,10 @@ def hours_on_cpu_note(args) -> str | None:
 
 
 def earlier_run(run_dir: Path, model: GPTConfig, tc: TrainConfig) -> tuple[str, dict | None]:
-    """What `run_dir` holds of this very run (the same model, settings and seed, on this machine), with its record:
-    "finished" (its summary), "interrupted" (its last/ checkpoint, which --resume continues bit for bit), or "none".
-    An experiment stopped halfway then reruns only what it had not finished; a run of other settings or from
-    another machine (whose tokens/s would not compare) is trained again."""
+    """What `run_dir` holds of this very run (the same model, settings and seed, on this machine and text), with its
+    record: "finished" (its summary), "interrupted" (its last/ checkpoint, which --resume continues bit for bit), or
+    "none". An experiment stopped halfway then reruns only what it had not finished; a run of other settings, of a
+    data file edited since, or from another machine (whose tokens/s would not compare) is trained again."""
     try:
         if (run_dir / "summary.json").exists():
             state, record = "finished", json.loads((run_dir / "summary.json").read_text())
@@ -103,7 +104,7 @@ def earlier_run(run_dir: Path, model: GPTConfig, tc: TrainConfig) -> tuple[str, 
             saved_model = record["model"]
         else:
             return "none", None
-        same = (not run_differences(saved_model, record["train_config"], model, tc)
+        same = (not run_differences(saved_model, record["train_config"], model, tc, record.get("data_text"))
                 and record["hardware"] == describe_hardware(pick_device(tc.device)))
     except (OSError, ValueError, KeyError, TypeError, UserError):  # unreadable: trained again
         return "none", None

@@ -268,14 +268,20 @@ def changed_settings(saved: dict, tc: TrainConfig) -> str:
                      if name not in ("out_dir", "resume", "overwrite") and name in saved and saved[name] != now[name])
 
 
-def run_differences(saved_model: dict, saved_train: dict, model_config: GPTConfig, tc: TrainConfig) -> str:
+def run_differences(saved_model: dict, saved_train: dict, model_config: GPTConfig, tc: TrainConfig,
+                    saved_text: dict | None = None) -> str:
     """What a saved run (the model and training configs of its summary.json or config.json) trained differently from
     these configs, as "name: old -> new" ("" where nothing differs): whether a finished run is the one asked for
     (the Colab script skips its phase, an A/B experiment with --resume reuses it). Not vocab_size: the tokenizer
-    sets it when a run starts."""
+    sets it when a run starts. `saved_text`, the run's data_text where its record has one: a data file edited or
+    replaced since, at the same path, is a difference too."""
     model = model_differences(saved_model, model_config)
     model.pop("vocab_size", None)
     shown = [f"{name}: {saved} -> {now}" for name, (saved, now) in model.items()]
+    text = describe_text(load_text(tc.data)) if saved_text is not None else None
+    if text is not None and text != saved_text:
+        shown.append(f"training text: other content at {repo_relative(tc.data) if tc.data else 'the default path'} "
+                     f"(sha256 now {text['sha256'][:12]}...)")
     return ", ".join(filter(None, [*shown, changed_settings(saved_train, tc)]))
 
 

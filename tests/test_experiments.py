@@ -65,7 +65,7 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
 def test_a_stopped_experiment_resumes_with_the_results_of_an_uninterrupted_one(tmp_path, small_text, capsys):
     """Ctrl-C in the third of four runs, then --resume: the two finished runs are reused, the stopped one continues
     from its checkpoint, and every curve equals an uninterrupted experiment's (CPU, fp32: bit for bit). A run of other
-    settings is not reused, and without --resume every run trains afresh."""
+    settings, or of a data file edited since, is not reused, and without --resume every run trains afresh."""
     import abtest
     import trainer
     from conftest import tiny_model_config, tiny_train_config
@@ -94,6 +94,9 @@ def test_a_stopped_experiment_resumes_with_the_results_of_an_uninterrupted_one(t
     assert "reused" not in capsys.readouterr().out  # other settings: trained again
     abtest.run_arms("x", arms, model, replace(tc, eval_iters=3), 2, tmp_path / "stopped")
     assert "reused" not in capsys.readouterr().out  # no --resume: trained again
+    small_text.write_text(small_text.read_text() + "\nEDITED.\n")  # the same path, another text
+    abtest.run_arms("x", arms, model, replace(tc, eval_iters=3), 2, tmp_path / "stopped", resume=True)
+    assert "reused" not in capsys.readouterr().out  # a run of the text before the edit: trained again
 
 
 def test_arms_stopped_at_steps_of_their_own_are_compared_where_all_were_evaluated(tmp_path):
