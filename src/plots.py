@@ -25,7 +25,7 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     pyplot().close(fig)
     missing = []
     for warning in caught:
-        glyph = re.match(r"Glyph (\d+) .*missing from font", str(warning.message))
+        glyph = re.match(r"Glyph (\d+) .*missing from", str(warning.message))  # 3.8: "current font"; later: "font(s) NAME"
         if glyph is None:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         elif chr(int(glyph.group(1))) not in missing:
