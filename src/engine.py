@@ -18,6 +18,7 @@ model.py computes logits for a sequence. Generating text one token at a time is 
 """
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 
 import torch
@@ -322,7 +323,17 @@ def prepare_weights(model, weights: str, device: torch.device):
 
 
 def prepare_decoder(model, engine: str):
-    """make_decoder for a command line: a model the engine does not run, or a failed build, is one line."""
+    """make_decoder for a command line: a model the engine does not run, or a failed build, is one line. Where "auto"
+    would run the C step and this machine cannot (no C compiler, an unwritable build folder), a note on stderr says
+    why: the eager path it falls back to decodes several times slower, which a user should not find out by timing."""
+    from cdecode import unsupported_reason
+    if engine == "auto" and unsupported_reason(model) is None:
+        try:
+            return make_decoder(model, "c")
+        except RuntimeError as err:
+            print(f"[--engine auto: eager PyTorch, several times slower than the C step, which cannot run here: {err}]",
+                  file=sys.stderr)
+            return make_decoder(model, "eager")
     try:
         return make_decoder(model, engine)
     except (ValueError, RuntimeError) as err:

@@ -126,3 +126,22 @@ def test_an_unwritable_build_folder_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYLLM_CACHE_DIR", str(blocker / "cache"))
     with pytest.raises(RuntimeError, match="set TINYLLM_CACHE_DIR to a writable folder"):
         cdecode.build_library()
+
+
+def test_auto_says_when_this_machine_cannot_run_the_c_step(tmp_path, monkeypatch):
+    """Without a C compiler (or with an unwritable build folder) `--engine auto` decoded with eager PyTorch, several
+    times slower, without a word. It still does, with one line on stderr saying so and why; the text is the same."""
+    import cdecode
+    model = modern_fp32()
+    from tokenizer import CharTokenizer
+    model.tokenizer = CharTokenizer.from_text("abcdefghij\n")
+    save_model_folder(tmp_path / "run", model, model.tokenizer, {})
+    args = (ROOT / "src" / "generate.py", "--checkpoint", tmp_path / "run", "--prompt", "abc", "--tokens", "20",
+            "--temp", "0", "--device", "cpu")
+    with_c = run_main(*args)
+    assert with_c.returncode == 0 and "--engine auto" not in with_c.stderr, with_c.stderr
+    monkeypatch.setattr(cdecode, "find_c_compiler", lambda: None)
+    without = run_main(*args)
+    assert without.returncode == 0 and without.stdout == with_c.stdout, without.stderr
+    assert "[--engine auto: eager PyTorch, several times slower than the C step, which cannot run here: the C decoder " \
+           "needs a C compiler" in without.stderr
