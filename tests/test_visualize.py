@@ -90,7 +90,7 @@ def test_visualize_explains_a_missing_checkpoint(tmp_path):
 
 def test_characters_the_font_lacks_are_named_once_not_warned_per_glyph(tmp_path, capsys):
     """A model of Chinese text labels its figures with characters matplotlib's default font lacks: matplotlib warned
-    twice per character (22 warnings for one run's figures). save_figure says it in one line, naming them, and
+    for each character in each figure (dozens of warnings for one run's figures). save_figure says it in one line, naming them, and
     lets every other warning through."""
     import warnings
 
