@@ -155,6 +155,10 @@ def check_record(record: dict, where: Path) -> None:
     check_float(record.get("elapsed_s", 0), f"{where}: elapsed_s", minimum=0.0)
     if not isinstance(record.get("train_config", {}), dict):
         raise UserError(f"{where}: train_config must be an object")
+    text = record.get("data_text")  # absent in checkpoints older than it
+    if text is not None and not (isinstance(text, dict) and isinstance(text.get("sha256"), str)
+                                 and isinstance(text.get("chars"), int)):
+        raise UserError(f"{where}: data_text must be an object of the text's sha256 (a string) and chars (an integer)")
 
 
 def check_out_folder(out: Path) -> None:

@@ -113,6 +113,19 @@ def test_a_card_says_tiny_shakespeare_by_the_texts_checksum_or_an_older_records_
     assert not is_it and name == f"`small.txt` (1,000 characters, sha256 {excerpt['sha256'][:12]}...)"
 
 
+@pytest.mark.parametrize("damaged", ["garbage", {"sha256": 5, "chars": 1}, {"sha256": "ab"}])
+def test_a_damaged_record_of_the_training_text_is_one_line(tiny_run, tmp_path, damaged):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "best" / "config.json").read_text())
+    (run / "best" / "config.json").write_text(json.dumps({**config, "data_text": damaged}))
+    result = run_script(ROOT / "publish.py", "--checkpoint", run, "--repo-id", "someone/tiny", "--dry-run", "--out",
+                        tmp_path / "export", env={"HF_TOKEN": ""})
+    assert_user_error(result, "data_text must be an object")
+    assert not (tmp_path / "export").exists()
+
+
 def test_upload_without_login_says_how_to_log_in(tiny_run, tmp_path):
     result = run_script(ROOT / "publish.py", "--checkpoint", tiny_run, "--repo-id", "someone/tiny", "--out",
                         tmp_path / "export", env={"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf")})
