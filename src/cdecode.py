@@ -75,12 +75,15 @@ def _build(compiler: str, source: bytes) -> Path:
             return target
         fd, partial = tempfile.mkstemp(prefix="partial-", suffix=".so", dir=cache_dir())
         os.close(fd)
-        built = subprocess.run([compiler, *flags, "-shared", "-fPIC", str(SOURCE), "-o", partial, "-lm"],
-                               capture_output=True, text=True)
-        if built.returncode == 0:
-            os.replace(partial, target)
-            return target
-        os.unlink(partial)
+        try:
+            built = subprocess.run([compiler, *flags, "-shared", "-fPIC", str(SOURCE), "-o", partial, "-lm"],
+                                   capture_output=True, text=True)
+            if built.returncode == 0:
+                os.replace(partial, target)
+                return target
+        finally:  # a failed build, or Ctrl-C during it, leaves no partial file behind
+            if os.path.exists(partial):
+                os.unlink(partial)
         errors.append((built.stderr.strip().splitlines() or [f"exit status {built.returncode}"])[-1])
     raise RuntimeError(f"could not build {SOURCE.name} with {compiler}: {errors[0]}")
 

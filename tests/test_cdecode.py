@@ -82,6 +82,14 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
         cdecode.build_library()
     assert list(tmp_path.iterdir()) == [broken]
     monkeypatch.setattr(cdecode, "SOURCE", ROOT / "src" / "cdecode.c")
+
+    def ctrl_c_while_compiling(*args, **kwargs):
+        raise KeyboardInterrupt
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cdecode.subprocess, "run", ctrl_c_while_compiling)
+        with pytest.raises(KeyboardInterrupt):
+            cdecode.build_library()
+    assert list(tmp_path.iterdir()) == [broken]  # no partial library left in the cache
     built = cdecode.build_library()
     assert built.parent == tmp_path and cdecode.build_library() == built  # built once, then reused
 
