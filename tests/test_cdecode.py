@@ -26,10 +26,32 @@ def modern_int8(seed=0, **overrides):
     return quantize_int8(modern_fp32(seed, **overrides))
 
 
+VECTOR_CODE = {  # cdecode.c's three code paths, each built where this CPU runs it (the default: -march=native)
+    "native": None,
+    "avx2": ["-O3", "-mavx2", "-mfma", "-fopenmp"],  # the AVX2 loops, also on an AVX-512 machine
+    "plain": ["-O3", "-fopenmp"],  # no -march: the plain loops an Arm or older x86 CPU gets
+}
+
+
+@pytest.fixture(params=VECTOR_CODE)
+def vector_code(request, tmp_path, monkeypatch):
+    """Builds of the C step with each of its code paths that this CPU can run, in a cache folder of the test's own."""
+    import cdecode
+    from device import cpu_flags
+    flags = VECTOR_CODE[request.param]
+    if request.param == "avx2" and not {"avx2", "fma"} <= cpu_flags():
+        pytest.skip("this CPU has no AVX2 and FMA")
+    if flags is not None:
+        monkeypatch.setenv("TINYLLM_CACHE_DIR", str(tmp_path))
+        monkeypatch.setattr(cdecode, "FLAG_SETS", (flags, [f for f in flags if f != "-fopenmp"]))
+    return request.param
+
+
 @pytest.mark.parametrize("weights", ["fp32", "int8"])
 @torch.inference_mode()
-def test_c_step_gives_the_logits_of_the_pytorch_model_through_its_caches(weights):
-    """30 tokens through a cache of 8 slots: the ring buffer wraps around three times."""
+def test_c_step_gives_the_logits_of_the_pytorch_model_through_its_caches(weights, vector_code):
+    """30 tokens through a cache of 8 slots: the ring buffer wraps around three times. Each of cdecode.c's code
+    paths (AVX-512, AVX2, plain loops) where this CPU runs it: a machine uses only one of them."""
     model = modern_int8() if weights == "int8" else modern_fp32()
     reference = dequantize(model) if weights == "int8" else model
     tokens = torch.randint(0, 11, (1, 30))
