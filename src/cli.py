@@ -77,7 +77,7 @@ def build_parser(description: str, model_defaults: GPTConfig, train_defaults: Tr
     parser.add_argument("--preset", choices=presets, help="a named set of defaults (flags still override)")
     for flags, defaults in ((MODEL_FLAGS, model_defaults), (TRAIN_FLAGS, train_defaults)):
         for name, (typ, text) in flags.items():
-            shown = repo_relative(defaults.out_dir) if name == "out_dir" else getattr(defaults, name)
+            shown = repo_relative(repo_path(defaults.out_dir)) if name == "out_dir" else getattr(defaults, name)
             help_text = text if shown is None else f"{text} (default: {shown})"  # None: the text says what happens
             parser.add_argument(f"--{name.replace('_', '-')}", type=typ, default=None, help=help_text)
     parser.add_argument("--compile", nargs="?", const="on", choices=("auto", "on", "off"), default=None,

@@ -246,6 +246,14 @@ def test_help_shows_default_paths_relative_to_the_repo(script):
     assert "in the repo)" in help_text
 
 
+def test_the_default_run_folder_in_help_is_the_repos_from_any_working_folder(monkeypatch):
+    """Started from training/, train_modern.py trains into checkpoints/modern of the repo, but --help said
+    training/checkpoints/modern: the default was shown relative to the working folder."""
+    monkeypatch.chdir(ROOT / "training")
+    help_text = " ".join(run_main(TRAIN_MODERN, "--help").stdout.split())
+    assert "(default: checkpoints/modern)" in help_text and "training/checkpoints" not in help_text
+
+
 def test_without_any_checkpoint_generate_points_to_the_demo(tmp_path, monkeypatch):
     generate = load_script(GENERATE)
     monkeypatch.setattr(generate, "CHECKPOINTS", tmp_path / "checkpoints")
