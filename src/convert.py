@@ -16,8 +16,10 @@ What differs between the layouts, and why each mapping is exact:
   real character or byte sequence. transformers gets none (None ids). llama.cpp insists on BOS and EOS ids inside
   the vocabulary (out of range, it falls back to fixed ids: newline, space and '!' of a char vocabulary, so it would
   stop at every '!'), so GGUF gets extra tokens after ours, with zero embedding rows (gguf_added_tokens).
-- Tokenizers. A char vocabulary becomes llama.cpp's SentencePiece ("llama") vocabulary, one token per character. A
-  byte-level BPE (gpt2, our bpe:N) becomes the byte-level BPE of transformers' tokenizer.json and of llama.cpp's
+- Tokenizers. A char vocabulary becomes llama.cpp's unigram ("t5") vocabulary, one token per character, in which a
+  character the model never saw reads as <unk>. (Its SentencePiece "llama" vocabulary spells such a character as
+  byte tokens, which a char vocabulary lacks, and llama.cpp aborted the process on it: a digit typed into
+  llama-cli's prompt for a Shakespeare model.) A byte-level BPE (gpt2, our bpe:N) becomes the byte-level BPE of transformers' tokenizer.json and of llama.cpp's
   "gpt2" vocabulary: both pre-split text with GPT-2's regex, as ours do. Other tiktoken encodings (cl100k_base,
   o200k_base) pre-split with regexes of their own, so they are refused: the ids would differ.
 """
@@ -58,8 +60,8 @@ def check_exportable(model: GPT, to: str) -> None:
                         "for transformers")
     unheld = gguf_unrepresentable_chars(tokenizer) if to == "gguf" else ""
     if unheld:
-        raise UserError(f"llama.cpp's SentencePiece vocabulary cannot hold the character(s) {unheld!r} of this char "
-                        "vocabulary (U+2581 is its mark for a space, and a NUL crashes its tokenizer): export it with "
+        raise UserError(f"llama.cpp's vocabulary cannot hold the character(s) {unheld!r} of this char vocabulary "
+                        "(U+2581 is its mark for a space, and its tokenizer reads a NUL as unknown): export it with "
                         "--to hf, or train on text without them")
 
 
@@ -248,21 +250,20 @@ def gguf_added_tokens(tokenizer) -> tuple[str, ...]:
 
 
 def gguf_unrepresentable_chars(tokenizer) -> str:
-    """The characters of a char vocabulary that llama.cpp's SentencePiece vocabulary cannot hold as tokens of their
-    own: U+2581 ('▁'), which stands for a space there (a text's '▁' and ' ' become one token, read back as a space),
-    and NUL, on which llama-cpp-python 0.3.36's tokenizer aborts the process."""
+    """The characters of a char vocabulary that llama.cpp's vocabulary cannot hold as tokens of their own: U+2581
+    ('▁'), which stands for a space there (a text holding both made llama-cpp-python 0.3.36 abort; '▁' alone reads
+    back as a space), and NUL, which its tokenizer reads as an unknown character."""
     if tokenizer is None or tokenizer.kind != "char":
         return ""
     return "".join(ch for ch in ("\x00", "\u2581") if ch in tokenizer.stoi)
 
 
 def char_vocab(tokenizer) -> tuple[list[str], list[int]]:
-    """Tokens and types of llama.cpp's SentencePiece ("llama") vocabulary: space is '▁' (SentencePiece's word
-    boundary), newline the byte token <0x0A> (llama.cpp finds its line feed there), every other character itself."""
+    """Tokens and types of llama.cpp's unigram ("t5") vocabulary: space is '▁' (SentencePiece's word boundary, which
+    the tokenizer writes for every space), every other character itself."""
     import gguf
-    tokens = ["<0x0A>" if ch == "\n" else "\u2581" if ch == " " else ch for ch in tokenizer.chars]
-    types = [gguf.TokenType.BYTE if ch == "\n" else gguf.TokenType.NORMAL for ch in tokenizer.chars]
-    return tokens, types
+    tokens = ["\u2581" if ch == " " else ch for ch in tokenizer.chars]
+    return tokens, [gguf.TokenType.NORMAL] * len(tokens)
 
 
 def byte_level_vocab(tokenizer) -> tuple[list[str], list[int], list[str]]:
@@ -307,9 +308,10 @@ def gguf_metadata(writer, config: GPTConfig, tokenizer, name: str) -> None:
     writer.add_vocab_size(len(tokens))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    if tokenizer.kind == "char":
-        writer.add_tokenizer_model("llama")
-        writer.add_token_scores([0.0] * len(tokens))
+    if tokenizer.kind == "char":  # unigram: every token equally likely, so each character is its own token
+        writer.add_tokenizer_model("t5")
+        writer.add_token_scores([-math.log(tokenizer.vocab_size)] * len(tokens))
+        writer.add_remove_extra_whitespaces(False)  # T5 squeezes runs of spaces; our ids keep every one
         writer.add_unk_token_id(tokens.index("<unk>"))
         bos, eos = tokens.index("<s>"), tokens.index("</s>")
     else:

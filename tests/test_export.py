@@ -102,9 +102,10 @@ def test_gguf_holds_our_weights_and_llama_cpp_metadata(runs, tmp_path, gguf_type
         c.n_embd, c.n_layer, c.n_head)
     assert field("llama.rope.dimension_count") == c.n_embd // c.n_head and field("llama.rope.freq_base") == c.rope_theta
     tokens, chars = field("tokenizer.ggml.tokens"), ours.tokenizer.chars
-    assert tokens[chars.index(" ")] == "\u2581" and tokens[chars.index("\n")] == "<0x0A>"
+    assert tokens[chars.index(" ")] == "\u2581" and tokens[chars.index("\n")] == "\n"
     assert tokens[chars.index("R")] == "R" and tokens[c.vocab_size:] == ["<unk>", "<s>", "</s>"]
     assert [field(f"tokenizer.ggml.{k}_token_id") for k in ("unknown", "bos", "eos")] == [c.vocab_size + i for i in range(3)]
+    assert field("tokenizer.ggml.model") == "t5" and field("tokenizer.ggml.remove_extra_whitespaces") is False
     assert field("tokenizer.ggml.add_bos_token") is False and field("tokenizer.ggml.add_space_prefix") is False
     expected = gguf_tensors(ours)
     assert {t.name for t in reader.tensors} == set(expected)
@@ -197,10 +198,34 @@ def test_llama_cpp_reads_gpt2s_tokenizer_as_tiktoken_does(tmp_path):
     assert llm.detokenize(ids).decode() == text and llm.token_eos() == 50256
 
 
+def test_llama_cpp_reads_a_character_the_model_never_saw_as_unknown(runs, tmp_path):
+    """A digit or an accent typed into llama-cli's prompt for a Shakespeare model: with SentencePiece's "llama"
+    vocabulary llama.cpp spelled it as byte tokens, which a char vocabulary lacks, and aborted the process
+    (SIGABRT). The unigram vocabulary reads it (a run of them) as <unk> and generation goes on. In a process of its own, which an
+    abort would kill instead of the test run."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    import subprocess
+    import sys
+    run, _ = runs["modern"]
+    ours, _ = load_model(run)
+    path = tmp_path / "m.gguf"
+    assert run_main(EXPORT, run, "--to", "gguf", "--out", path).returncode == 0
+    code = ("import sys, llama_cpp\n"
+            "llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)\n"
+            "ids = llm.tokenize('First 2é:'.encode(), add_bos=False, special=False)\n"
+            "print(ids, [token for _, token in zip(range(5), llm.generate(ids, temp=0.0, top_k=1))])")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-500:]
+    ids, generated = json.loads("[" + result.stdout.strip().replace("] [", "], [") + "]")
+    unknown = ours.config.vocab_size  # the first token after ours
+    assert ids == ours.tokenizer.encode("First ") + [unknown] + ours.tokenizer.encode(":")  # a run: one <unk>
+    assert len(generated) == 5
+
+
 def test_llama_cpp_reads_a_char_vocabulary_of_any_script_as_we_do(tmp_path):
     """A char vocabulary of a user's own text, not only Shakespeare's ASCII: accents, CJK, an emoji, tab, carriage
     return, no-break and line separators, control characters and text that looks like special tokens, each its own
-    token in llama.cpp's SentencePiece vocabulary, with our ids and our text back. An untrained model."""
+    token in llama.cpp's unigram vocabulary, with our ids and our text back. An untrained model."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from convert import save_gguf
     from model import GPT
@@ -218,9 +243,9 @@ def test_llama_cpp_reads_a_char_vocabulary_of_any_script_as_we_do(tmp_path):
 
 @pytest.mark.parametrize("char", ["\u2581", "\x00"])
 def test_a_char_vocabulary_llama_cpp_cannot_hold_is_refused_for_gguf_only(char):
-    """llama.cpp's SentencePiece vocabulary reads '▁' as a space (ours would come back as ' ') and its tokenizer aborts
-    the process on a NUL: a GGUF of such a vocabulary is refused before anything is written. transformers' tokenizer
-    holds both, so --to hf still exports it, with our ids."""
+    """llama.cpp reads '▁' as a space (ours would come back as ' '; with a space in the vocabulary too, it aborted)
+    and a NUL as an unknown character: a GGUF of such a vocabulary is refused before anything is written.
+    transformers' tokenizer holds both, so --to hf still exports it, with our ids."""
     from tokenizers import Tokenizer
 
     from convert import check_exportable, hf_tokenizer_files
