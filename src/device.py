@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -40,8 +41,37 @@ COMPILE_MIN_SECONDS = 300.0  # ... and, when a run has a --max-time, only one of
 
 # ----------------------------------------------------------------------------- devices
 
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """How many CPUs' worth of time this process's container may use (docker --cpus, a Kubernetes CPU limit), from
+    its cgroup: v2's cpu.max ("200000 100000": 2 CPUs), else v1's cpu.cfs_quota_us / cpu.cfs_period_us. None where
+    there is no quota."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (int((root / "cpu" / f"cpu.cfs_{name}_us").read_text()) for name in ("quota", "period"))
+        return quota / period if quota > 0 else None
+    return None
+
+
+def fit_threads_to_cpu_quota() -> None:
+    """PyTorch starts a thread per core it sees, and in a container it sees the host's cores, not the container's
+    CPU quota: 32 threads sharing 2 CPUs' worth of time mostly wait for each other. Use as many threads as the quota
+    allows (rounded up), unless OMP_NUM_THREADS chose a number."""
+    quota = cgroup_cpu_quota()
+    if quota is None or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = max(1, math.ceil(quota))
+    if threads < torch.get_num_threads():
+        print(f"[cpu: {threads} thread(s), this container's CPU quota ({quota:g} CPUs), not one per core of the "
+              f"host ({torch.get_num_threads()}); OMP_NUM_THREADS overrides]", file=sys.stderr)
+        torch.set_num_threads(threads)
+
+
 def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA > MPS > CPU, unless the user asks for one; asking for a missing one is an error."""
+    """CUDA > MPS > CPU, unless the user asks for one; asking for a missing one is an error. The CPU's threads are
+    fitted to a container's CPU quota first (fit_threads_to_cpu_quota): every device runs some work there."""
+    fit_threads_to_cpu_quota()
     requested = (requested or "auto").lower()
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if requested == "auto":

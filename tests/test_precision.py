@@ -330,3 +330,30 @@ def test_decoding_weights_auto_picks_the_fastest_path_of_the_machine(monkeypatch
     assert choose_weights(cpu).dtype == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert choose_weights(torch.device("cuda")).dtype == "bf16"
+
+
+def test_cpu_threads_follow_a_containers_cpu_quota(tmp_path, monkeypatch, capsys):
+    """In a container with a CPU quota (docker --cpus 2, a Kubernetes limit) PyTorch still starts a thread per core
+    of the host. The quota is read from the cgroup (v2's cpu.max, v1's cfs files) and caps the threads, rounded up,
+    with one line saying so; OMP_NUM_THREADS, where set, decides instead."""
+    for name, files, quota in (("v2", {"cpu.max": "150000 100000\n"}, 1.5), ("v2-none", {"cpu.max": "max 100000\n"}, None),
+                               ("v1", {"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+                               ("v1-none", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+                               ("absent", {}, None)):
+        for path, text in files.items():
+            (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / path).write_text(text)
+        assert device.cgroup_cpu_quota(tmp_path / name) == quota, name
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(device, "cgroup_cpu_quota", lambda: 0.5)
+    try:
+        torch.set_num_threads(2)
+        device.pick_device("cpu")
+        assert torch.get_num_threads() == 1 and "this container's CPU quota (0.5 CPUs)" in capsys.readouterr().err
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        device.pick_device("cpu")
+        assert torch.get_num_threads() == 2 and capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)
