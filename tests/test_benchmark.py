@@ -263,3 +263,17 @@ def test_the_head_to_head_says_what_our_allocator_setting_is_worth_to_nanogpt():
     lines = report.benchmark_head_to_head(record)
     assert "| nanoGPT's step, bf16 autocast, given our allocator setting | 3,200 |  |" in lines
     assert any("1.28× its bf16 speed in a process of its own, and ours at 1.25× that" in line for line in lines)
+
+
+def test_processes_timed_beside_the_benchmark_run_its_number_of_threads():
+    """nanoGPT's step and the memory measurements run in fresh processes, where torch would start a thread per core
+    again: they get this process's count, which may have been fitted to a container's CPU quota."""
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        child = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                               env=benchmark.same_threads_env(), capture_output=True, text=True, timeout=120)
+    finally:
+        torch.set_num_threads(before)
+    assert child.stdout.strip() == "1", child.stderr

@@ -304,6 +304,12 @@ def nanogpt_training_step(nanogpt, dtype: str, batch: int, device):
     return model, step
 
 
+def same_threads_env() -> dict:
+    """The environment of a child process that is timed or measured beside this one: the same number of threads
+    (this process's may have been fitted to a container's CPU quota, which a fresh torch would not know)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 class NanoGPTProcess:
     """nanoGPT's training step (nanogpt_training_step) in a fresh process of its own, as its users run it. Ours sets
     device.keep_freed_memory, a setting of the whole process that nanoGPT's train.py does not make: its step timed
@@ -314,7 +320,8 @@ class NanoGPTProcess:
         serve = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import benchmark; "
                  "benchmark.serve_nanogpt_steps(*sys.argv[1:])")
         self.process = subprocess.Popen([sys.executable, "-c", serve, folder, dtype, str(batch), str(device)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                        env=same_threads_env())
         self.wait()
 
     def wait(self) -> None:
@@ -516,7 +523,7 @@ def peak_resident_mb(task: str, config: GPTConfig, size: int, args) -> dict:
     two training steps at batch `size` (the default dtype), or generating `size` tokens on the default path."""
     result = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(REPO_ROOT / "src"), task,
                              json.dumps(config.to_dict()), str(size), args.data or ""],
-                            capture_output=True, text=True, timeout=1800)
+                            capture_output=True, text=True, timeout=1800, env=same_threads_env())
     if result.returncode != 0:
         raise UserError(f"measuring the memory of {task} failed: {one_line(result.stderr)[-300:]}")
     dtype, rss = result.stdout.split()[-2:]
