@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from abtest import (build_parser, configs_from_args, experiment_record, hours_on_cpu_note, mean_std,  # noqa: E402
+from abtest import (build_parser, configs_from_args, experiment_record, hours_on_cpu_note, mean_std, plus_minus,  # noqa: E402
                     plot_record, replot, run_arms)
 from common import REPO_ROOT, atomic_write_json, run_cli  # noqa: E402
 from model import GPTConfig  # noqa: E402
@@ -47,7 +47,7 @@ def format_rows(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['tokenizer']} | {r['vocab_size']:,} | {r['params']:,} ({r['embedding_params']:,}) | "
                      f"{r['chars_per_token']:.2f} | {r['tokens_per_sec']:,.0f} | {r['chars_per_sec']:,.0f} | "
-                     f"≈{r['train_chars_seen'] / 1e6:.1f}M chars | {r['best_val_bpc'][0]:.3f} ± {r['best_val_bpc'][1]:.3f} | "
+                     f"≈{r['train_chars_seen'] / 1e6:.1f}M chars | {plus_minus(r['best_val_bpc'], '.3f')} | "
                      f"{r['best_val_loss'][0]:.4f} |")
     return "\n".join(lines)
 

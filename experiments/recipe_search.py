@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
 
+from abtest import plus_minus  # noqa: E402
 from checks import check_float, check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, add_output_folders, atomic_write_json,  # noqa: E402
                     output_folder, read_json, run_cli)
@@ -160,7 +161,7 @@ def main(argv=None) -> dict:
         row = run_step(name, args)
         record["rows"] = [r for r in record["rows"] if (r["step"], r["hardware"]) != (name, row["hardware"])] + [row]
         atomic_write_json(path, record)
-        print(f"{name}: val {row['val'][0]:.4f} ± {row['val'][1]:.4f} at {args.budget:g} s", flush=True)
+        print(f"{name}: val {plus_minus(row['val'])} at {args.budget:g} s", flush=True)
     print(f"wrote {path} in {time.perf_counter() - started:.0f} s")
     return record
 

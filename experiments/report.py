@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from abtest import axis_cell, end_of_run  # noqa: E402
+from abtest import axis_cell, end_of_run, plus_minus  # noqa: E402
 from cli import RUN_DEFAULTS, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, read_json, run_cli  # noqa: E402
 from presets import preset_values, takes_fp32_values  # noqa: E402
@@ -46,8 +46,6 @@ def missing(name: str, command: str) -> str:
     return f"_No results yet: run `{command}` to produce `results/{name}.json`._"
 
 
-def fmt(mean_std) -> str:
-    return f"{mean_std[0]:.4f} ± {mean_std[1]:.4f}"
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -88,10 +86,10 @@ def swaps() -> str:
     steps = [row["step"] for row in base["table"]]
     lines = ["| step | vanilla | " + " | ".join(arm for _, arm in present) + " |", "|---" * (len(present) + 2) + "|"]
     for i, step in enumerate(steps):
-        cells = [fmt(base["table"][i]["vanilla"])]
+        cells = [plus_minus(base["table"][i]["vanilla"])]
         for name, arm in present:
             table = records[name]["table"]
-            cells.append(f"{fmt(table[i][arm])} ({table[i][f'{arm} - vanilla'][0]:+.4f})" if i < len(table) else "–")
+            cells.append(f"{plus_minus(table[i][arm])} ({table[i][f'{arm} - vanilla'][0]:+.4f})" if i < len(table) else "–")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("| variant | params | training tokens/s | best val loss | seeds | preset | measured on |")
@@ -100,7 +98,7 @@ def swaps() -> str:
     for name, arm in arms:
         r, a = records[name], records[name]["arms"][arm]
         lines.append(f"| {arm} ({name}) | {a['params']:,} | {a['tokens_per_sec'][0]:,.0f} ± {a['tokens_per_sec'][1]:,.0f} | "
-                     f"{fmt(a['best_val'])} | {r['seeds']} | {r['preset']} | {r['hardware']}, {r['date']} |")
+                     f"{plus_minus(a['best_val'])} | {r['seeds']} | {r['preset']} | {r['hardware']}, {r['date']} |")
     return "\n".join(lines)
 
 
@@ -191,7 +189,7 @@ def ab_detail(name: str, r: dict, arms: list[str], title: str, model: str = "Mod
              "|---" * (1 + len(arms) + len(variants)) + "|"]
     for row in r["table"] + list(filter(None, [end_of_run({a: r["arms"][a] for a in arms})])):
         diffs = (row[f"{a} - {base}"] for a in variants)
-        lines.append(f"| {axis_cell(row[axis])} | {' | '.join(fmt(row[a]) for a in arms)} | "
+        lines.append(f"| {axis_cell(row[axis])} | {' | '.join(plus_minus(row[a]) for a in arms)} | "
                      f"{' | '.join(f'{d[0]:+.4f} ± {d[1]:.4f}' for d in diffs)} |")
     lines.append("")
     for label in arms:
@@ -201,12 +199,12 @@ def ab_detail(name: str, r: dict, arms: list[str], title: str, model: str = "Mod
         run = f"{steps} steps of {a['tokens_per_step']:,} tokens, " if axis == "tokens" or restepped else ""
         clock = f", {a['elapsed_s'][0]:,.0f} ± {a['elapsed_s'][1]:,.0f} s a run" if "elapsed_s" in a else ""
         lines.append(f"- {label}: {run}{a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
-                     f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}{clock}, best val {fmt(a['best_val'])}")
+                     f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}{clock}, best val {plus_minus(a['best_val'])}")
     if "equal_wall_clock" in r:
         e, arm = r["equal_wall_clock"], variants[0]
         lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "
-                     f"so {', '.join(map(str, e['steps']))} steps): best val {fmt(e['best_val'])}, against "
-                     f"{fmt(e['adamw_best_val'])} for {base}")
+                     f"so {', '.join(map(str, e['steps']))} steps): best val {plus_minus(e['best_val'])}, against "
+                     f"{plus_minus(e['adamw_best_val'])} for {base}")
     return "\n".join(lines)
 
 
@@ -277,8 +275,8 @@ def extras() -> str:
     if s3 and "length_generalisation" in s3:
         g = s3["length_generalisation"]
         lines.append(f"- RoPE past its training length (block_size {g['block_size']}, {s3['seeds']} seeds, {s3['preset']} "
-                     f"preset): val loss {fmt(g['at_block_size'])} at block_size; at 2× block_size "
-                     f"{fmt(g['2x_sliding_window'])} with sliding-window attention and {fmt(g['2x_full_attention'])} "
+                     f"preset): val loss {plus_minus(g['at_block_size'])} at block_size; at 2× block_size "
+                     f"{plus_minus(g['2x_sliding_window'])} with sliding-window attention and {plus_minus(g['2x_full_attention'])} "
                      "with full attention.")
     return "\n".join(lines) or missing("swap3_rope", "python -u experiments/swap3_rope.py --preset ab-cpu")
 
@@ -318,12 +316,10 @@ def tokenizers() -> str:
     for row in r["rows"]:
         lines.append(f"| {row['tokenizer']} | {row['vocab_size']:,} | {row['params']:,} ({row['embedding_params']:,}) | "
                      f"{row['chars_per_token']:.2f} | {row['tokens_per_sec']:,.0f} | {row['chars_per_sec']:,.0f} | "
-                     f"{row['train_chars_seen'] / 1e6:.1f}M chars | {fmt3(row['best_val_bpc'])} |")
+                     f"{row['train_chars_seen'] / 1e6:.1f}M chars | {plus_minus(row['best_val_bpc'], '.3f')} |")
     return "\n".join(lines)
 
 
-def fmt3(mean_std) -> str:
-    return f"{mean_std[0]:.3f}" + (f" ± {mean_std[1]:.3f}" if mean_std[1] else "")
 
 
 def benchmark_records(quick: bool = False) -> list[dict]:
@@ -591,7 +587,7 @@ def recipe() -> str:
                  "| step | what changed | val loss at the budget | seeds | steps done | wall clock (s) | train tokens/s | "
                  "params | dtype | measured on |", "|---|---|---|---|---|---|---|---|---|---|"]
         for row in r["rows"]:
-            lines.append(f"| {row['step']} | {row['change']} | {fmt(row['val'])} | {row['seeds']} | "
+            lines.append(f"| {row['step']} | {row['change']} | {plus_minus(row['val'])} | {row['seeds']} | "
                          f"{', '.join(map(str, row['steps_done']))} | {', '.join(f'{t:.0f}' for t in row['elapsed_s'])} | "
                          f"{statistics.fmean(row['tokens_per_sec']):,.0f} | {row['params']:,} | {row['dtype']} | "
                          f"{row['hardware']}, {row['date']} |")

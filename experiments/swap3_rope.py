@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
 
-from abtest import mean_std, run_swap  # noqa: E402
+from abtest import mean_std, plus_minus, run_swap  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from common import run_cli  # noqa: E402
 from device import pick_device  # noqa: E402
@@ -48,7 +48,7 @@ def length_generalisation(args, model_config, tc, seeds, results) -> dict:
         rows["2x_full_attention"].append(long_context_loss(model, val, 2 * block, None, **kw))
     summary = {k: mean_std(v) for k, v in rows.items()}
     print(f"RoPE val loss by context length (block_size {block}): " +
-          ", ".join(f"{k} {m:.4f} ± {s:.4f}" for k, (m, s) in summary.items()))
+          ", ".join(f"{k} {plus_minus(v)}" for k, v in summary.items()))
     return {"length_generalisation": {"block_size": block, **summary}}
 
 

@@ -68,6 +68,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def plus_minus(mean_and_std, spec: str = ".4f") -> str:
+    """'mean ± std' as the tables print it, or the mean alone where there is no spread (one seed: "± 0.0000" would
+    claim a certainty no single run has). `spec` formats both; a '+' in it signs the mean only."""
+    mean, std = mean_and_std
+    return f"{mean:{spec}}" + (f" ± {std:{spec.replace('+', '')}}" if std else "")
+
+
 def arm_configs(model: GPTConfig, tc: TrainConfig, label: str, overrides: dict) -> tuple[GPTConfig, TrainConfig]:
     """An arm's model and training configs: its overrides laid over the experiment's and checked, so that run_arms
     refuses a bad value in the last arm before the first one trains (the UserError names the arm). An arm of
@@ -230,8 +237,7 @@ def format_table(rows: list[dict]) -> str:
     axis, *keys = rows[0]
     lines = [f"| {axis} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for row in rows:
-        cells = (f"{row[k][0]:+.4f} ± {row[k][1]:.4f}" if " - " in k else f"{row[k][0]:.4f} ± {row[k][1]:.4f}"
-                 for k in keys)
+        cells = (plus_minus(row[k], "+.4f" if " - " in k else ".4f") for k in keys)
         lines.append(f"| {axis_cell(row[axis])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -317,8 +323,8 @@ def run_parsed(name: str, title: str, arms: dict[str, dict], args, extra_fn=None
     print(format_table(record["table"] + list(filter(None, [end_of_run(record["arms"])]))))
     for label, arm in record["arms"].items():
         tps, clock = arm["tokens_per_sec"], arm["elapsed_s"]
-        print(f"{label}: {arm['params']:,} params, {tps[0]:,.0f} ± {tps[1]:,.0f} training tokens/s, "
-              f"{clock[0]:,.0f} ± {clock[1]:,.0f} s a run")
+        print(f"{label}: {arm['params']:,} params, {plus_minus(tps, ',.0f')} training tokens/s, "
+              f"{plus_minus(clock, ',.0f')} s a run")
     atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
     plot_record(name, title, record, args.images_dir)
     print(f"wrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'}")

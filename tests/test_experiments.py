@@ -314,3 +314,13 @@ def test_an_experiment_at_a_gpus_sizes_on_a_cpu_says_so_once_its_arms_are_checke
                       "sized for one") and out[1].startswith("--- t: a, seed 0 ---")
     args.max_steps = 100  # a shortened run at that size is the user's choice
     assert abtest.hours_on_cpu_note(args) is None
+
+
+def test_one_seed_shows_no_spread_instead_of_a_zero_one():
+    """With one seed there is no spread to show: "1.5454 ± 0.0000" claimed a certainty no single run has (the
+    recipe search's one-seed rows said so in DEVLOG). The mean stands alone; a real spread keeps its ±."""
+    from abtest import format_table, plus_minus
+    assert plus_minus((1.5454, 0.0)) == "1.5454" and plus_minus((0.0213, 0.0055), "+.4f") == "+0.0213 ± 0.0055"
+    assert plus_minus((21002.4, 669.2), ",.0f") == "21,002 ± 669" and plus_minus((2.8318, 0.0), ".3f") == "2.832"
+    table = format_table([{"step": 100, "a": (2.0, 0.0), "b": (1.9, 0.0), "b - a": (-0.1, 0.0)}])
+    assert table.splitlines()[-1] == "| 100 | 2.0000 | 1.9000 | -0.1000 |"
