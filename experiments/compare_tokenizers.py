@@ -41,13 +41,13 @@ def comparison_rows(record: dict) -> list[dict]:
     return rows
 
 
-def format_rows(rows: list[dict]) -> str:
+def format_rows(rows: list[dict], seeds: int) -> str:
     lines = ["| tokenizer | vocab | params (embedding) | chars/token | train tokens/s | chars/s | text seen | "
              "best val bits/char | best val loss (nats/token) |", "|---" * 9 + "|"]
     for r in rows:
         lines.append(f"| {r['tokenizer']} | {r['vocab_size']:,} | {r['params']:,} ({r['embedding_params']:,}) | "
                      f"{r['chars_per_token']:.2f} | {r['tokens_per_sec']:,.0f} | {r['chars_per_sec']:,.0f} | "
-                     f"≈{r['train_chars_seen'] / 1e6:.1f}M chars | {plus_minus(r['best_val_bpc'], '.3f')} | "
+                     f"≈{r['train_chars_seen'] / 1e6:.1f}M chars | {plus_minus(r['best_val_bpc'], seeds, '.3f')} | "
                      f"{r['best_val_loss'][0]:.4f} |")
     return "\n".join(lines)
 
@@ -77,7 +77,7 @@ def main(argv=None):
     del record["table"]  # val loss per step is in nats per *token*: not comparable across arms, see bpc_curves
     record["rows"] = comparison_rows(record)
     print(f"\n{TITLE} — {seeds} seed(s), preset {args.preset}, {train_tokens:,} training tokens per arm")
-    print(format_rows(record["rows"]))
+    print(format_rows(record["rows"], seeds))
     atomic_write_json(Path(args.results_dir) / f"{NAME}.json", record)
     plot_record(NAME, TITLE, record, args.images_dir, **CURVES)
     print(f"wrote {Path(args.results_dir) / f'{NAME}.json'} and {Path(args.images_dir) / f'{NAME}.png'}")

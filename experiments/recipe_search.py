@@ -161,7 +161,7 @@ def main(argv=None) -> dict:
         row = run_step(name, args)
         record["rows"] = [r for r in record["rows"] if (r["step"], r["hardware"]) != (name, row["hardware"])] + [row]
         atomic_write_json(path, record)
-        print(f"{name}: val {plus_minus(row['val'])} at {args.budget:g} s", flush=True)
+        print(f"{name}: val {plus_minus(row['val'], row['seeds'])} at {args.budget:g} s", flush=True)
     print(f"wrote {path} in {time.perf_counter() - started:.0f} s")
     return record
 

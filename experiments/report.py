@@ -46,8 +46,6 @@ def missing(name: str, command: str) -> str:
     return f"_No results yet: run `{command}` to produce `results/{name}.json`._"
 
 
-
-
 # ----------------------------------------------------------------------------- blocks
 
 def describe_config(mc: dict, tc: dict, effective_batch: int) -> str:
@@ -86,10 +84,10 @@ def swaps() -> str:
     steps = [row["step"] for row in base["table"]]
     lines = ["| step | vanilla | " + " | ".join(arm for _, arm in present) + " |", "|---" * (len(present) + 2) + "|"]
     for i, step in enumerate(steps):
-        cells = [plus_minus(base["table"][i]["vanilla"])]
+        cells = [plus_minus(base["table"][i]["vanilla"], base["seeds"])]
         for name, arm in present:
             table = records[name]["table"]
-            cells.append(f"{plus_minus(table[i][arm])} ({table[i][f'{arm} - vanilla'][0]:+.4f})" if i < len(table) else "–")
+            cells.append(f"{plus_minus(table[i][arm], records[name]['seeds'])} ({table[i][f'{arm} - vanilla'][0]:+.4f})" if i < len(table) else "–")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("| variant | params | training tokens/s | best val loss | seeds | preset | measured on |")
@@ -97,8 +95,8 @@ def swaps() -> str:
     arms = [(present[0][0], "vanilla")] + present
     for name, arm in arms:
         r, a = records[name], records[name]["arms"][arm]
-        lines.append(f"| {arm} ({name}) | {a['params']:,} | {a['tokens_per_sec'][0]:,.0f} ± {a['tokens_per_sec'][1]:,.0f} | "
-                     f"{plus_minus(a['best_val'])} | {r['seeds']} | {r['preset']} | {r['hardware']}, {r['date']} |")
+        lines.append(f"| {arm} ({name}) | {a['params']:,} | {plus_minus(a['tokens_per_sec'], r['seeds'], ',.0f')} | "
+                     f"{plus_minus(a['best_val'], r['seeds'])} | {r['seeds']} | {r['preset']} | {r['hardware']}, {r['date']} |")
     return "\n".join(lines)
 
 
@@ -189,22 +187,22 @@ def ab_detail(name: str, r: dict, arms: list[str], title: str, model: str = "Mod
              "|---" * (1 + len(arms) + len(variants)) + "|"]
     for row in r["table"] + list(filter(None, [end_of_run({a: r["arms"][a] for a in arms})])):
         diffs = (row[f"{a} - {base}"] for a in variants)
-        lines.append(f"| {axis_cell(row[axis])} | {' | '.join(plus_minus(row[a]) for a in arms)} | "
-                     f"{' | '.join(f'{d[0]:+.4f} ± {d[1]:.4f}' for d in diffs)} |")
+        lines.append(f"| {axis_cell(row[axis])} | {' | '.join(plus_minus(row[a], r['seeds']) for a in arms)} | "
+                     f"{' | '.join(plus_minus(d, r['seeds'], '+.4f') for d in diffs)} |")
     lines.append("")
     for label in arms:
         a = r["arms"][label]
         mode = {True: ", compiled", False: ", eager"}.get(a.get("compiled", {}).get("enabled"), "")
         steps = a.get("overrides", {}).get("max_steps", r["train_config"]["max_steps"])
         run = f"{steps} steps of {a['tokens_per_step']:,} tokens, " if axis == "tokens" or restepped else ""
-        clock = f", {a['elapsed_s'][0]:,.0f} ± {a['elapsed_s'][1]:,.0f} s a run" if "elapsed_s" in a else ""
-        lines.append(f"- {label}: {run}{a['params']:,} params, {a['tokens_per_sec'][0]:,.0f} ± "
-                     f"{a['tokens_per_sec'][1]:,.0f} training tokens/s{mode}{clock}, best val {plus_minus(a['best_val'])}")
+        clock = f", {plus_minus(a['elapsed_s'], r['seeds'], ',.0f')} s a run" if "elapsed_s" in a else ""
+        lines.append(f"- {label}: {run}{a['params']:,} params, {plus_minus(a['tokens_per_sec'], r['seeds'], ',.0f')} "
+                     f"training tokens/s{mode}{clock}, best val {plus_minus(a['best_val'], r['seeds'])}")
     if "equal_wall_clock" in r:
         e, arm = r["equal_wall_clock"], variants[0]
         lines.append(f"- {arm} at {base}'s wall clock (per seed {', '.join(f'{t:.0f}' for t in e['adamw_elapsed_s'])} s, "
-                     f"so {', '.join(map(str, e['steps']))} steps): best val {plus_minus(e['best_val'])}, against "
-                     f"{plus_minus(e['adamw_best_val'])} for {base}")
+                     f"so {', '.join(map(str, e['steps']))} steps): best val {plus_minus(e['best_val'], r['seeds'])}, "
+                     f"against {plus_minus(e['adamw_best_val'], r['seeds'])} for {base}")
     return "\n".join(lines)
 
 
@@ -275,8 +273,9 @@ def extras() -> str:
     if s3 and "length_generalisation" in s3:
         g = s3["length_generalisation"]
         lines.append(f"- RoPE past its training length (block_size {g['block_size']}, {s3['seeds']} seeds, {s3['preset']} "
-                     f"preset): val loss {plus_minus(g['at_block_size'])} at block_size; at 2× block_size "
-                     f"{plus_minus(g['2x_sliding_window'])} with sliding-window attention and {plus_minus(g['2x_full_attention'])} "
+                     f"preset): val loss {plus_minus(g['at_block_size'], s3['seeds'])} at block_size; at 2× "
+                     f"block_size {plus_minus(g['2x_sliding_window'], s3['seeds'])} with sliding-window attention and "
+                     f"{plus_minus(g['2x_full_attention'], s3['seeds'])} "
                      "with full attention.")
     return "\n".join(lines) or missing("swap3_rope", "python -u experiments/swap3_rope.py --preset ab-cpu")
 
@@ -316,10 +315,8 @@ def tokenizers() -> str:
     for row in r["rows"]:
         lines.append(f"| {row['tokenizer']} | {row['vocab_size']:,} | {row['params']:,} ({row['embedding_params']:,}) | "
                      f"{row['chars_per_token']:.2f} | {row['tokens_per_sec']:,.0f} | {row['chars_per_sec']:,.0f} | "
-                     f"{row['train_chars_seen'] / 1e6:.1f}M chars | {plus_minus(row['best_val_bpc'], '.3f')} |")
+                     f"{row['train_chars_seen'] / 1e6:.1f}M chars | {plus_minus(row['best_val_bpc'], r['seeds'], '.3f')} |")
     return "\n".join(lines)
-
-
 
 
 def benchmark_records(quick: bool = False) -> list[dict]:
@@ -587,7 +584,7 @@ def recipe() -> str:
                  "| step | what changed | val loss at the budget | seeds | steps done | wall clock (s) | train tokens/s | "
                  "params | dtype | measured on |", "|---|---|---|---|---|---|---|---|---|---|"]
         for row in r["rows"]:
-            lines.append(f"| {row['step']} | {row['change']} | {plus_minus(row['val'])} | {row['seeds']} | "
+            lines.append(f"| {row['step']} | {row['change']} | {plus_minus(row['val'], row['seeds'])} | {row['seeds']} | "
                          f"{', '.join(map(str, row['steps_done']))} | {', '.join(f'{t:.0f}' for t in row['elapsed_s'])} | "
                          f"{statistics.fmean(row['tokens_per_sec']):,.0f} | {row['params']:,} | {row['dtype']} | "
                          f"{row['hardware']}, {row['date']} |")

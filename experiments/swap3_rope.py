@@ -48,7 +48,7 @@ def length_generalisation(args, model_config, tc, seeds, results) -> dict:
         rows["2x_full_attention"].append(long_context_loss(model, val, 2 * block, None, **kw))
     summary = {k: mean_std(v) for k, v in rows.items()}
     print(f"RoPE val loss by context length (block_size {block}): " +
-          ", ".join(f"{k} {plus_minus(v)}" for k, v in summary.items()))
+          ", ".join(f"{k} {plus_minus(v, seeds)}" for k, v in summary.items()))
     return {"length_generalisation": {"block_size": block, **summary}}
 
 

@@ -68,11 +68,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def plus_minus(mean_and_std, spec: str = ".4f") -> str:
-    """'mean ± std' as the tables print it, or the mean alone where there is no spread (one seed: "± 0.0000" would
-    claim a certainty no single run has). `spec` formats both; a '+' in it signs the mean only."""
+def plus_minus(mean_and_std, seeds: int, spec: str = ".4f") -> str:
+    """'mean ± std over the seeds' as the tables print it, or the mean alone for one seed, whose std of 0 would claim
+    a certainty no single run has. `spec` formats both; a '+' in it signs the mean only."""
     mean, std = mean_and_std
-    return f"{mean:{spec}}" + (f" ± {std:{spec.replace('+', '')}}" if std else "")
+    return f"{mean:{spec}}" + (f" ± {std:{spec.replace('+', '')}}" if seeds > 1 else "")
 
 
 def arm_configs(model: GPTConfig, tc: TrainConfig, label: str, overrides: dict) -> tuple[GPTConfig, TrainConfig]:
@@ -233,11 +233,11 @@ def axis_cell(value) -> str:
     return f"{value:,}" if isinstance(value, int) and value >= 10_000 else str(value)
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], seeds: int) -> str:
     axis, *keys = rows[0]
     lines = [f"| {axis} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for row in rows:
-        cells = (plus_minus(row[k], "+.4f" if " - " in k else ".4f") for k in keys)
+        cells = (plus_minus(row[k], seeds, "+.4f" if " - " in k else ".4f") for k in keys)
         lines.append(f"| {axis_cell(row[axis])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -320,11 +320,11 @@ def run_parsed(name: str, title: str, arms: dict[str, dict], args, extra_fn=None
     record = experiment_record(name, args, model, tc, seeds, results, extra)
     record["elapsed_s"] = round(time.perf_counter() - started, 1)
     print(f"\n{title} — val loss, mean ± std over {seeds} seed(s), preset {args.preset}")
-    print(format_table(record["table"] + list(filter(None, [end_of_run(record["arms"])]))))
+    print(format_table(record["table"] + list(filter(None, [end_of_run(record["arms"])])), seeds))
     for label, arm in record["arms"].items():
         tps, clock = arm["tokens_per_sec"], arm["elapsed_s"]
-        print(f"{label}: {arm['params']:,} params, {plus_minus(tps, ',.0f')} training tokens/s, "
-              f"{plus_minus(clock, ',.0f')} s a run")
+        print(f"{label}: {arm['params']:,} params, {plus_minus(tps, seeds, ',.0f')} training tokens/s, "
+              f"{plus_minus(clock, seeds, ',.0f')} s a run")
     atomic_write_json(Path(args.results_dir) / f"{name}.json", record)
     plot_record(name, title, record, args.images_dir)
     print(f"wrote {Path(args.results_dir) / f'{name}.json'} and {Path(args.images_dir) / f'{name}.png'}")

@@ -132,7 +132,7 @@ def test_arms_of_other_batch_shapes_are_compared_at_equal_training_tokens(tmp_pa
     assert table[1]["batch 16 - batch 32"] == pytest.approx((0.0, 0.1414213), abs=1e-6)
     end = end_of_run(arms)
     assert end["tokens"] == "end of run (tokens 3800–4000)" and end["batch 16 - batch 32"][0] == pytest.approx(0.1)
-    assert format_table(table).splitlines()[0] == "| tokens | batch 32 | batch 16 | batch 16 - batch 32 |"
+    assert format_table(table, 2).splitlines()[0] == "| tokens | batch 32 | batch 16 | batch 16 - batch 32 |"
     model, tc = tiny_model_config(), TrainConfig(batch_size=32)
     assert arm_configs(model, tc, "batch 16", {"batch_size": 16})[1].eval_batch_size == 32  # the experiment's windows
     assert arm_configs(model, tc, "lr", {"lr": 1e-3})[1].eval_batch_size == 0  # the default: its own batch size
@@ -318,9 +318,10 @@ def test_an_experiment_at_a_gpus_sizes_on_a_cpu_says_so_once_its_arms_are_checke
 
 def test_one_seed_shows_no_spread_instead_of_a_zero_one():
     """With one seed there is no spread to show: "1.5454 ± 0.0000" claimed a certainty no single run has (the
-    recipe search's one-seed rows said so in DEVLOG). The mean stands alone; a real spread keeps its ±."""
+    recipe search's one-seed rows said so in DEVLOG). The mean stands alone; over several seeds the ± stays, even
+    where it is 0 (a paired difference that is exactly 0 in every seed)."""
     from abtest import format_table, plus_minus
-    assert plus_minus((1.5454, 0.0)) == "1.5454" and plus_minus((0.0213, 0.0055), "+.4f") == "+0.0213 ± 0.0055"
-    assert plus_minus((21002.4, 669.2), ",.0f") == "21,002 ± 669" and plus_minus((2.8318, 0.0), ".3f") == "2.832"
-    table = format_table([{"step": 100, "a": (2.0, 0.0), "b": (1.9, 0.0), "b - a": (-0.1, 0.0)}])
+    assert plus_minus((1.5454, 0.0), 1) == "1.5454" and plus_minus((0.0213, 0.0055), 3, "+.4f") == "+0.0213 ± 0.0055"
+    assert plus_minus((21002.4, 669.2), 3, ",.0f") == "21,002 ± 669" and plus_minus((0.0, 0.0), 3, "+.4f") == "+0.0000 ± 0.0000"
+    table = format_table([{"step": 100, "a": (2.0, 0.0), "b": (1.9, 0.0), "b - a": (-0.1, 0.0)}], seeds=1)
     assert table.splitlines()[-1] == "| 100 | 2.0000 | 1.9000 | -0.1000 |"
