@@ -25,7 +25,7 @@ from cli import RUN_DEFAULTS, parse_training_args, write_run_results  # noqa: E4
 from common import REPO_ROOT, ArgumentParser, UserError, one_line, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
 from presets import PRESETS, cpu_preset_note  # noqa: E402
-from trainer import run_differences  # noqa: E402
+from trainer import run_differences, text_difference  # noqa: E402
 
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_DIR = DRIVE_MOUNT / "MyDrive" / "tinyllm"
@@ -92,11 +92,12 @@ def differences_from(run_dir: Path, phase: str, argv: list[str]) -> str:
     model_config, train_config = parse_training_args(argv, phase, *RUN_DEFAULTS[phase], tuple(PRESETS), announce=None)
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
-        return run_differences(summary["model_config"], summary["train_config"], model_config, train_config,
-                               summary.get("data_text"))
+        differences = run_differences(summary["model_config"], summary["train_config"], model_config, train_config)
     except (OSError, ValueError, KeyError, TypeError, UserError) as err:
         raise UserError(f"[{phase}] {run_dir / 'summary.json'} is unreadable ({one_line(err)[:120]}); move "
                         f"{run_dir} away to train this phase again") from None
+    # the data file's own errors (missing, offline) as they are, not as an unreadable summary
+    return ", ".join(filter(None, [differences, text_difference(summary.get("data_text"), train_config)]))
 
 
 def run_script(phase: str, script: str, argv: list[str]) -> None:

@@ -278,11 +278,18 @@ def run_differences(saved_model: dict, saved_train: dict, model_config: GPTConfi
     model = model_differences(saved_model, model_config)
     model.pop("vocab_size", None)
     shown = [f"{name}: {saved} -> {now}" for name, (saved, now) in model.items()]
-    text = describe_text(load_text(tc.data)) if saved_text is not None else None
-    if text is not None and text != saved_text:
-        shown.append(f"training text: other content at {repo_relative(tc.data) if tc.data else 'the default path'} "
-                     f"(sha256 now {text['sha256'][:12]}...)")
-    return ", ".join(filter(None, [*shown, changed_settings(saved_train, tc)]))
+    return ", ".join(filter(None, [*shown, text_difference(saved_text, tc), changed_settings(saved_train, tc)]))
+
+
+def text_difference(saved_text: dict | None, tc: TrainConfig) -> str:
+    """"training text: ..." where the text a run recorded (its data_text) is not the one `tc` reads now; "" where it
+    is, or where the record has none (runs older than the field)."""
+    if saved_text is None:
+        return ""
+    text = describe_text(load_text(tc.data))
+    return "" if text == saved_text else (f"training text: other content at "
+                                          f"{repo_relative(tc.data) if tc.data else 'the default path'} "
+                                          f"(sha256 now {text['sha256'][:12]}...)")
 
 
 def build_model(model_config: GPTConfig, tc: TrainConfig, device) -> GPT:

@@ -143,3 +143,28 @@ def test_every_command_of_the_notebook_names_a_script_and_flags_that_exist():
         load_script(ROOT / script).build_parser().parse_args(args)  # a bad flag raises UserError
     clone = next(line for line in lines if "git clone" in line)
     assert any(line == f"%cd {clone.split()[-1]}" for line in lines)
+
+
+def test_a_finished_phase_of_another_text_is_not_skipped_and_a_missing_text_is_named(tmp_path):
+    """The skip check compares the text a finished phase recorded (data_text) with the file it would read now: an
+    edited file at the same path is a difference; a missing one is the data's own error, not "summary.json is
+    unreadable"."""
+    from cli import RUN_DEFAULTS, parse_training_args
+    from common import UserError
+    from data import describe_text
+    from presets import PRESETS
+    colab_script = load_script(ROOT / "colab" / "train_colab.py")
+    data = tmp_path / "text.txt"
+    data.write_text("ROMEO: a text of its own\n" * 50)
+    argv = ["--data", str(data), "--n-layer", "2", "--max-steps", "10"]
+    model, train = parse_training_args(argv, "vanilla", *RUN_DEFAULTS["vanilla"], tuple(PRESETS), announce=None)
+    run = tmp_path / "vanilla"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"model_config": model.to_dict(), "train_config": train.record(),
+                                                  "data_text": describe_text(data.read_text())}))
+    assert colab_script.differences_from(run, "vanilla", argv) == ""
+    data.write_text("JULIET: edited since\n" * 50)
+    assert colab_script.differences_from(run, "vanilla", argv).startswith("training text: other content at ")
+    data.unlink()
+    with pytest.raises(UserError, match=r"^data file .*text.txt not found"):
+        colab_script.differences_from(run, "vanilla", argv)
