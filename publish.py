@@ -79,22 +79,14 @@ def training_text(record: dict) -> tuple[str, bool]:
     return f"{name} ({text['chars']:,} characters, sha256 {text['sha256'][:12]}...)", False
 
 
-def prompt_fields(prompt: str) -> dict:
-    """The sample's prompt in the card's snippets: a Python string literal, and generate.py's flag where the shell
-    can pass it as typed (generate.py's own default is this prompt: sample_prompt)."""
-    typed = prompt.isprintable() and not set(prompt) & set('"\\$`!')
-    return {"prompt_literal": json.dumps(prompt, ensure_ascii=False),
-            "prompt_flag": f' --prompt "{prompt}"' if typed else ""}
-
-
 def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample_settings: dict) -> dict:
     """Every template field, from the checkpoint's config.json record (never from elsewhere)."""
     c, tc = model.config, record.get("train_config", {})
     modern = c.architecture == "modern"
-    prompt = prompt_fields(sample_settings["prompt"])
+    prompt = json.dumps(sample_settings["prompt"], ensure_ascii=False)  # a Python (and llama-cli) string literal
     data_name, shakespeare = training_text(record)
     gguf = (f": `python src/export.py {repo_id} --to gguf --out model.gguf --gguf-type q8_0` in the tinyllm repo, then "
-            f"`llama-cli -m model.gguf -p {prompt['prompt_literal']} -n 200 --temp 0.8`." if modern
+            f"`llama-cli -m model.gguf -p {prompt} -n 200 --temp 0.8`." if modern
             else ": tinyllm writes GGUF for modern checkpoints only (llama.cpp's gpt2 architecture computes GELU where "
                  "this model computes ReLU).")
     minutes = record.get("elapsed_s", 0) / 60
@@ -109,7 +101,7 @@ def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample
         "step": record["step"], "val_loss": f"{record['val_loss']:.4f}", "val_bpc": f"{record['val_bpc']:.3f}",
         "train_loss": f"{record['train_loss']:.4f}", "hardware": record["hardware"], "device": record["device"],
         "dtype": record["dtype"], "training_time": f"{minutes:.1f} minutes", "train_settings": settings,
-        "sample_temperature": SAMPLE["temperature"], "sample_seed": SAMPLE["seed"], **prompt,
+        "sample_temperature": SAMPLE["temperature"], "sample_seed": SAMPLE["seed"], "prompt_literal": prompt,
         "data_name": data_name, "hub_data_tags": "- shakespeare\ndatasets:\n- tiny-shakespeare\n" if shakespeare else "",
         "limitations": LIMITATIONS[shakespeare].format(params=f"{record['params']:,}"),
         "sample": sample, "repo_id": repo_id, "model_type": "llama" if modern else "gpt2",

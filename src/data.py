@@ -77,7 +77,7 @@ def encode_corpus(tokenizer, text: str, cache_dir: Path | None = REPO_ROOT / "da
     vocabulary fits, as GPT-2's 50,257 does, else uint32 (.u32: cl100k_base, o200k_base)."""
     if tokenizer.kind == "char" or cache_dir is None:
         return np.asarray(tokenizer.encode(text), dtype=np.int64)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = describe_text(text)["sha256"][:16]
     tok_key = hashlib.sha256(repr(sorted(tokenizer.to_dict().items())).encode()).hexdigest()[:8]
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     suffix = "u16" if dtype is np.uint16 else "u32"
