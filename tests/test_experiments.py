@@ -5,8 +5,11 @@ from dataclasses import replace
 
 import pytest
 
+from checkpoint import save_model_folder
 from common import UserError
-from conftest import ROOT, assert_user_error, load_script, run_main, run_script
+from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config
+from model import CONFIGS, GPT
+from tokenizer import CharTokenizer
 
 TINY = ["--preset", "ab-cpu", "--seeds", "2", "--max-steps", "6", "--eval-interval", "3", "--eval-iters", "2",
         "--batch-size", "4", "--device", "cpu"]
@@ -142,15 +145,32 @@ def test_arms_of_other_batch_shapes_are_compared_at_equal_training_tokens(tmp_pa
     assert (tmp_path / "batch.png").exists()
 
 
-def test_swap4_kvcache_times_both_modes_and_checks_greedy_identity(tmp_path):
-    result = run_script(ROOT / "experiments" / "swap4_kvcache.py", "--checkpoint", tmp_path / "none", "--lengths", "8",
-                        "--batches", "1", "2", "--repeats", "1", "--device", "cpu", "--results-dir", tmp_path / "r",
-                        "--images-dir", tmp_path / "i")
-    assert result.returncode == 0, result.stderr
-    record = json.loads((tmp_path / "r" / "swap4_kvcache.json").read_text())
-    assert "random weights" in record["model"]
+def test_swap4_kvcache_times_both_modes_and_checks_greedy_identity(tmp_path, monkeypatch):
+    swap4 = load_script(ROOT / "experiments" / "swap4_kvcache.py")
+    monkeypatch.setattr(swap4, "REPO_ROOT", tmp_path)  # no checkpoints/modern there: random reference weights
+    record = swap4.main(["--lengths", "8", "--batches", "1", "2", "--repeats", "1", "--device", "cpu",
+                         "--results-dir", str(tmp_path / "r"), "--images-dir", str(tmp_path / "i")])
+    assert record == json.loads((tmp_path / "r" / "swap4_kvcache.json").read_text())
+    assert "random weights" in record["model"] and record["block_size"] == 256
     assert len(record["rows"]) == 2 and all(r["greedy_identical"] for r in record["rows"])
     assert (tmp_path / "i" / "swap4_kvcache.png").exists()
+
+
+def test_swap4_kvcache_times_the_checkpoint_asked_for_and_never_random_weights_in_its_place(tmp_path):
+    tokenizer = CharTokenizer.from_text("ROMEO: abc\n")
+    model = GPT(tiny_model_config(**CONFIGS["modern"], vocab_size=tokenizer.vocab_size))
+    model.tokenizer = tokenizer
+    save_model_folder(tmp_path / "tiny", model, model.tokenizer, {"architecture": "modern"})
+    common = ["--lengths", "4", "--batches", "1", "--repeats", "1", "--device", "cpu",
+              "--results-dir", tmp_path / "r", "--images-dir", tmp_path / "i"]
+    result = run_main(ROOT / "experiments" / "swap4_kvcache.py", "--checkpoint", tmp_path / "tiny", *common)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "r" / "swap4_kvcache.json").read_text())
+    assert "tiny" in record["model"] and record["block_size"] == model.config.block_size
+    (tmp_path / "r" / "swap4_kvcache.json").unlink()
+    mistyped = run_main(ROOT / "experiments" / "swap4_kvcache.py", "--checkpoint", tmp_path / "tinyy", *common)
+    assert_user_error(mistyped, "tinyy", "not found")
+    assert not (tmp_path / "r" / "swap4_kvcache.json").exists()
 
 
 def test_tokenizer_experiment_compares_in_bits_per_character(tmp_path, small_text):
