@@ -21,6 +21,7 @@ again with llama.cpp's extra buffer types off (its AMX and repacked weight layou
 row says so.
 """
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -49,6 +50,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--prompt", default="ROMEO:\n", help="the prompt of the greedy continuations")
     add_output_folders(p, images=False)
     return p
+
+
+def command_line(args) -> str:
+    """This run's command as its record keeps it: the checkpoint, and the prompt where it is not the default."""
+    prompt = "" if args.prompt == build_parser().get_default("prompt") else f" --prompt {shlex.quote(args.prompt)}"
+    return f"python -u experiments/llama_cpp_check.py --checkpoint {repo_relative(args.checkpoint)}{prompt}"
 
 
 def first_difference(a: list[int], b: list[int]) -> int:
@@ -142,8 +149,9 @@ def main(argv=None) -> dict:
               "block_size": model.config.block_size, "special_tokens": list(gguf_added_tokens(model.tokenizer)),
               "llama_cpp_python": llama_cpp.__version__, "hardware": describe_hardware(torch.device("cpu")),
               "date": datetime.now(timezone.utc).date().isoformat(),
-              "commands": [f"python src/export.py {repo_relative(args.checkpoint)} --to gguf --out modern.gguf "
-                           "--gguf-type f32 (and q8_0)", "python -u experiments/llama_cpp_check.py"],
+              "command": command_line(args), "export_commands": {
+                  gguf_type: f"python src/export.py {repo_relative(args.checkpoint)} --to gguf --out "
+                             f"modern-{gguf_type}.gguf --gguf-type {gguf_type}" for gguf_type in rows},
               "gguf": rows}
     path = Path(args.results_dir) / "llama_cpp.json"
     atomic_write_json(path, result)

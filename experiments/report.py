@@ -684,8 +684,9 @@ def llama_cpp() -> str:
     r = load("llama_cpp")
     if r is None:
         return missing("llama_cpp", "python -u experiments/llama_cpp_check.py")
-    lines = [f"`{r['commands'][1]}` on {r['hardware']}, llama-cpp-python {r['llama_cpp_python']}, {r['date']}: "
-             f"{r['checkpoint']}, exported by `{r['commands'][0]}`.", "",
+    exports = " and ".join(f"`{command}`" for command in r["export_commands"].values())
+    lines = [f"`{r['command']}` on {r['hardware']}, llama-cpp-python {r['llama_cpp_python']}, {r['date']}: "
+             f"{r['checkpoint']}, exported by {exports}.", "",
              "| GGUF | prompt tokenized to our ids | largest logit difference over a block_size window | greedy tokens "
              "identical within block_size | first greedy difference | most probability on a special token |",
              "|---|---|---|---|---|---|"]

@@ -2,7 +2,7 @@
 
     python experiments/visualize.py all                   # every figure, from checkpoints/vanilla and /modern
     python experiments/visualize.py attention --prompt "JULIET:\nO Romeo, Romeo!"
-    python experiments/visualize.py rope | embeddings | losses
+    python experiments/visualize.py rope                  # or embeddings, losses: one figure
 
 Each figure goes to images/<name>.png and the numbers behind it to results/<name>.json. Any checkpoint
 works (char or BPE): --runs names folders under --checkpoints.
