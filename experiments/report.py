@@ -343,10 +343,19 @@ def describe_ceilings(c: dict) -> str:
     return ", ".join([*parts, f"copy {c['copy_gbps']:,} GB/s"])
 
 
+def benchmark_command(r: dict) -> str:
+    """The command of a benchmark record. Records written before the command named --nanogpt hold nanoGPT's rows
+    all the same: the flag is named for them, so that the command shown is the one that measures those rows."""
+    command = r["command"]
+    if "nanogpt" in r and "--nanogpt" not in command:
+        command += " --nanogpt .../nanoGPT"
+    return f"python {command}"
+
+
 def benchmark_tables(r: dict) -> str:
     """The tables of one benchmark record."""
     c = r["ceilings"]
-    lines = [f"`python {r['command']}` on {r['hardware']}, torch {r['torch']}, "
+    lines = [f"`{benchmark_command(r)}` on {r['hardware']}, torch {r['torch']}, "
              f"{r['date']}; median of {r['config']['repeats']} after a warm-up. Machine ceilings measured in the same run "
              "(the fastest of several runs): " + describe_ceilings(c) + ".", "",
              "| model | dtype | train tokens/s (batch " + str(r["config"]["train_batch"]) + ") | ms/step | MFU | "
@@ -411,7 +420,7 @@ def speed_of(r: dict) -> str:
         f" With default flags it trains at {h['tokens_per_sec']['modern']:,.0f} tokens/s ({h['dtype']}, "
         f"{'compiled' if h['compiled'] else 'eager'}, batch {h['batch']}), {h['mfu']:.0%} of the matmul ceiling timed "
         f"in the same rounds.")
-    return (f"On {r['hardware']} (`python {r['command']}`, {r['date']}), ModernGPT at the reference size "
+    return (f"On {r['hardware']} (`{benchmark_command(r)}`, {r['date']}), ModernGPT at the reference size "
             f"decodes {uncached['new_tokens']} tokens at batch 1 at {path} tokens/s: "
             f"{fastest['speedup']:.0f}× the uncached path and {fastest['fraction_of_bandwidth_ceiling']:.0%} of the "
             f"ceiling set by reading every weight once per token at the measured copy bandwidth.{training}")

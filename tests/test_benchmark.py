@@ -277,3 +277,27 @@ def test_processes_timed_beside_the_benchmark_run_its_number_of_threads():
     finally:
         torch.set_num_threads(before)
     assert child.stdout.strip() == "1", child.stderr
+
+
+def test_a_run_says_how_long_the_last_run_of_its_command_took_on_this_kind_of_machine(tmp_path):
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+    path, command = tmp_path / "benchmark_cpu-x.json", "training/benchmark.py --compile"
+    assert benchmark.expected_duration(path, command) is None  # no record yet
+    path.write_text(json.dumps({"command": command, "elapsed_s": 929.9, "date": "2026-12-07"}))
+    note = benchmark.expected_duration(path, command)
+    assert note.startswith("expect about 15 minutes") and "took 930 s" in note and "2026-12-07" in note
+    assert benchmark.expected_duration(path, "training/benchmark.py --quick") is None  # other flags, other duration
+    path.write_text('{"command": "training/benchmark.py --compile", "elapsed_s": ')  # damaged: rewritten at the end
+    assert benchmark.expected_duration(path, command) is None
+
+
+def test_the_recorded_command_names_the_nanogpt_checkout_its_rows_need_and_no_folder_of_this_machine(tmp_path):
+    benchmark = load_script(ROOT / "training" / "benchmark.py")
+    args = benchmark.build_parser().parse_args(["--compile", "--nanogpt", str(tmp_path / "nanoGPT")])
+    assert benchmark.command_line(args) == "training/benchmark.py --compile --nanogpt .../nanoGPT"
+    report = load_script(ROOT / "experiments" / "report.py")
+    old = {"command": "training/benchmark.py --compile", "nanogpt": {"rows": []}}  # written before the flag was named
+    assert report.benchmark_command(old) == "python training/benchmark.py --compile --nanogpt .../nanoGPT"
+    assert report.benchmark_command({"command": "training/benchmark.py --quick"}) == "python training/benchmark.py --quick"
+    new = {"command": "training/benchmark.py --nanogpt .../nanoGPT", "nanogpt": {"rows": []}}
+    assert report.benchmark_command(new) == "python training/benchmark.py --nanogpt .../nanoGPT"

@@ -33,7 +33,8 @@ Speed is measured at the reference size (6 layers x 384, block 256) unless --siz
 model's speed does not depend on its weights, so random weights stand in when no checkpoint has that size.
 This script measures and writes results/benchmark[_quick]_<machine>.json and its figure, one per class of machine
 (device.hardware_tag: cpu-avx2, cpu-avx512bf16, cuda-<gpu>, ...); experiments/report.py renders the tables
-(`python experiments/report.py --show benchmark`). How it times and what a ceiling is: src/measure.py.
+(`python experiments/report.py --show benchmark`). How it times and what a ceiling is: src/measure.py. Where that
+record holds a run of the same command, the run starts by saying how long that one took.
 """
 from __future__ import annotations
 
@@ -724,8 +725,24 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str, bool]:
 # ----------------------------------------------------------------------------- the figure
 
 def command_line(args) -> str:
-    """The command that produced a record, stored in it (the figure's title and the docs quote it)."""
-    return "training/benchmark.py" + (" --quick" if args.quick else "") + (" --compile" if args.compile else "")
+    """The command that produced a record, stored in it (the figure's title and the docs quote it). A nanoGPT
+    checkout outside the repo is named as repo_relative names it (.../nanoGPT): no record holds a machine's folders."""
+    return ("training/benchmark.py" + (" --quick" if args.quick else "") + (" --compile" if args.compile else "")
+            + (f" --nanogpt {repo_relative(args.nanogpt)}" if args.nanogpt else ""))
+
+
+def expected_duration(path: Path, command: str) -> str | None:
+    """How long the same command took when it last wrote this machine's record (`path`): the ETA of a run of up to
+    tens of minutes, said before it starts. None without such a record (or one that cannot be read: it is
+    rewritten at the end anyway)."""
+    try:
+        last = read_json(path) if path.exists() else None
+    except UserError:
+        return None
+    if not isinstance(last, dict) or last.get("command") != command or not isinstance(last.get("elapsed_s"), (int, float)):
+        return None
+    return (f"expect about {last['elapsed_s'] / 60:.0f} minutes: the last `{command}` on this kind of machine took "
+            f"{last['elapsed_s']:.0f} s ({repo_relative(path)}, {last.get('date', 'undated')})")
 
 
 def weights_label(variant: str) -> str:
@@ -852,6 +869,9 @@ def main(argv=None):
     fill_defaults(args, device)
     started = time.perf_counter()
     print(f"device: {device} ({describe_hardware(device)}), torch {torch.__version__}", flush=True)
+    eta = expected_duration(Path(args.results_dir) / f"{out_name}.json", command_line(args))
+    if eta:
+        print(eta, flush=True)
     ceilings = measure_ceilings(device, args.repeats, args.dtypes)
     print("ceilings: " + ", ".join(f"{k} {v:,}" for k, v in ceilings.items()), flush=True)
     record = {"command": command_line(args), "hardware": describe_hardware(device), "device": str(device),
