@@ -20,43 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from abtest import AB_PRESETS, run_parsed, swap_parser  # noqa: E402
-from cli import MODEL_FLAGS, TRAIN_FLAGS  # noqa: E402
+from abtest import AB_PRESETS, AB_SCRIPT, parse_arm, run_parsed, swap_parser  # noqa: E402
 from common import UserError, run_cli  # noqa: E402
 from model import CONFIGS, GPTConfig  # noqa: E402
-
-# set by the harness for every arm; and tokenizers, whose losses per token do not compare (compare_tokenizers.py
-# compares them in bits per character)
-NOT_ARM_FIELDS = {"seed", "device", "data", "out_dir", "sample_tokens", "tokenizer"}
-ARM_FIELDS = {name: typ for name, (typ, _) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items() if name not in NOT_ARM_FIELDS}
-ARM_FIELDS["compile"] = str  # --compile has a flag of its own (cli.py); an arm may set auto, on or off
-WRITTEN_BY = "experiments/ab.py"
-
-
-def parse_arm(spec: str) -> tuple[str, dict]:
-    """`LABEL:FIELD=VALUE,...` (or `FIELD=VALUE,...`) -> (label, {field: value of the field's type})."""
-    label, colon, changes = spec.partition(":")
-    if not colon or "=" in label:  # no label: the changes name the arm
-        label, changes = spec, spec
-    overrides = {}
-    for change in filter(None, (c.strip() for c in changes.split(","))):
-        field, equals, value = change.partition("=")
-        field = field.strip().replace("-", "_")
-        if field == "tokenizer":
-            raise UserError(f"--arm {spec!r}: losses per token of different tokenizers do not compare; "
-                            "experiments/compare_tokenizers.py compares tokenizers in bits per character")
-        if not equals or field not in ARM_FIELDS:
-            raise UserError(f"--arm {spec!r}: {change!r} is not FIELD=VALUE with a field of "
-                            f"{', '.join(sorted(ARM_FIELDS))}")
-        try:
-            overrides[field] = ARM_FIELDS[field](value.strip())
-        except ValueError:
-            kind = "an integer" if ARM_FIELDS[field] is int else "a number"
-            raise UserError(f"--arm {spec!r}: {field} needs {kind}, got {value.strip()!r}") from None
-    if not label.strip():
-        raise UserError(f"--arm {spec!r} names no arm: give LABEL:, FIELD=VALUE or both")
-    return label.strip(), overrides
-
 
 def parse_arms(specs: list[str]) -> dict[str, dict]:
     arms = dict(parse_arm(spec) for spec in specs)
@@ -74,10 +40,10 @@ def check_name(name: str, results_dir: Path) -> None:
         raise UserError(f"experiment name {name!r}: use letters, digits, '_', '.' and '-' (it names the results file)")
     path = results_dir / f"{name}.json"
     try:
-        written_by = json.loads(path.read_text()).get("written_by") if path.exists() else WRITTEN_BY
+        written_by = json.loads(path.read_text()).get("written_by") if path.exists() else AB_SCRIPT
     except (OSError, ValueError, AttributeError):
         written_by = None
-    if written_by != WRITTEN_BY:
+    if written_by != AB_SCRIPT:
         raise UserError(f"{path} holds results this script did not write (the docs may be rendered from them); "
                         "choose another experiment name")
 
@@ -94,7 +60,7 @@ def main(argv=None) -> dict:
     if args.replot:
         return run_parsed(args.name, title, {}, args)
     return run_parsed(args.name, title, parse_arms(args.arm), args, base=GPTConfig.named(args.base),
-                      extra_fn=lambda *_: {"written_by": WRITTEN_BY, "base": args.base})
+                      extra_fn=lambda *_: {"written_by": AB_SCRIPT, "base": args.base})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from abtest import axis_cell, end_of_run, plus_minus  # noqa: E402
+from abtest import axis_cell, end_of_run, plus_minus, rerun_command  # noqa: E402
 from cli import RUN_DEFAULTS, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, read_json, run_cli  # noqa: E402
 from presets import preset_values, takes_fp32_values  # noqa: E402
@@ -178,9 +178,8 @@ def ab_detail(name: str, r: dict, arms: list[str], title: str, model: str = "Mod
     restepped = any("max_steps" in r["arms"][a].get("overrides", {}) for a in arms)
     what = ", ".join(part for part in (" ".join(part for part in (model, size) if part),
                                        "" if restepped else f"{r['train_config']['max_steps']} steps") if part)
-    script = f"experiments/ab.py {name}" if r.get("written_by") == "experiments/ab.py" else f"experiments/{name}.py"
     axis = next(iter(r["table"][0])) if r["table"] else "step"  # or "tokens", where arms differ in tokens per step
-    lines = [f"**{title}** (`{script}`, {r['seeds']} seeds, {r['preset']} preset, "
+    lines = [f"**{title}** (`{rerun_command(r)}`, {r['seeds']} seeds, {r['preset']} preset, "
              f"{f'{what}, ' if what else ''}{r['hardware']}, "
              f"{r['date']}, {dtypes}):", "",
              f"| {axis} | {' | '.join(arms)} | {' | '.join(f'{a} − {base}' for a in variants)} |",

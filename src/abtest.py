@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import statistics
 import textwrap
 import time
@@ -21,6 +22,7 @@ import torch
 
 from checkpoint import read_config
 from checks import check_int
+from cli import MODEL_FLAGS, TRAIN_FLAGS
 from common import REPO_ROOT, ArgumentParser, UserError, add_output_folders, atomic_write_json, output_folder
 from device import describe_hardware, pick_device
 from model import GPTConfig
@@ -29,9 +31,17 @@ from presets import apply_preset, cpu_preset_note, describe
 from trainer import TrainConfig, run_differences, train
 
 AB_PRESETS = ("ab-reference", "ab-cpu")  # presets.py: the first is the default; *-reference presets run one seed
+CPU_SEEDS = 3  # seeds per arm at the other presets
+AB_SCRIPT = "experiments/ab.py"  # the A/B of arms from the command line; its records say written_by: AB_SCRIPT
+EXPERIMENT_FLAGS = ("max_steps", "eval_interval", "eval_iters", "batch_size")  # what an experiment's flags override
+# set by the harness for every arm; and tokenizers, whose losses per token do not compare (compare_tokenizers.py
+# compares them in bits per character)
+NOT_ARM_FIELDS = {"seed", "device", "data", "out_dir", "sample_tokens", "tokenizer"}
+ARM_FIELDS = {name: typ for name, (typ, _) in {**MODEL_FLAGS, **TRAIN_FLAGS}.items() if name not in NOT_ARM_FIELDS}
+ARM_FIELDS["compile"] = str  # --compile has a flag of its own (cli.py); an arm may set auto, on or off
 
 
-def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_seeds: int = 3) -> ArgumentParser:
+def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_seeds: int = CPU_SEEDS) -> ArgumentParser:
     p = ArgumentParser(description=description, epilog=describe(presets))
     p.add_argument("--preset", choices=presets, default=presets[0], help=f"model/training size (default: {presets[0]})")
     p.add_argument("--seeds", type=int, default=None,
@@ -52,16 +62,82 @@ def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_se
     return p
 
 
-def configs_from_args(args, cpu_seeds: int = 3, base: GPTConfig | None = None) -> tuple[GPTConfig, TrainConfig, int]:
+def default_seeds(preset: str, cpu_seeds: int = CPU_SEEDS) -> int:
+    return 1 if preset.endswith("reference") else cpu_seeds
+
+
+def configs_from_args(args, cpu_seeds: int = CPU_SEEDS, base: GPTConfig | None = None) -> tuple[GPTConfig, TrainConfig, int]:
     """The experiment's model and training configs: `base` (default: the vanilla GPT) with the preset applied."""
-    seeds = args.seeds if args.seeds is not None else (1 if args.preset.endswith("reference") else cpu_seeds)
+    seeds = args.seeds if args.seeds is not None else default_seeds(args.preset, cpu_seeds)
     check_int(seeds, "--seeds", 1, 1000)
     model, tc = apply_preset(args.preset, base or GPTConfig(), TrainConfig(device=args.device, data=args.data,
                                                                             sample_tokens=0))
-    tc = replace(tc, **{name: getattr(args, name) for name in ("max_steps", "eval_interval", "eval_iters", "batch_size")
-                        if getattr(args, name) is not None})
+    tc = replace(tc, **{name: getattr(args, name) for name in EXPERIMENT_FLAGS if getattr(args, name) is not None})
     tc.validate()
     return model, tc, seeds
+
+
+# ----------------------------------------------------------------------------- arms on the command line, and back
+
+def parse_arm(spec: str) -> tuple[str, dict]:
+    """`LABEL:FIELD=VALUE,...` (or `FIELD=VALUE,...`) -> (label, {field: value of the field's type})."""
+    label, colon, changes = spec.partition(":")
+    if not colon or "=" in label:  # no label: the changes name the arm
+        label, changes = spec, spec
+    overrides = {}
+    for change in filter(None, (c.strip() for c in changes.split(","))):
+        field, equals, value = change.partition("=")
+        field = field.strip().replace("-", "_")
+        if field == "tokenizer":
+            raise UserError(f"--arm {spec!r}: losses per token of different tokenizers do not compare; "
+                            "experiments/compare_tokenizers.py compares tokenizers in bits per character")
+        if not equals or field not in ARM_FIELDS:
+            raise UserError(f"--arm {spec!r}: {change!r} is not FIELD=VALUE with a field of "
+                            f"{', '.join(sorted(ARM_FIELDS))}")
+        try:
+            overrides[field] = ARM_FIELDS[field](value.strip())
+        except ValueError:
+            kind = "an integer" if ARM_FIELDS[field] is int else "a number"
+            raise UserError(f"--arm {spec!r}: {field} needs {kind}, got {value.strip()!r}") from None
+    if not label.strip():
+        raise UserError(f"--arm {spec!r} names no arm: give LABEL:, FIELD=VALUE or both")
+    return label.strip(), overrides
+
+
+def arm_spec(label: str, overrides: dict) -> str:
+    """The --arm that parse_arm reads back as (label, overrides): `LABEL:FIELD=VALUE,...`, or the label alone where
+    the label is the changes themselves (`lr=3e-3`)."""
+    labelled = f"{label}:{','.join(f'{field}={value}' for field, value in overrides.items())}"
+    for spec in (labelled, label):
+        try:
+            if parse_arm(spec) == (label, overrides):
+                return spec
+        except UserError:
+            pass
+    return labelled
+
+
+def rerun_command(record: dict) -> str:
+    """The command that reruns an A/B record, rebuilt from what the record holds (none kept its command line): the
+    script, the preset, the seeds and experiment flags where they differ from the preset's, and for AB_SCRIPT the
+    base model and every arm."""
+    name, preset = record["experiment"], record["preset"]
+    from_command_line = record.get("written_by") == AB_SCRIPT
+    words = ["python", "-u", *((AB_SCRIPT, name) if from_command_line else (f"experiments/{name}.py",))]
+    if from_command_line and record.get("base", "modern") != "modern":
+        words += ["--base", record["base"]]
+    words += ["--preset", preset]
+    if record["seeds"] != default_seeds(preset):
+        words += ["--seeds", str(record["seeds"])]
+    preset_config = apply_preset(preset, GPTConfig(), TrainConfig())[1]
+    for field in EXPERIMENT_FLAGS:
+        value = record["train_config"].get(field)
+        if value != getattr(preset_config, field):
+            words += [f"--{field.replace('_', '-')}", str(value)]
+    if from_command_line:
+        for label, arm in record["arms"].items():
+            words += ["--arm", arm_spec(label, arm["overrides"])]
+    return shlex.join(words)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 
+from abtest import arm_spec, parse_arm, rerun_command
 from checkpoint import save_model_folder
 from common import UserError
 from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config
@@ -50,7 +51,6 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
     assert [p.split(",")[0] for p in progress] == ["run 1/4", "run 2/4", "run 3/4", "run 4/4"]  # 2 arms x 2 seeds
     assert progress[-1] == "run 4/4, ETA 0s"  # nothing left after the last
     assert "fast - lr=1e-3" in record["table"][-1] and (tmp_path / "i" / "lr.png").stat().st_size > 10_000
-    ab = load_script(ROOT / "experiments" / "ab.py")
     # a bad arm is refused before any arm trains; the project's own records are never replaced
     for arms, needle in ((["--arm", "a:", "--arm", "b:n_head=5"], "arm 'b': n_embd (128) must be divisible by n_head (5)"),
                          (["--arm", "a:", "--arm", "b:tokenizer=bpe:512"], "compare_tokenizers.py"),
@@ -61,8 +61,37 @@ def test_your_own_ab_experiment_from_the_command_line(tmp_path, small_text):
     (tmp_path / "r" / "mine.json").write_text("{}")
     assert_user_error(run_main(ROOT / "experiments" / "ab.py", "mine", "--arm", "a:", "--arm", "b:lr=1", *flags),
                       "holds results this script did not write")
-    assert ab.parse_arm("bpe arm:lr=1e-3, warmup-steps=5") == ("bpe arm", {"lr": 1e-3, "warmup_steps": 5})
-    assert ab.parse_arm("compiled:compile=on") == ("compiled", {"compile": "on"})
+    assert parse_arm("bpe arm:lr=1e-3, warmup-steps=5") == ("bpe arm", {"lr": 1e-3, "warmup_steps": 5})
+    assert parse_arm("compiled:compile=on") == ("compiled", {"compile": "on"})
+
+
+@pytest.mark.parametrize("label, overrides", [("wide", {"n_embd": 64, "lr": 0.002}), ("baseline", {}),
+                                              ("lr=3e-3", {"lr": 0.003}), ("dropout 10%", {"dropout": 0.1})])
+def test_an_arm_written_back_as_a_flag_reads_as_the_same_arm(label, overrides):
+    assert parse_arm(arm_spec(label, overrides)) == (label, overrides)
+
+
+def test_the_docs_show_the_command_that_reruns_each_ab_record_and_it_is_the_one_typed_for_it():
+    """Each A/B table in the DEVLOG is titled by the command that reruns it, rebuilt from its record: arms, base model,
+    preset, seeds and step overrides. It must agree with the command report.py names when the record is missing."""
+    import shlex
+    report = load_script(ROOT / "experiments" / "report.py")
+
+    def words(command):  # the arms compared as parse_arm reads them: "lr=2e-3" and "lr=0.002" are one arm
+        split = shlex.split(command)
+        return [parse_arm(w) if i and split[i - 1] == "--arm" else w for i, w in enumerate(split)]
+
+    typed = {name: command for name, *_, command in report.TRAINING_SWAPS + [report.WHOLE_SWAP]}
+    typed.update({name: command for name, _, command in report.RECIPE_AB_TESTS.values()})
+    devlog = (ROOT / "DEVLOG.md").read_text()
+    for name, command in typed.items():
+        record = json.loads((ROOT / "results" / f"{name}.json").read_text())
+        assert words(rerun_command(record)) == words(command), name
+        assert f"(`{rerun_command(record)}`, " in devlog, name
+    record = json.loads((ROOT / "results" / "cpu_batch.json").read_text())
+    record["seeds"], record["train_config"]["eval_iters"], record["base"] = 5, 7, "vanilla"
+    assert rerun_command(record).startswith("python -u experiments/ab.py cpu_batch --base vanilla --preset cpu --seeds 5 "
+                                            "--eval-iters 7 --arm 'batch 32:' --arm 'batch 16:batch_size=16,")
 
 
 def test_a_stopped_experiment_resumes_with_the_results_of_an_uninterrupted_one(tmp_path, small_text, capsys):
