@@ -28,12 +28,14 @@ from plots import pyplot, save_figure  # noqa: E402
 
 PROMPT = "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east"
 FIGURES = ["attention", "rope", "embeddings", "losses"]
+DEFAULT_RUNS = ("vanilla", "modern")
 
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("figure", choices=[*FIGURES, "all"], help="which figure to draw")
-    p.add_argument("--runs", nargs="+", default=["vanilla", "modern"], help="run folders under --checkpoints")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help=f"run folders under --checkpoints (default: {' '.join(DEFAULT_RUNS)}, those that exist)")
     p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"), help="the folder of the run folders")
     p.add_argument("--prompt", default=PROMPT, help="text whose attention is drawn (cut to the context length)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
@@ -47,15 +49,20 @@ def stamp() -> str:
 
 
 def load_runs(args) -> dict:
-    """name -> (model, record) for every run folder that holds a checkpoint."""
-    runs = {}
-    for name in args.runs:
+    """name -> (model, record) for each run of --runs, every one of which must load (a mistyped name is an error,
+    not a figure left out); without --runs, those of DEFAULT_RUNS that exist, the others named in a line."""
+    names, runs = args.runs or DEFAULT_RUNS, {}
+    for name in names:
         folder = Path(args.checkpoints) / name
-        if (folder / "best" / "config.json").exists() or (folder / "config.json").exists():
+        if args.runs or (folder / "best" / "config.json").exists() or (folder / "config.json").exists():
             runs[name] = load_model(folder, device=pick_device(args.device))
     if not runs:
-        raise UserError(f"no checkpoint in {', '.join(str(Path(args.checkpoints) / n) for n in args.runs)}; "
+        raise UserError(f"no checkpoint in {', '.join(str(Path(args.checkpoints) / n) for n in names)}; "
                         "train one first, e.g. python -u training/train_modern.py --preset cpu")
+    left_out = [name for name in names if name not in runs]
+    if left_out:
+        print(f"no checkpoint in {', '.join(str(Path(args.checkpoints) / n) for n in left_out)}: the figures show "
+              f"{', '.join(runs)} only")
     return runs
 
 
@@ -100,7 +107,7 @@ def draw_attention(args, runs: dict) -> dict:
             distance, entropy = head_statistics(w)
             for head in range(H):
                 ax = axes[layer][head]
-                ax.imshow(w[head], cmap="viridis", vmin=0, vmax=min(1.0, float(w[head].max())))
+                ax.imshow(w[head].numpy(), cmap="viridis", vmin=0, vmax=min(1.0, float(w[head].max())))
                 ax.set_title(f"L{layer} H{head}: {distance[head]:.1f} back", fontsize=7)
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -149,7 +156,7 @@ def draw_rope(args, runs: dict) -> dict:
     text_ids = encode(model, args.prompt * 4)[:model.config.block_size]
     profile = score_by_distance(model, torch.tensor([text_ids], device=device))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    image = left.imshow(torch.cos(angles).T, aspect="auto", cmap="coolwarm", vmin=-1, vmax=1)
+    image = left.imshow(torch.cos(angles).T.numpy(), aspect="auto", cmap="coolwarm", vmin=-1, vmax=1)
     left.set_xlabel("position m")
     left.set_ylabel("dimension pair i (fast → slow)")
     left.set_title(f"cos(m·θ_i), θ_i = {model.config.rope_theta:g}^(-2i/{2 * len(inv_freq)}): early pairs turn "

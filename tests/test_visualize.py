@@ -7,17 +7,19 @@ import pytest
 import torch
 
 from attention import record_attention
-from conftest import ROOT, assert_user_error, load_script, run_script, tiny_model_config, tiny_sizes, tiny_train_config
+from checkpoint import save_model_folder
+from conftest import (ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_sizes,
+                      tiny_train_config)
 from model import GPT
 from model_modern import ModernGPT, modern_config
+from tokenizer import CharTokenizer
 from trainer import train
 
 visualize = load_script(ROOT / "experiments" / "visualize.py")
 
 
-def tiny_modern():
-    sizes = tiny_sizes()
-    return modern_config(**sizes)
+def tiny_modern(**overrides):
+    return modern_config(**{**tiny_sizes(), **overrides})
 
 
 @pytest.mark.parametrize("cls, config", [(GPT, tiny_model_config()), (ModernGPT, tiny_modern())])
@@ -86,6 +88,23 @@ def test_visualize_draws_every_figure_from_tiny_checkpoints(tmp_path, small_text
 def test_visualize_explains_a_missing_checkpoint(tmp_path):
     result = run_script(ROOT / "experiments" / "visualize.py", "attention", "--checkpoints", tmp_path)
     assert_user_error(result, "no checkpoint", "train")
+
+
+def test_a_run_asked_for_must_exist_and_a_default_one_missing_is_said(tmp_path):
+    """--runs modrn (a typo) beside modern was left out of the figures without a word; without --runs, the default
+    runs that do not exist are left out, and a line says so."""
+    tokenizer = CharTokenizer.from_text("ROMEO: a tiny text\n")
+    model = GPT(tiny_modern(vocab_size=tokenizer.vocab_size))
+    save_model_folder(tmp_path / "ckpt" / "modern" / "best", model, tokenizer, {"architecture": "modern"})
+    flags = ["--checkpoints", tmp_path / "ckpt", "--prompt", "ROMEO: a tiny", "--results-dir", tmp_path / "r",
+             "--images-dir", tmp_path / "i"]
+    typo = run_main(ROOT / "experiments" / "visualize.py", "attention", "--runs", "modern", "modrn", *flags)
+    assert_user_error(typo, "modrn")
+    assert not (tmp_path / "r").exists()
+    default = run_main(ROOT / "experiments" / "visualize.py", "attention", *flags)
+    assert default.returncode == 0, default.stderr
+    assert f"no checkpoint in {tmp_path / 'ckpt' / 'vanilla'}: the figures show modern only" in default.stdout
+    assert list(json.loads((tmp_path / "r" / "attention.json").read_text())["data"]) == ["modern"]
 
 
 def test_characters_the_font_lacks_are_named_once_not_warned_per_glyph(tmp_path, capsys):
