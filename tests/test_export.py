@@ -9,7 +9,7 @@ import torch
 
 from checkpoint import load_model
 from common import UserError
-from conftest import ROOT, assert_user_error, load_script, run_main, tiny_sizes, tiny_train_config
+from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_sizes, tiny_train_config
 from engine import generate
 from trainer import train
 
@@ -38,6 +38,21 @@ def runs(tmp_path_factory, shakespeare):
         assert result.returncode == 0, result.stderr
         out[name] = (root / name, root / f"{name}-hf")
     return out
+
+
+def test_the_readmes_python_snippets_run_as_written(runs):
+    """The README's two Python blocks, with its example folder and Hub id pointing at a tiny modern export: the
+    transformers one (no code of ours) continues its prompt, and ModernGPT.from_pretrained loads the same folder."""
+    _, exported = runs["modern"]
+    readme = (ROOT / "README.md").read_text()
+    snippets = [s.replace("exports/modern-hf", str(exported)).replace("you/tinyllm-shakespeare", str(exported))
+                for s in re.findall(r"```python\n(.*?)```", readme, re.S)]
+    assert len(snippets) == 2 and "AutoModelForCausalLM" in snippets[0] and "ModernGPT" in snippets[1]
+    transformers_run = run_script("-c", snippets[0], cwd=ROOT)
+    assert transformers_run.returncode == 0 and transformers_run.stdout.startswith("ROMEO:"), transformers_run.stderr
+    tinyllm_run = run_script("-c", snippets[1] + "print(type(model).__name__, model.num_params())", cwd=ROOT)
+    assert tinyllm_run.returncode == 0, tinyllm_run.stderr
+    assert tinyllm_run.stdout.split() == ["ModernGPT", str(load_model(runs["modern"][0])[0].num_params())]
 
 
 @pytest.mark.parametrize("name, model_type", [("modern", "llama"), ("vanilla", "gpt2"), ("bpe", "llama")])
