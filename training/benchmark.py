@@ -1,6 +1,6 @@
 """Benchmark: how fast tinyllm trains and generates on this machine, and how close that is to the machine's limits.
 
-    python training/benchmark.py --quick      # about 3 minutes on a 2-core CPU
+    python training/benchmark.py --quick      # a few minutes on a 2-core CPU
     python training/benchmark.py              # the full run: more lengths, batch 8, bf16, samples
 
 Measured in one run, each with a warm-up, device synchronisation and the median of --repeats (the ceilings: the
