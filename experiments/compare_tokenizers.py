@@ -1,7 +1,7 @@
 """Which tokenizer suits 1 MB of Shakespeare? ModernGPT trained with char, our own BPE at 512/1024/4096 tokens,
 and GPT-2's 50,257-token BPE, at the same model size and the same token budget, compared in bits per character.
 
-    python -u experiments/compare_tokenizers.py --preset tokenizers-cpu   # ~15 minutes on a 2-core CPU
+    python -u experiments/compare_tokenizers.py --preset tokenizers-cpu   # sized for a CPU
     python -u experiments/compare_tokenizers.py                           # reference model size (a GPU)
 
 Why bits per character: a loss in nats per *token* is not comparable across tokenizers (a GPT-2 token carries

@@ -3,7 +3,7 @@
 Also times the two norms alone (forward + backward, median of repeats): RMSNorm's claim is that it is
 cheaper (no mean subtraction, no bias), so we measure it rather than repeat it.
 
-    python -u experiments/swap1_rmsnorm.py --preset ab-cpu   # 3 seeds in a few minutes on a CPU
+    python -u experiments/swap1_rmsnorm.py --preset ab-cpu   # 3 seeds, sized for a CPU
     python -u experiments/swap1_rmsnorm.py                   # the reference size, 2000 steps
 """
 import sys

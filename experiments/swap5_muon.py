@@ -5,7 +5,7 @@ Compared twice, because Muon's Newton-Schulz iterations make each step slower:
 - at equal wall clock: Muon again with as many steps as fit in AdamW's time, measured per seed from the
   equal-steps runs (does it still win per second on this machine?). The schedule completes in both.
 
-    python -u experiments/swap5_muon.py --preset ab-cpu      # 3 seeds in about 20 minutes on a 2-core CPU
+    python -u experiments/swap5_muon.py --preset ab-cpu      # 3 seeds, sized for a CPU
 """
 import sys
 from dataclasses import replace

@@ -3,7 +3,7 @@
 Both warm up linearly over the same steps. Cosine then decays from lr to min_lr over the whole run; WSD holds lr
 and falls linearly to zero over the last 20% of the steps (nanochat and modded-nanogpt train this way).
 
-    python -u experiments/swap6_schedule.py --preset ab-cpu   # 3 seeds in about ten minutes on a 2-core CPU
+    python -u experiments/swap6_schedule.py --preset ab-cpu   # 3 seeds, sized for a CPU
 """
 import sys
 from pathlib import Path

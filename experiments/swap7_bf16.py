@@ -2,7 +2,7 @@
 loss? (src/device.py picks bf16 by itself where the CPU runs it natively; this measures what that choice costs.)
 
     python -u experiments/swap7_bf16.py --preset cpu     # 3 seeds of the CPU recipe per arm, at equal steps
-    python -u experiments/swap7_bf16.py --preset cpu --seeds 2 --max-steps 1000 --eval-interval 250   # ~10 min
+    python -u experiments/swap7_bf16.py --preset cpu --seeds 2 --max-steps 1000 --eval-interval 250   # a shorter check
 """
 import sys
 from pathlib import Path

@@ -45,7 +45,8 @@ def build_parser(description: str, presets: tuple[str, ...] = AB_PRESETS, cpu_se
     p = ArgumentParser(description=description, epilog=describe(presets))
     p.add_argument("--preset", choices=presets, default=presets[0], help=f"model/training size (default: {presets[0]})")
     p.add_argument("--seeds", type=int, default=None,
-                   help=f"seeds per arm (default: 1 for a *-reference preset (a GPU's size), {cpu_seeds} for the others)")
+                   help="seeds per arm (default: 1)" if cpu_seeds == 1 else
+                   f"seeds per arm (default: 1 for a *-reference preset (a GPU's size), {cpu_seeds} for the others)")
     p.add_argument("--max-steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--eval-interval", type=int, default=None, help="override the preset's eval interval")
     p.add_argument("--eval-iters", type=int, default=None, help="override the preset's eval batches")

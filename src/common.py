@@ -87,7 +87,8 @@ def run_cli(main) -> None:
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every flag's default in --help, once: not where the help text already says it, nor for switches and unset
     values (None, False, ""), whose default is the absence of the flag. A default path inside the repo is shown
-    relative to it, not as this machine's folders. Descriptions and epilogs keep their lines."""
+    relative to it, not as this machine's folders; a default text with a newline in Python's quotes ('ROMEO:\\n').
+    Descriptions and epilogs keep their lines."""
 
     def _get_help_string(self, action):
         if "default" in (action.help or "") or action.default in (None, False, "", argparse.SUPPRESS):
@@ -96,6 +97,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.Raw
                 and Path(action.default).is_relative_to(REPO_ROOT):
             shown = Path(action.default).relative_to(REPO_ROOT).as_posix().replace("%", "%%")
             return f"{action.help} (default: {shown} in the repo)"
+        if isinstance(action.default, str) and not action.default.isprintable():  # a newline: shown as \n
+            return f"{action.help} (default: {action.default!r})".replace("%", "%%")
         return super()._get_help_string(action)
 
 

@@ -51,14 +51,14 @@ PRESETS = {
         "A/B experiments at the original project's swap settings (a GPU): 2000 steps, eval every 500 on 200 batches",
         dict(max_steps=2000, eval_interval=500, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)),
     "ab-cpu": Preset(
-        "A/B experiments on a CPU: three seeds of two arms in about ten minutes (3 layers x 128)",
+        "A/B experiments on a CPU: 1000 steps of 3 layers x 128 per run, three seeds of each arm",
         dict(n_layer=3, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, max_steps=1000,
              eval_interval=250, eval_iters=20, lr=1e-3)),
     "tokenizers-reference": Preset(
         "the tokenizer comparison at the modern reference size (a GPU)",
         dict(max_steps=2000, eval_interval=250, eval_iters=200, batch_size=64, lr=3e-4, dropout=0.2)),
     "tokenizers-cpu": Preset(
-        "the tokenizer comparison on a CPU (~15 minutes; the GPT-2 arm's output layer is the slow part)",
+        "the tokenizer comparison on a CPU (the GPT-2 arm's 50,257-way output layer is the slow part)",
         dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_steps=400,
              eval_interval=100, eval_iters=20, lr=1e-3, schedule="cosine", min_lr=1e-4, warmup_steps=40)),
 }

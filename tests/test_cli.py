@@ -234,6 +234,10 @@ def test_help_shows_defaults():
     assert "(default: None)" not in result.stdout  # --data: its text says what happens without it
     colab = run_main(ROOT / "colab" / "train_colab.py", "--help")  # an empty default is no default to show
     assert colab.returncode == 0 and "(default: )" not in colab.stdout and "(default: auto)" in colab.stdout
+    check = " ".join(run_main(ROOT / "experiments" / "llama_cpp_check.py", "--help").stdout.split())
+    assert "(default: 'ROMEO:\\n')" in check  # a newline in a default is shown as one, not as a line break
+    tokenizers = " ".join(run_main(ROOT / "experiments" / "compare_tokenizers.py", "--help").stdout.split())
+    assert "seeds per arm (default: 1)" in tokenizers  # one seed at every preset: no "1 ... 1 for the others"
 
 
 @pytest.mark.parametrize("script", ["training/benchmark.py", "experiments/swap4_kvcache.py", "publish.py"])

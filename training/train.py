@@ -1,7 +1,7 @@
 """Train the vanilla GPT (the reference: 10.8M params, LayerNorm, ReLU FFN, learned positions).
 
     python -u training/train.py                 # reference config, 5000 steps (GPU recommended)
-    python -u training/train.py --preset cpu    # ~5 minutes on a laptop CPU
+    python -u training/train.py --preset cpu    # the CPU recipe: stops within 10 minutes (its --max-time)
 """
 import sys
 from pathlib import Path

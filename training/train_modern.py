@@ -1,8 +1,8 @@
 """Train ModernGPT (RMSNorm, SwiGLU, RoPE; 10.6M params), keeping the best checkpoint, with early stopping.
 
     python -u training/train_modern.py                 # reference config: dropout 0.3, 5000 steps
-    python -u training/train_modern.py --preset cpu    # ~10 minutes on a laptop CPU
-    python -u training/train_modern.py --preset demo   # what src/generate.py --demo trains: about two minutes
+    python -u training/train_modern.py --preset cpu    # the CPU recipe: stops within 10 minutes (its --max-time)
+    python -u training/train_modern.py --preset demo   # what src/generate.py --demo trains: within two minutes
     python -u training/train_modern.py --patience 4    # stop after 4 evaluations without improvement
 """
 import sys
