@@ -141,6 +141,7 @@ def run_benchmarks(root: Path, args) -> None:
     if results.exists():
         print(f"[benchmarks] done already ({results}); skipping", flush=True)
         return
+    (root / "checkpoints").mkdir(parents=True, exist_ok=True)  # a benchmarks-only run on a fresh Drive: none yet
     run_script("benchmarks", "training/benchmark.py",
                ["--checkpoints", str(root / "checkpoints"), "--results-dir", str(root / "results"), "--images-dir",
                 str(root / "images"), "--device", args.device, *(["--quick"] if args.preset else []),

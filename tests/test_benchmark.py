@@ -140,6 +140,14 @@ def test_benchmark_refuses_an_unknown_dtype(tmp_path):
     assert_user_error(result, "fp8")
 
 
+def test_benchmark_refuses_a_checkpoints_folder_that_does_not_exist(tmp_path):
+    """A typo there measured random weights and sampled noise for a quarter of an hour, said in one line of many."""
+    result = run_main(ROOT / "training" / "benchmark.py", "--checkpoints", tmp_path / "chekpoints", "--results-dir",
+                      tmp_path / "r")
+    assert_user_error(result, "--checkpoints", "chekpoints", "no such folder")
+    assert not (tmp_path / "r").exists()
+
+
 def test_layer_components_time_both_sides_of_each_change():
     import torch
     benchmark = load_script(ROOT / "training" / "benchmark.py")

@@ -97,7 +97,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--size", choices=["reference", "checkpoint"], default="reference",
                    help="time the reference config, or the checkpoint's own config")
-    p.add_argument("--checkpoints", default=str(REPO_ROOT / "checkpoints"), help="folder with vanilla/ and modern/")
+    p.add_argument("--checkpoints", default=None,
+                   help="folder with the vanilla/ and modern/ run folders, whose samples and quality rows the record "
+                        "gets (default: checkpoints in the repo; random weights stand in for a run not there)")
     p.add_argument("--dtypes", nargs="+", default=None,
                    help="training dtypes (default: what --dtype auto picks here first, then the others of fp32 and bf16, "
                         "fp16 too on CUDA; quick: the auto pick only)")
@@ -128,8 +130,13 @@ def build_parser() -> ArgumentParser:
 
 
 def fill_defaults(args, device: torch.device) -> None:
-    """The quick or full defaults of the flags left unset, then every count in its range: a count past it would
-    fail deep inside PyTorch (an allocation of terabytes) after minutes of measuring."""
+    """The quick or full defaults of the flags left unset, a --checkpoints folder that exists, then every count in its
+    range: a count past it would fail deep inside PyTorch (an allocation of terabytes) after minutes of measuring."""
+    if args.checkpoints is None:
+        args.checkpoints = str(REPO_ROOT / "checkpoints")
+    elif not Path(args.checkpoints).is_dir():  # a typo would measure random weights and sample noise, said once
+        raise UserError(f"--checkpoints {args.checkpoints}: no such folder; pass the folder that holds the vanilla/ "
+                        "and modern/ run folders, or leave the flag out")
     if args.dtypes is None:  # the default first: the rows the docs quote as "default flags"
         default = resolve_dtype("auto", device).dtype
         others = [d for d in ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else []) if d != default]
