@@ -203,3 +203,33 @@ def test_every_source_file_and_test_the_docs_name_exists():
     names = set(re.findall(r"\b(test_\w+?)(?:…|\b)", docs)) - {path.split("/")[-1][:-3] for path in paths}
     assert names
     assert not sorted(name for name in names if f"def {name}" not in test_source)
+
+
+def imported_modules(path) -> set[str]:
+    """Every top-level module a file imports, at its top or inside a function."""
+    import ast
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_imports_go_one_way_as_the_readme_says():
+    """Scripts import only from src/ (never one another), src/ has no import cycle, and model.py knows nothing of
+    engines or files."""
+    library = {path.stem: path for path in (ROOT / "src").glob("*.py")}
+    scripts = [*(ROOT / "training").glob("*.py"), *(ROOT / "experiments").glob("*.py"), *(ROOT / "colab").glob("*.py"),
+               ROOT / "publish.py"]
+    script_names = {path.stem for path in scripts}
+    for script in scripts:
+        assert not imported_modules(script) & (script_names - {script.stem}), script.name
+    graph = {name: imported_modules(path) & set(library) - {name} for name, path in library.items()}
+
+    def reaches(start, goal, seen=()):
+        return any(dep == goal or (dep not in seen and reaches(dep, goal, (*seen, dep))) for dep in graph[start])
+
+    assert not [name for name in graph if reaches(name, name)]
+    assert not graph["model"] & {"engine", "checkpoint", "trainer", "data", "cli"}
