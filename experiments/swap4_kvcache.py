@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import torch  # noqa: E402
 
 from checks import check_int  # noqa: E402
-from checkpoint import describe_record, load_model  # noqa: E402
+from checkpoint import describe_record, holds_checkpoint, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     add_output_folders, repo_relative, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
@@ -43,15 +43,14 @@ def get_model(path: str | None, device):
     """The model to time and a line saying which. A --checkpoint that was asked for must load (a mistyped one is an
     error, not random weights); only the default folder may be missing."""
     default = REPO_ROOT / "checkpoints" / "modern"
-    if path is not None or (default / "best" / "config.json").exists() or (default / "config.json").exists():
-        path = default if path is None else path
-        model, record = load_model(path, device=device)
-        return model, describe_record(repo_relative(path), record)
-    path = default
-    torch.manual_seed(0)
-    model = ModernGPT(vocab_size=65, dropout=0.0).to(device).eval()
-    return model, (f"random weights at the reference config ({model.num_params():,} params): no checkpoint at "
-                   f"{repo_relative(path)}")
+    if path is None and not holds_checkpoint(default):
+        torch.manual_seed(0)
+        model = ModernGPT(vocab_size=65, dropout=0.0).to(device).eval()
+        return model, (f"random weights at the reference config ({model.num_params():,} params): no checkpoint at "
+                       f"{repo_relative(default)}")
+    path = default if path is None else path
+    model, record = load_model(path, device=device)
+    return model, describe_record(repo_relative(path), record)
 
 
 def time_generation(model, prompt, new_tokens: int, use_cache: bool, repeats: int, device):

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from attention import record_attention  # noqa: E402
-from checkpoint import load_model  # noqa: E402
+from checkpoint import holds_checkpoint, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     add_output_folders, read_json, repo_relative, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
@@ -54,7 +54,7 @@ def load_runs(args) -> dict:
     names, runs = args.runs or DEFAULT_RUNS, {}
     for name in names:
         folder = Path(args.checkpoints) / name
-        if args.runs or (folder / "best" / "config.json").exists() or (folder / "config.json").exists():
+        if args.runs or holds_checkpoint(folder):
             runs[name] = load_model(folder, device=pick_device(args.device))
     if not runs:
         raise UserError(f"no checkpoint in {', '.join(str(Path(args.checkpoints) / n) for n in names)}; "

@@ -73,6 +73,13 @@ def old_name(folder: Path) -> Path:
     return folder.parent / f".{folder.name}{OLD_SUFFIX}"
 
 
+def holds_checkpoint(folder) -> bool:
+    """Whether a local folder is a checkpoint, or a run folder with one in best/ or last/: what load_model would
+    find there without asking the Hub. The scripts' defaults (checkpoints/modern, ...) may not exist yet."""
+    folder = Path(folder)
+    return any((candidate / CONFIG).exists() for candidate in (folder, *(folder / sub for sub in CHECKPOINTS)))
+
+
 def is_checkpoint(folder: Path) -> bool:
     """A folder holding a config.json that tinyllm wrote (whatever its weights' state)."""
     try:

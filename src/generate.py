@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checks import check_int, check_seed  # noqa: E402
-from checkpoint import describe_record, load_model  # noqa: E402
+from checkpoint import describe_record, holds_checkpoint, load_model  # noqa: E402
 from cli import training_main  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, repo_relative, run_cli  # noqa: E402
 from device import pick_device  # noqa: E402
@@ -38,7 +38,7 @@ MAX_TOKENS = 10_000_000  # --tokens: the output ids alone take 8 bytes each
 def find_default_checkpoint() -> Path | None:
     for run in SEARCH_ORDER:
         folder = CHECKPOINTS / run
-        if (folder / "best" / "config.json").exists() or (folder / "last" / "config.json").exists():
+        if holds_checkpoint(folder):
             return folder
     return None
 

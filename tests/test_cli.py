@@ -385,3 +385,14 @@ def test_a_run_at_a_gpus_sizes_on_a_cpu_names_the_preset_sized_for_one(capsys):
     assert "--preset tokenizers-cpu is sized" in cpu_preset_note("tokenizers-reference", "cpu")
     assert cpu_preset_note("ab-reference", "cuda") is None and cpu_preset_note("ab-cpu", "cpu") is None
     assert cpu_preset_note(None, "mps", ("cpu",)) is None
+
+
+def test_a_folder_holds_a_checkpoint_where_load_model_would_find_one(tmp_path):
+    """checkpoint.holds_checkpoint decides where the scripts' defaults fall back (random weights, the demo, a figure
+    left out): a checkpoint folder, or a run folder with best/ or last/, and nothing else."""
+    from checkpoint import holds_checkpoint
+    assert not holds_checkpoint(tmp_path / "missing") and not holds_checkpoint(tmp_path)
+    (tmp_path / "run" / "last").mkdir(parents=True)
+    assert not holds_checkpoint(tmp_path / "run")  # an empty last/: a run that never saved
+    (tmp_path / "run" / "last" / "config.json").write_text("{}")
+    assert holds_checkpoint(tmp_path / "run") and holds_checkpoint(tmp_path / "run" / "last")

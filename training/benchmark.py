@@ -59,7 +59,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from attention import Head  # noqa: E402
-from checkpoint import describe_record, load_model  # noqa: E402
+from checkpoint import describe_record, holds_checkpoint, load_model  # noqa: E402
 from checks import check_int  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     one_line, add_output_folders, read_json, repo_relative, run_cli)
@@ -711,7 +711,7 @@ def load_models(name: str, args, device) -> tuple[GPT, GPT, str, bool]:
     checkpoint when there is one and --size checkpoint; otherwise speed uses random weights at the reference config."""
     folder = Path(args.checkpoints) / name
     checkpoint = None
-    if (folder / "best" / "config.json").exists():
+    if holds_checkpoint(folder):
         checkpoint, record = load_model(folder, device=device)
         checkpoint.eval()
         source = describe_record(repo_relative(folder), record)
