@@ -215,13 +215,16 @@ class Precision:
 
 
 def cpu_bf16_reason() -> tuple[bool, str]:
-    """(whether bf16 is fast on this CPU, why): its flags say so, else a measured probe decides."""
+    """(whether bf16 is fast on this CPU, why): an x86 CPU's AVX512_BF16 or AMX-BF16 flag says so (PyTorch's
+    oneDNN runs bf16 matmuls with them); otherwise a measured probe decides. Arm's BF16 flag only says the
+    instructions exist: whether PyTorch's build uses them (its Linux wheels' Arm kernels, or macOS's, whose fp32
+    matmuls go to Apple's Accelerate instead) is not in the flags, so there the probe decides too."""
     flags = cpu_flags()
     feature = native_bf16(flags)
-    if feature:
+    if feature and feature != NATIVE_BF16_FLAGS["bf16"]:
         return True, f"this CPU has {feature}: native bf16 matmuls"
     speedup = bf16_matmul_speedup()
-    where = "no AVX512_BF16 or AMX-BF16 flag" if flags else "its flags could not be read"
+    where = (f"{feature}" if feature else "no AVX512_BF16 or AMX-BF16 flag") if flags else "its flags could not be read"
     if speedup >= PROBE_SPEEDUP:
         return True, f"this CPU has {where}, but a measured bf16 matmul ran {speedup:.1f}x faster than fp32"
     return False, f"this CPU has {where}, and a measured bf16 matmul ran at {speedup:.2f}x the speed of fp32"

@@ -30,7 +30,8 @@ def cpu_with(monkeypatch, flags: set, speedup: float) -> list:
     ({"avx2", "avx512f", "avx512_bf16"}, 0.01, "bf16", "AVX512_BF16", False),          # Zen 4: flags decide, no probe
     ({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}, 0.01, "bf16", "AMX-BF16", False),  # Sapphire Rapids
     ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, 0.01, "bf16", "AMX-BF16", False),    # AMX without AVX512_BF16
-    ({"asimd", "bf16"}, 0.01, "bf16", "Arm BF16", False),                              # Graviton 3 / Neoverse V1
+    ({"asimd", "bf16"}, 2.0, "bf16", "Arm BF16, but a measured bf16 matmul ran 2.0x", True),  # Graviton 3: probed
+    ({"asimd", "bf16"}, 0.05, "fp32", "Arm BF16, and a measured bf16 matmul ran at 0.05x", True),  # a build not using it
     (set(), 2.5, "bf16", "2.5x faster", True),                                         # flags unreadable: the probe decides
     (set(), 1.1, "fp32", "could not be read", True),
 ])
