@@ -79,6 +79,18 @@ def test_transformers_computes_our_logits_and_tokens(runs, name, model_type):
     assert torch.equal(theirs, generate(ours, prompt, block - 4, temperature=0.0))
 
 
+def test_a_character_the_model_never_saw_is_refused_by_us_and_dropped_by_transformers(runs):
+    """What the README says of a char model's export: transformers' tokenizer drops an unseen character (its BPE has no
+    unknown token); ours refuses it. The characters around it keep our ids."""
+    run, exported = runs["modern"]
+    ours, _ = load_model(run)
+    theirs = transformers.AutoTokenizer.from_pretrained(exported)
+    assert "7" not in ours.tokenizer.stoi
+    assert theirs("ROMEO: 7 is")["input_ids"] == ours.tokenizer.encode("ROMEO:  is")
+    with pytest.raises((KeyError, ValueError)):
+        ours.tokenizer.encode("ROMEO: 7 is")
+
+
 def test_the_gpt2_tokenizer_becomes_gpt2s_byte_level_bpe(tmp_path):
     """A gpt2-tokenizer checkpoint exports GPT-2's tokenizer, rebuilt from tiktoken's ranks (merges recovered)."""
     from convert import hf_tokenizer_files
