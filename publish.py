@@ -38,6 +38,9 @@ LIMITATIONS = {
           "line breaks, archaic words) with little sense, and knows nothing outside these plays.",
     False: "A {params}-parameter model trained on this one text alone: it imitates the surface of that text with "
            "little sense, and knows nothing outside it."}
+# a char vocabulary holds only its text's characters, and transformers' tokenizer has no unknown token for the rest
+VOCABULARY_NOTE = (" Its vocabulary is the {vocab_size} characters of its training text: transformers' tokenizer "
+                   "drops any other character without a word (tinyllm refuses such a prompt, naming the character).")
 RECORD_FIELDS = ("architecture", "params", "step", "val_loss", "val_bpc", "train_loss", "hardware", "device", "dtype")
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
@@ -106,6 +109,7 @@ def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample
         "limitations": LIMITATIONS[shakespeare].format(params=f"{record['params']:,}"),
         "sample": sample, "repo_id": repo_id, "model_type": "llama" if modern else "gpt2",
         "hf_class": "LlamaForCausalLM" if modern else "GPT2LMHeadModel", "gguf_note": gguf,
+        "vocabulary_note": VOCABULARY_NOTE.format(vocab_size=c.vocab_size) if model.tokenizer.kind == "char" else "",
         # learned positions (GPT-2) end at block_size: a continuation must fit inside it
         "generate_tokens": 200 if modern else max(1, c.block_size - 8),
     }

@@ -66,6 +66,7 @@ def test_dry_run_builds_a_filled_card_whose_snippet_generates(tiny_run, tmp_path
     assert json.loads((out / "config.json").read_text())["model_type"] == "llama"  # transformers' config...
     assert json.loads((out / "tinyllm.json").read_text())["model"] == record["model"]  # ...and ours, apart
     assert "llama-cli -m model.gguf" in card and "python src/export.py someone/tiny --to gguf" in card
+    assert f"Its vocabulary is the {record['model']['vocab_size']} characters of its training text" in card
     # both usage snippets exactly as the card shows them (transformers alone, then tinyllm), with the repo id
     # pointed at the built folder
     snippets = [s.replace("someone/tiny", str(out)) for s in re.findall(r"```python\n(.*?)```", card, re.S)]
