@@ -14,13 +14,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
+
 from checks import check_int, check_seed  # noqa: E402
 from checkpoint import describe_record, holds_checkpoint, load_model  # noqa: E402
 from cli import training_main  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, repo_relative, run_cli  # noqa: E402
-from device import pick_device  # noqa: E402
+from device import hardware_tag, pick_device  # noqa: E402
 from engine import (ENGINES, WEIGHTS, check_engine, check_sampling_args, choose_weights, encode_prompt,  # noqa: E402
                     generate_text, prepare_decoder, prepare_weights, sample_prompt)
+from presets import PRESETS  # noqa: E402
 
 DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
     ("temperature 0.5", 0.5, None, None),
@@ -31,7 +34,7 @@ DEMO_SETTINGS = [  # (label, temperature, top_k, top_p)
 ]
 SEARCH_ORDER = ("modern", "vanilla", "bpe", "demo")
 CHECKPOINTS = REPO_ROOT / "checkpoints"
-DEMO_RESULTS = REPO_ROOT / "results" / "train_demo.json"  # the demo preset's own run, for the first-run message
+RESULTS = REPO_ROOT / "results"  # the demo preset's own runs (train_demo*.json), for the first-run message
 MAX_TOKENS = 10_000_000  # --tokens: the output ids alone take 8 bytes each
 
 
@@ -43,14 +46,17 @@ def find_default_checkpoint() -> Path | None:
     return None
 
 
-def demo_expectation() -> str:
-    """What the demo's training took where we measured it (results/train_demo.json), for the first-run message."""
-    try:
-        r = json.loads(DEMO_RESULTS.read_text())
-        return (f"on {r['hardware']} it took {r['elapsed_s']:.0f} s and reached val loss {r['best_val_loss']:.2f}; "
-                f"it stops after {r['train_config']['max_time']:g} s of wall clock on any machine")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "about two minutes on a laptop CPU"
+def demo_expectation(device) -> str:
+    """What the demo's training took where we measured it, for the first-run message: on this kind of machine
+    (results/train_demo-cpu-amx.json, ...) where we have its record, else on the machine of results/train_demo.json."""
+    for path in (RESULTS / f"train_demo-{hardware_tag(device)}.json", RESULTS / "train_demo.json"):
+        try:
+            r = json.loads(path.read_text())
+            return (f"on {r['hardware']} it took {r['elapsed_s']:.0f} s and reached val loss {r['best_val_loss']:.2f}; "
+                    f"it stops after {r['train_config']['max_time']:g} s of wall clock on any machine")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return f"it stops after {PRESETS['demo'].values['max_time']:g} s of wall clock on any machine"
 
 
 def unfinished_demo(folder: Path) -> bool:
@@ -59,18 +65,19 @@ def unfinished_demo(folder: Path) -> bool:
     return folder == CHECKPOINTS / "demo" and not (folder / "summary.json").exists()
 
 
-def train_demo_model(resume: bool = False) -> Path:
-    """A fresh clone has no checkpoint: train the small modern model of the `demo` preset (about two minutes), or
-    (resume=True) train on the one an earlier --demo began."""
+def train_demo_model(device: torch.device, resume: bool = False) -> Path:
+    """A fresh clone has no checkpoint: train the small modern model of the `demo` preset on `device` (it stops
+    within two minutes), or (resume=True) train on the one an earlier --demo began."""
     if resume:
         print("The demo model's training stopped before it finished: training it on from its last checkpoint.",
               flush=True)
     else:
-        print(f"No checkpoint found: training a small modern model first (--preset demo; {demo_expectation()}). "
+        print(f"No checkpoint found: training a small modern model first (--preset demo; {demo_expectation(device)}). "
               "Later runs reuse it.", flush=True)
     out = CHECKPOINTS / "demo"
     training_main("the demo model", "modern", ("demo",), ["--preset", "demo", "--sample-tokens", "0", "--out-dir",
-                                                          str(out), "--resume" if resume else "--overwrite"],
+                                                          str(out), "--device", str(device),
+                                                          "--resume" if resume else "--overwrite"],
                   record_results=False)
     return out
 
@@ -128,7 +135,7 @@ def main(argv=None) -> None:
                         "one in 2 minutes at most), train one (python -u training/train_modern.py --preset cpu), "
                         "or pass --checkpoint")
     if checkpoint is None or (args.demo and not args.checkpoint and unfinished_demo(checkpoint)):
-        checkpoint = train_demo_model(resume=checkpoint is not None)
+        checkpoint = train_demo_model(device, resume=checkpoint is not None)
     model, record = load_model(checkpoint, device=device)
     model = prepare_weights(model, args.dtype, device)
     decoder = None if args.no_cache else prepare_decoder(model, args.engine)

@@ -291,6 +291,22 @@ def test_demo_on_a_fresh_clone_trains_a_model_first(tiny_demo, tmp_path, capsys,
     assert (tmp_path / "checkpoints" / "demo" / "best" / "model.safetensors").exists()
 
 
+def test_the_first_demo_says_what_its_training_took_on_this_kind_of_machine(tmp_path, monkeypatch):
+    """The first-run message quoted results/train_demo.json, an AVX512_BF16 EPYC's run, on every machine, though the
+    repo holds the demo's record of other kinds of machine too (train_demo-cpu-amx.json, ...)."""
+    generate = load_script(GENERATE)
+    monkeypatch.setattr(generate, "RESULTS", tmp_path)
+    monkeypatch.setattr(generate, "hardware_tag", lambda _device: "cpu-amx")
+    cpu = torch.device("cpu")
+    assert generate.demo_expectation(cpu) == "it stops after 120 s of wall clock on any machine"  # no record at all
+    record = {"elapsed_s": 93.0, "best_val_loss": 1.5683, "train_config": {"max_time": 120.0}}
+    (tmp_path / "train_demo.json").write_text(json.dumps({**record, "hardware": "an EPYC"}))
+    assert generate.demo_expectation(cpu).startswith("on an EPYC it took 93 s and reached val loss 1.57")
+    (tmp_path / "train_demo-cpu-amx.json").write_text(json.dumps({**record, "hardware": "a Xeon", "elapsed_s": 120.0}))
+    assert generate.demo_expectation(cpu) == ("on a Xeon it took 120 s and reached val loss 1.57; it stops after 120 s "
+                                              "of wall clock on any machine")
+
+
 def test_demo_trains_on_a_demo_model_whose_training_was_stopped(tiny_demo, tmp_path, capsys):
     """A first --demo stopped after its first checkpoint left a barely trained model: the next trains it on from
     there (not from scratch), then samples; once finished, later runs only sample."""
