@@ -98,7 +98,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.Raw
             shown = Path(action.default).relative_to(REPO_ROOT).as_posix().replace("%", "%%")
             return f"{action.help} (default: {shown} in the repo)"
         if isinstance(action.default, str) and not action.default.isprintable():  # a newline: shown as \n
-            return f"{action.help} (default: {action.default!r})".replace("%", "%%")
+            return f"{action.help} (default: {repr(action.default).replace('%', '%%')})"
         return super()._get_help_string(action)
 
 

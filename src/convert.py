@@ -19,9 +19,10 @@ What differs between the layouts, and why each mapping is exact:
 - Tokenizers. A char vocabulary becomes llama.cpp's unigram ("t5") vocabulary, one token per character, in which a
   character the model never saw reads as <unk>. (Its SentencePiece "llama" vocabulary spells such a character as
   byte tokens, which a char vocabulary lacks, and llama.cpp aborted the process on it: a digit typed into
-  llama-cli's prompt for a Shakespeare model.) A byte-level BPE (gpt2, our bpe:N) becomes the byte-level BPE of transformers' tokenizer.json and of llama.cpp's
-  "gpt2" vocabulary: both pre-split text with GPT-2's regex, as ours do. Other tiktoken encodings (cl100k_base,
-  o200k_base) pre-split with regexes of their own, so they are refused: the ids would differ.
+  llama-cli's prompt for a Shakespeare model.) A byte-level BPE (gpt2, our bpe:N) becomes the byte-level BPE of
+  transformers' tokenizer.json and of llama.cpp's "gpt2" vocabulary: both pre-split text with GPT-2's regex, as
+  ours do. Other tiktoken encodings (cl100k_base, o200k_base) pre-split with regexes of their own, so they are
+  refused: the ids would differ.
 """
 from __future__ import annotations
 

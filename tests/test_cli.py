@@ -412,3 +412,10 @@ def test_a_folder_holds_a_checkpoint_where_load_model_would_find_one(tmp_path):
     assert not holds_checkpoint(tmp_path / "run")  # an empty last/: a run that never saved
     (tmp_path / "run" / "last" / "config.json").write_text("{}")
     assert holds_checkpoint(tmp_path / "run") and holds_checkpoint(tmp_path / "run" / "last")
+
+
+def test_a_default_with_a_newline_is_quoted_and_a_percent_sign_in_help_stays_one():
+    from common import ArgumentParser
+    parser = ArgumentParser()
+    parser.add_argument("--prompt", default="50%\n", help="decay 20%% of it")
+    assert "decay 20% of it (default: '50%\\n')" in " ".join(parser.format_help().split())
