@@ -29,6 +29,7 @@ from convert import EXPORT_MARK, check_exportable, is_earlier_export, save_hf_fo
 from data import is_tiny_shakespeare  # noqa: E402
 from engine import generate_text, sample_prompt  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
+from trainer import describe_machines  # noqa: E402
 
 TEMPLATE = REPO_ROOT / "MODEL_CARD.md"
 DEFAULT_CODE_URL = "https://github.com/tinyllm/tinyllm"
@@ -102,7 +103,7 @@ def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample
         "n_head": c.n_head, "n_embd": c.n_embd, "block_size": c.block_size, "norm": c.norm, "ffn": c.ffn,
         "pos": c.pos, "tokenizer": model.tokenizer.name, "vocab_size": f"{c.vocab_size:,}",
         "step": record["step"], "val_loss": f"{record['val_loss']:.4f}", "val_bpc": f"{record['val_bpc']:.3f}",
-        "train_loss": f"{record['train_loss']:.4f}", "hardware": record["hardware"], "device": record["device"],
+        "train_loss": f"{record['train_loss']:.4f}", "hardware": hardware_of(record), "device": record["device"],
         "dtype": record["dtype"], "training_time": f"{minutes:.1f} minutes", "train_settings": settings,
         "sample_temperature": SAMPLE["temperature"], "sample_seed": SAMPLE["seed"], "prompt_literal": prompt,
         "data_name": data_name, "hub_data_tags": "- shakespeare\ndatasets:\n- tiny-shakespeare\n" if shakespeare else "",
@@ -113,6 +114,11 @@ def card_fields(model, record: dict, repo_id: str, url: str, sample: str, sample
         # learned positions (GPT-2) end at block_size: a continuation must fit inside it
         "generate_tokens": 200 if modern else max(1, c.block_size - 8),
     }
+
+
+def hardware_of(record: dict) -> str:
+    """The machine a checkpoint trained on, or each machine and its steps where --resume moved the run."""
+    return describe_machines(record.get("machines", []), record["step"]) or record["hardware"]
 
 
 def fill_template(template: str, fields: dict) -> str:
@@ -200,7 +206,7 @@ def write_export(out: Path, folder: Path, model, record: dict, repo_id: str, url
     atomic_write_json(out / "results.json", results)
     if (run / "history.json").exists():
         plot_history(json.loads((run / "history.json").read_text()),
-                     f"{run.name}: {record['params']:,} params, {record['hardware']}", out / "loss.png")
+                     f"{run.name}: {record['params']:,} params, {hardware_of(record)}", out / "loss.png")
 
 
 def check_repo_id(repo_id: str | None) -> str:

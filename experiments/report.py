@@ -24,6 +24,7 @@ from abtest import axis_cell, end_of_run, plus_minus, rerun_command  # noqa: E40
 from cli import RUN_DEFAULTS, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, read_json, run_cli  # noqa: E402
 from presets import preset_values, takes_fp32_values  # noqa: E402
+from trainer import describe_machines  # noqa: E402
 
 RESULTS = REPO_ROOT / "results"
 DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "DEVLOG.md"]
@@ -601,7 +602,11 @@ def recipe() -> str:
 
 
 def measured_on(r: dict) -> str:
-    """Where and how a training run ran, for a table's last column."""
+    """Where and how a training run ran, for a table's last column: every machine of a run that --resume moved,
+    with the steps each took (its time and tokens/s are of them all)."""
+    machines = describe_machines(r.get("machines", []), r["steps"])
+    if machines:
+        return f"{machines}, {r['time'][:10]}"
     return f"{r['hardware']}, {run_precision(r)}{', compiled' if r.get('compiled') else ''}, {r['time'][:10]}"
 
 

@@ -354,7 +354,9 @@ def describe_record(folder, record: dict) -> str:
 TRAIN_STATE_FIELDS = {"optimizer": (list, dict), "step": int, "best_val": float, "best_step": int, "bad_evals": int,
                       "history": dict, "elapsed_s": float, "data_rng": torch.Tensor, "torch_rng": list}
 # fields that checkpoints written before them lack, and the value a resume then starts from
-OPTIONAL_TRAIN_STATE_FIELDS = {"timed_tokens": 0, "timed_s": 0.0}
+OPTIONAL_TRAIN_STATE_FIELDS = {"timed_tokens": 0, "timed_s": 0.0, "machines": []}
+# what each entry of a train state's "machines" (the machines a run ran on, trainer.Progress) holds
+MACHINE_FIELDS = {"hardware": str, "device": str, "dtype": str, "compiled": bool, "from_step": int}
 
 
 def load_train_state(folder) -> dict:
@@ -368,6 +370,18 @@ def load_train_state(folder) -> dict:
         raise UserError(f"refusing to load {path}: not a safe, intact training state ({type(err).__name__})") from None
     check_train_state(state, path)
     return state
+
+
+def check_machines(machines, step: int) -> None:
+    """A run's machines: entries of MACHINE_FIELDS, each starting at or after the one before, none after `step`."""
+    if not isinstance(machines, list):
+        raise UserError(f"machines must be a list, got {machines!r:.60}")
+    first_step = 0
+    for entry in machines:
+        if not (isinstance(entry, dict) and all(type(entry.get(k)) is kind for k, kind in MACHINE_FIELDS.items())):
+            raise UserError(f"each of machines must hold {', '.join(MACHINE_FIELDS)}, got {entry!r:.60}")
+        check_int(entry["from_step"], "a machine's from_step", first_step, step)
+        first_step = entry["from_step"]
 
 
 def check_train_state(state, path) -> None:
@@ -388,9 +402,10 @@ def check_train_state(state, path) -> None:
         check_int(state["bad_evals"], "bad_evals", 0)
         check_float(state["elapsed_s"], "elapsed_s", minimum=0.0)
         for key, default in OPTIONAL_TRAIN_STATE_FIELDS.items():
-            state.setdefault(key, default)
+            state.setdefault(key, list(default) if isinstance(default, list) else default)
         check_int(state["timed_tokens"], "timed_tokens", 0)
         check_float(state["timed_s"], "timed_s", minimum=0.0)
+        check_machines(state["machines"], state["step"])
         if not (math.isfinite(state["best_val"]) or state["best_val"] == math.inf):
             raise UserError(f"best_val must be finite, got {state['best_val']}")
         history = state["history"]

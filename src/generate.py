@@ -103,7 +103,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="how each cached step runs: c = src/cdecode.c, one C call per token (modern models with fp32 or "
                         "int8 weights on a CPU; needs a C compiler, builds once on first use); eager = PyTorch op by "
-                        "op; compile = torch.compile'd (needs a C++ compiler on a CPU; compiles for ~10-30 s); auto = "
+                        "op; compile = torch.compile'd (needs a C++ compiler on a CPU; compiles on its first call); auto = "
                         "c where it can run, else eager. All compute the same function")
     p.add_argument("--demo", action="store_true", help="300 tokens at five sampling settings; with no checkpoint in "
                    "checkpoints/, first trains one (--preset demo, at most two minutes)")

@@ -356,9 +356,43 @@ class Progress:
     # reports the speed of the whole run, and one resumed with no step left to take keeps the speed it had
     timed_tokens: int = 0
     timed_s: float = 0.0
+    # the machines the run trained on, each from the step where it took over: one, unless --resume moved the run
+    # (a Colab session reconnected to another GPU, a laptop run finished on a server), so its record names them all
+    machines: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- the trainer
+
+def machine_of(record: dict, from_step: int) -> dict:
+    """One entry of Progress.machines, from a checkpoint's record (or Trainer.record_of_setup)."""
+    return {"hardware": record["hardware"], "device": record["device"], "dtype": record["dtype"],
+            "compiled": record["compiled"], "from_step": from_step}
+
+
+def machines_before(record: dict) -> list[dict]:
+    """The machines of a checkpoint written before they were kept: the one its record names, from step 0."""
+    try:
+        return [machine_of(record, from_step=0)]
+    except KeyError:  # older still: no machine recorded
+        return []
+
+
+def same_machine(a: dict, b: dict) -> bool:
+    return all(a[key] == b[key] for key in ("hardware", "device", "dtype", "compiled"))
+
+
+def describe_machine(machine: dict) -> str:
+    return f"{machine['hardware']}, {machine['dtype']}{', compiled' if machine['compiled'] else ''}"
+
+
+def describe_machines(machines: list[dict], last_step: int) -> str:
+    """A run's machines with the steps each took ('steps 0–2500: ...; steps 2500–5000: ...'); '' for one machine,
+    which the record's own hardware, dtype and compiled fields describe."""
+    if len(machines) < 2:
+        return ""
+    ends = [m["from_step"] for m in machines[1:]] + [last_step]
+    return "; ".join(f"steps {m['from_step']}–{end}: {describe_machine(m)}" for m, end in zip(machines, ends))
+
 
 # settings a resumed run takes from its checkpoint whatever the flags say, and why
 KEPT_ON_RESUME = {"seed": "continues its checkpoint's random streams",
@@ -442,7 +476,8 @@ class Trainer:
         self.progress = Progress(step=state["step"], best_val=state["best_val"], best_step=state["best_step"],
                                  bad_evals=state["bad_evals"], history=state["history"],
                                  elapsed_before=state["elapsed_s"], saved_step=state["step"],
-                                 timed_tokens=state["timed_tokens"], timed_s=state["timed_s"])
+                                 timed_tokens=state["timed_tokens"], timed_s=state["timed_s"],
+                                 machines=state["machines"] or machines_before(record))
         self.log(f"resumed from {folder} at step {self.progress.step}")
         saved_settings = record.get("train_config") if isinstance(record.get("train_config"), dict) else {}
         for name, why in KEPT_ON_RESUME.items():  # recorded as they are: what the run so far was drawn and encoded with
@@ -552,9 +587,7 @@ class Trainer:
     def record(self, evaluation: dict) -> dict:
         """What each checkpoint's config.json records next to the weights."""
         return {"step": self.progress.step, "train_loss": evaluation["train_loss"], "val_loss": evaluation["val_loss"],
-                "val_bpc": evaluation["val_bpc"], "device": str(self.device), "dtype": self.dtype,
-                "dtype_reason": self.precision.reason, "compiled": self.compiled.enabled,
-                "compile_reason": self.compiled.reason, "hardware": describe_hardware(self.device),
+                "val_bpc": evaluation["val_bpc"], **self.record_of_setup(), "machines": self.progress.machines,
                 "train_config": self.tc.record(), "data_text": self.data.text, "elapsed_s": round(self.elapsed(), 1),
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -567,7 +600,7 @@ class Trainer:
             rng = gathered
         return {"optimizer": [o.state_dict() for o in self.optimizers], "scaler": self.scaler.state_dict(), "step": p.step,
                 "best_val": p.best_val, "best_step": p.best_step, "bad_evals": p.bad_evals, "history": p.history,
-                "elapsed_s": self.elapsed(), "timed_tokens": p.timed_tokens, "timed_s": p.timed_s,
+                "elapsed_s": self.elapsed(), "timed_tokens": p.timed_tokens, "timed_s": p.timed_s, "machines": p.machines,
                 "data_rng": self.data_generator.get_state(), "torch_rng": rng,
                 "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
 
@@ -601,6 +634,24 @@ class Trainer:
         else:
             self.log(msg)
 
+    def note_machine(self) -> None:
+        """Add this process's machine to the run's list where it differs from the one the run last trained on, and
+        say so: the run's tokens/s and time then mix the machines."""
+        p = self.progress
+        here = machine_of(self.record_of_setup(), from_step=p.step)
+        if p.machines and same_machine(p.machines[-1], here):
+            return
+        if p.machines:
+            self.log(f"this run trained on another machine until step {p.step} ({describe_machine(p.machines[-1])}); "
+                     "its record names each machine, and its tokens/s and time are of them all")
+        p.machines.append(here)
+
+    def record_of_setup(self) -> dict:
+        """Where and how this process trains, as checkpoints and summaries record it."""
+        return {"device": str(self.device), "dtype": self.dtype, "dtype_reason": self.precision.reason,
+                "compiled": self.compiled.enabled, "compile_reason": self.compiled.reason,
+                "hardware": describe_hardware(self.device)}
+
     # -- the loop
 
     def fit(self) -> dict:
@@ -621,6 +672,7 @@ class Trainer:
             finished = read_json(self.out_dir / "summary.json") if (self.out_dir / "summary.json").exists() else {}
             if isinstance(finished, dict) and finished.get("steps") == p.step:  # the run's record stays as it was
                 return finished
+        self.note_machine()
         tokens_per_step = eff * self.config.block_size
         stopped_early, time_up = False, False
         # a live bar on a terminal; in a log file (nohup, CI, Colab cells) the eval lines carry the ETA instead
@@ -682,9 +734,7 @@ class Trainer:
                 "best_val_bpc": best["val_bpc"], "best_step": p.best_step,
                 "final_train_loss": p.history["train_loss"][-1] if p.history["train_loss"] else None,
                 "final_val_loss": last["val_loss"], "stopped_early": stopped_early, "time_limit_reached": time_up,
-                "elapsed_s": round(self.elapsed(), 1), "device": str(self.device), "dtype": self.dtype,
-                "dtype_reason": self.precision.reason, "compiled": self.compiled.enabled,
-                "compile_reason": self.compiled.reason, "hardware": describe_hardware(self.device),
+                "elapsed_s": round(self.elapsed(), 1), **self.record_of_setup(), "machines": p.machines,
                 "tokens_per_sec": round(self.tokens_per_sec(), 1), "world_size": self.d.world,
                 "effective_batch": self.tc.batch_size * self.d.world * self.tc.grad_accum,
                 "tokenizer": self.tokenizer.name, "vocab_size": self.tokenizer.vocab_size,

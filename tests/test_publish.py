@@ -63,6 +63,7 @@ def test_dry_run_builds_a_filled_card_whose_snippet_generates(tiny_run, tmp_path
     assert f"| validation loss | {record['val_loss']:.4f} nats/token |" in card
     assert f"| validation bits per character | {record['val_bpc']:.3f} |" in card
     assert f"| checkpoint step | {record['step']} |" in card and f"| parameters | {record['params']:,} |" in card
+    assert f"| trained on | {record['hardware']} ({record['device']}, {record['dtype']}) |" in card
     assert json.loads((out / "config.json").read_text())["model_type"] == "llama"  # transformers' config...
     assert json.loads((out / "tinyllm.json").read_text())["model"] == record["model"]  # ...and ours, apart
     assert "llama-cli -m model.gguf" in card and "python src/export.py someone/tiny --to gguf" in card
@@ -75,6 +76,15 @@ def test_dry_run_builds_a_filled_card_whose_snippet_generates(tiny_run, tmp_path
         run = run_script("-c", snippet, cwd=ROOT)
         assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("ROMEO:") and len(run.stdout) > 150
+
+
+def test_the_card_of_a_run_resumed_on_another_machine_names_each_machine_and_its_steps():
+    record = {"hardware": "GPU B", "step": 3000, "machines": [
+        {"hardware": "GPU A", "device": "cuda", "dtype": "fp16", "compiled": False, "from_step": 0},
+        {"hardware": "GPU B", "device": "cuda", "dtype": "bf16", "compiled": True, "from_step": 1000}]}
+    publish = load_script(ROOT / "publish.py")
+    assert publish.hardware_of(record) == "steps 0–1000: GPU A, fp16; steps 1000–3000: GPU B, bf16, compiled"
+    assert publish.hardware_of({**record, "machines": record["machines"][1:]}) == "GPU B"
 
 
 def test_the_card_of_a_model_of_another_text_says_which_and_its_snippets_still_run(tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from checkpoint import load_model
 from common import UserError, run_cli
-from conftest import run_script, tiny_model_config, tiny_train_config
+from conftest import ROOT, load_script, run_script, tiny_model_config, tiny_train_config
 from model import GPT
 from trainer import TrainConfig, Trainer, lr_at, train
 
@@ -102,7 +102,7 @@ def test_resume_with_changed_flags_says_so_and_trains_with_them(tmp_path, small_
 
 def test_a_resumed_run_reports_the_speed_of_the_whole_run(tmp_path, small_text):
     """Resuming a finished run (nothing left to train) says so and keeps its summary; it wrote one with 0 tokens/s
-    and this process's machine and date. A checkpoint saved before the timing was kept still resumes."""
+    and this process's machine and date. A checkpoint saved before the timing and the machines were kept still resumes."""
     out = tmp_path / "run"
     first = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10), log=lambda *_: None)
     assert first["tokens_per_sec"] > 0
@@ -111,12 +111,40 @@ def test_a_resumed_run_reports_the_speed_of_the_whole_run(tmp_path, small_text):
     assert again == first  # the finished run's record as it was (machine, speed, date), not this process's
     assert "nothing to train: the checkpoint is at step 10 and --max-steps is 10 (a larger --max-steps trains on)" in lines
     state = torch.load(out / "last" / "train_state.pt", weights_only=True)
-    for key in ("timed_tokens", "timed_s"):
+    for key in ("timed_tokens", "timed_s", "machines"):
         del state[key]
     torch.save(state, out / "last" / "train_state.pt")
     longer = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=20, resume=True),
                    log=lambda *_: None)
     assert longer["steps"] == 20 and longer["tokens_per_sec"] > 0
+    assert longer["machines"] == first["machines"]  # its checkpoint's machine, from step 0
+
+
+def test_a_run_resumed_on_another_machine_names_each_machine_and_its_steps(tmp_path, small_text, monkeypatch):
+    """A run --resume moves to another machine (a Colab session on another GPU) says so, and its record and the docs'
+    'measured on' name every machine with the steps it took, not the last one alone. Resuming on the same machine
+    adds none. A damaged list of machines is refused like any other damaged field."""
+    import trainer
+    out = tmp_path / "run"
+    first = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10), log=lambda *_: None)
+    here = first["machines"][0]
+    assert first["machines"] == [{"hardware": first["hardware"], "device": "cpu", "dtype": first["dtype"],
+                                  "compiled": first["compiled"], "from_step": 0}]
+    monkeypatch.setattr(trainer, "describe_hardware", lambda device: "Another CPU (avx2), 2 threads")
+    lines = []
+    moved = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=20, resume=True), log=lines.append)
+    assert any(line.startswith(f"this run trained on another machine until step 10 ({first['hardware']}") for line in lines)
+    again = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=30, resume=True), log=lines.append)
+    other = {**here, "hardware": "Another CPU (avx2), 2 threads", "from_step": 10}
+    assert moved["machines"] == again["machines"] == [here, other]  # the same machine again added none
+    shown = load_script(ROOT / "experiments" / "report.py").measured_on(again)
+    assert shown.startswith(f"steps 0–10: {first['hardware']}, {first['dtype']}; steps 10–30: Another CPU (avx2), "
+                            f"2 threads, {first['dtype']}, ")
+    state = torch.load(out / "last" / "train_state.pt", weights_only=True)
+    state["machines"][1]["from_step"] = 40  # after the checkpoint's own step
+    torch.save(state, out / "last" / "train_state.pt")
+    with pytest.raises(UserError, match="damaged.*from_step"):
+        train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=40, resume=True), log=lambda *_: None)
 
 
 def test_ctrl_c_says_which_step_last_holds_and_resume_continues_from_it(tmp_path, small_text, monkeypatch, capsys):
