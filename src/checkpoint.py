@@ -354,8 +354,8 @@ def describe_record(folder, record: dict) -> str:
 TRAIN_STATE_FIELDS = {"optimizer": (list, dict), "step": int, "best_val": float, "best_step": int, "bad_evals": int,
                       "history": dict, "elapsed_s": float, "data_rng": torch.Tensor, "torch_rng": list}
 # fields that checkpoints written before them lack, and the value a resume then starts from
-OPTIONAL_TRAIN_STATE_FIELDS = {"timed_tokens": 0, "timed_s": 0.0, "machines": []}
-# what each entry of a train state's "machines" (the machines a run ran on, trainer.Progress) holds
+OPTIONAL_TRAIN_STATE_FIELDS = {"timed_tokens": 0, "timed_s": 0.0}
+# what each entry of a checkpoint record's "machines" (the machines a run ran on, trainer.Progress) holds
 MACHINE_FIELDS = {"hardware": str, "device": str, "dtype": str, "compiled": bool, "from_step": int}
 
 
@@ -402,10 +402,9 @@ def check_train_state(state, path) -> None:
         check_int(state["bad_evals"], "bad_evals", 0)
         check_float(state["elapsed_s"], "elapsed_s", minimum=0.0)
         for key, default in OPTIONAL_TRAIN_STATE_FIELDS.items():
-            state.setdefault(key, list(default) if isinstance(default, list) else default)
+            state.setdefault(key, default)
         check_int(state["timed_tokens"], "timed_tokens", 0)
         check_float(state["timed_s"], "timed_s", minimum=0.0)
-        check_machines(state["machines"], state["step"])
         if not (math.isfinite(state["best_val"]) or state["best_val"] == math.inf):
             raise UserError(f"best_val must be finite, got {state['best_val']}")
         history = state["history"]

@@ -31,8 +31,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from checkpoint import (CONFIG, RunLock, clear_run, existing_run, load_state_into, load_train_state,
-                        load_weights, parameter_bytes, read_config, recover, save_checkpoint)
+from checkpoint import (CONFIG, RunLock, check_machines, clear_run, existing_run, load_state_into,
+                        load_train_state, load_weights, parameter_bytes, read_config, recover, save_checkpoint)
 from checks import check_bool, check_choice, check_fits_in_memory, check_float, check_int, check_seed
 from common import UserError, atomic_write_json, check_writable, read_json, repo_relative
 from data import describe_text, encode_corpus, get_batch, load_text, sample_starts, train_val_split
@@ -357,7 +357,8 @@ class Progress:
     timed_tokens: int = 0
     timed_s: float = 0.0
     # the machines the run trained on, each from the step where it took over: one, unless --resume moved the run
-    # (a Colab session reconnected to another GPU, a laptop run finished on a server), so its record names them all
+    # (a Colab session reconnected to another GPU, a laptop run finished on a server), so its record names them all;
+    # saved in each checkpoint's config.json (where the model card reads it), not in train_state.pt
     machines: list = field(default_factory=list)
 
 
@@ -367,14 +368,6 @@ def machine_of(record: dict, from_step: int) -> dict:
     """One entry of Progress.machines, from a checkpoint's record (or Trainer.record_of_setup)."""
     return {"hardware": record["hardware"], "device": record["device"], "dtype": record["dtype"],
             "compiled": record["compiled"], "from_step": from_step}
-
-
-def machines_before(record: dict) -> list[dict]:
-    """The machines of a checkpoint written before they were kept: the one its record names, from step 0."""
-    try:
-        return [machine_of(record, from_step=0)]
-    except KeyError:  # older still: no machine recorded
-        return []
 
 
 def same_machine(a: dict, b: dict) -> bool:
@@ -477,7 +470,7 @@ class Trainer:
                                  bad_evals=state["bad_evals"], history=state["history"],
                                  elapsed_before=state["elapsed_s"], saved_step=state["step"],
                                  timed_tokens=state["timed_tokens"], timed_s=state["timed_s"],
-                                 machines=state["machines"] or machines_before(record))
+                                 machines=self.machines_so_far(record, state["step"]))
         self.log(f"resumed from {folder} at step {self.progress.step}")
         saved_settings = record.get("train_config") if isinstance(record.get("train_config"), dict) else {}
         for name, why in KEPT_ON_RESUME.items():  # recorded as they are: what the run so far was drawn and encoded with
@@ -488,6 +481,17 @@ class Trainer:
         changed = changed_settings(saved_settings, self.tc)
         if changed:
             self.log(f"changed since the checkpoint: {changed}")
+
+    def machines_so_far(self, record: dict, step: int) -> list[dict]:
+        """The machines last/'s record lists; for a checkpoint written before they were kept, its own from step 0."""
+        if "machines" not in record:
+            recorded = all(key in record for key in ("hardware", "device", "dtype", "compiled"))
+            return [machine_of(record, from_step=0)] if recorded else []
+        try:
+            check_machines(record["machines"], step)
+        except UserError as err:
+            raise UserError(f"{self.out_dir / 'last' / CONFIG} is damaged: {err}") from None
+        return list(record["machines"])
 
     def elapsed(self) -> float:
         return self.progress.elapsed_before + time.perf_counter() - self.t_start
@@ -600,7 +604,7 @@ class Trainer:
             rng = gathered
         return {"optimizer": [o.state_dict() for o in self.optimizers], "scaler": self.scaler.state_dict(), "step": p.step,
                 "best_val": p.best_val, "best_step": p.best_step, "bad_evals": p.bad_evals, "history": p.history,
-                "elapsed_s": self.elapsed(), "timed_tokens": p.timed_tokens, "timed_s": p.timed_s, "machines": p.machines,
+                "elapsed_s": self.elapsed(), "timed_tokens": p.timed_tokens, "timed_s": p.timed_s,
                 "data_rng": self.data_generator.get_state(), "torch_rng": rng,
                 "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
 

@@ -111,9 +111,12 @@ def test_a_resumed_run_reports_the_speed_of_the_whole_run(tmp_path, small_text):
     assert again == first  # the finished run's record as it was (machine, speed, date), not this process's
     assert "nothing to train: the checkpoint is at step 10 and --max-steps is 10 (a larger --max-steps trains on)" in lines
     state = torch.load(out / "last" / "train_state.pt", weights_only=True)
-    for key in ("timed_tokens", "timed_s", "machines"):
+    for key in ("timed_tokens", "timed_s"):
         del state[key]
     torch.save(state, out / "last" / "train_state.pt")
+    record = json.loads((out / "last" / "config.json").read_text())
+    del record["machines"]
+    (out / "last" / "config.json").write_text(json.dumps(record))
     longer = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=20, resume=True),
                    log=lambda *_: None)
     assert longer["steps"] == 20 and longer["tokens_per_sec"] > 0
@@ -123,7 +126,7 @@ def test_a_resumed_run_reports_the_speed_of_the_whole_run(tmp_path, small_text):
 def test_a_run_resumed_on_another_machine_names_each_machine_and_its_steps(tmp_path, small_text, monkeypatch):
     """A run --resume moves to another machine (a Colab session on another GPU) says so, and its record and the docs'
     'measured on' name every machine with the steps it took, not the last one alone. Resuming on the same machine
-    adds none. A damaged list of machines is refused like any other damaged field."""
+    adds none. A damaged list of machines in last/'s config.json is refused in one line."""
     import trainer
     out = tmp_path / "run"
     first = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=10), log=lambda *_: None)
@@ -140,9 +143,9 @@ def test_a_run_resumed_on_another_machine_names_each_machine_and_its_steps(tmp_p
     shown = load_script(ROOT / "experiments" / "report.py").measured_on(again)
     assert shown.startswith(f"steps 0–10: {first['hardware']}, {first['dtype']}; steps 10–30: Another CPU (avx2), "
                             f"2 threads, {first['dtype']}, ")
-    state = torch.load(out / "last" / "train_state.pt", weights_only=True)
-    state["machines"][1]["from_step"] = 40  # after the checkpoint's own step
-    torch.save(state, out / "last" / "train_state.pt")
+    record = json.loads((out / "last" / "config.json").read_text())
+    record["machines"][1]["from_step"] = 40  # after the checkpoint's own step
+    (out / "last" / "config.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="damaged.*from_step"):
         train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=40, resume=True), log=lambda *_: None)
 
