@@ -112,7 +112,7 @@ def test_the_cpu_presets_table_has_a_row_for_every_run_of_a_preset_whatever_its_
 def test_the_reference_table_shows_our_runs_at_the_reference_config_beside_the_originals(monkeypatch, tmp_path):
     """A run at a training script's own defaults joins the table, whatever its folder, seed, --patience or precision,
     with its difference from the original's quoted figure; a preset's run, or one with any training setting
-    changed, does not. Without such a run the table says how to make one."""
+    changed, does not. Below the table, the command for each run still missing."""
     from dataclasses import asdict
 
     from cli import RUN_DEFAULTS
@@ -136,6 +136,9 @@ def test_the_reference_table_shows_our_runs_at_the_reference_config_beside_the_o
     assert rows[1].endswith("| A GPU, bf16, compiled, 2030-01-01 |")
     assert not [line for line in report.reference().splitlines() if line.startswith("| vanilla | ") and "ours" in line]
     assert "None of our runs" not in report.reference()
+    lacking = report.reference().split("\n\n")[1]  # the run still missing, and only it, with its command
+    assert lacking.startswith("No run of ours is at the other config yet")
+    assert "training/train.py --out-dir checkpoints/vanilla-reference" in lacking and "train_modern" not in lacking
 
 
 def test_a_damaged_results_file_is_named_in_one_line(monkeypatch, tmp_path):
