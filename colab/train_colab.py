@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from cli import RUN_DEFAULTS, parse_training_args, write_run_results  # noqa: E402
+from cli import RUN_DEFAULTS, TRAINING_SCRIPTS, parse_training_args, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, one_line, output_folder, run_cli  # noqa: E402
 from device import benchmark_record_name, describe_hardware, pick_device, resolve_dtype  # noqa: E402
 from presets import PRESETS, cpu_preset_note  # noqa: E402
@@ -29,9 +29,8 @@ from trainer import run_differences, text_difference  # noqa: E402
 
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_DIR = DRIVE_MOUNT / "MyDrive" / "tinyllm"
-TRAINING_PHASES = {"vanilla": "train", "modern": "train_modern", "bpe": "train_bpe"}  # phase -> training/<script>.py
 CPU_PRESETS = {"vanilla": "cpu", "modern": "cpu", "bpe": "bpe-cpu"}  # --preset cpu: each phase's preset (presets.py)
-PHASES = [*TRAINING_PHASES, "benchmarks", "figures"]
+PHASES = [*TRAINING_SCRIPTS, "benchmarks", "figures"]  # a training phase: its run of cli.RUN_DEFAULTS
 
 
 def build_parser() -> ArgumentParser:
@@ -131,7 +130,7 @@ def run_training_phase(phase: str, root: Path, args) -> None:
         return
     argv += ["--resume"] if state == "interrupted" else ["--overwrite"]  # "new": nothing there can be resumed
     print(f"[{phase}] {'resuming' if state == 'interrupted' else 'starting'}", flush=True)
-    run_script(phase, f"training/{TRAINING_PHASES[phase]}.py", argv)
+    run_script(phase, f"training/{TRAINING_SCRIPTS[phase]}", argv)
     results = write_run_results(run_dir, root / "results", results_name(phase, args.preset))
     print(f"[{phase}] results: {results}", flush=True)
 
@@ -166,7 +165,7 @@ def main(argv=None) -> None:
     if note:
         print(note, flush=True)
     for phase in [p for p in PHASES if p in args.phases]:
-        if phase in TRAINING_PHASES:
+        if phase in TRAINING_SCRIPTS:
             run_training_phase(phase, root, args)
         elif phase == "benchmarks":
             run_benchmarks(root, args)

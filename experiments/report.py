@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from abtest import axis_cell, end_of_run, plus_minus, rerun_command  # noqa: E402
-from cli import RUN_DEFAULTS, write_run_results  # noqa: E402
+from cli import RUN_DEFAULTS, TRAINING_SCRIPTS, write_run_results  # noqa: E402
 from common import REPO_ROOT, ArgumentParser, UserError, atomic_write_bytes, read_json, run_cli  # noqa: E402
 from presets import preset_values, takes_fp32_values  # noqa: E402
 from trainer import describe_machines  # noqa: E402
@@ -32,7 +32,6 @@ OLD_KERNELS_ALONE = "products and attention kernels"  # what "kernels alone" tim
 # The original project's reference runs (params, best val loss, its step), as our issues quote them: shown only
 # as that labelled reference, beside runs of ours at the same config.
 ORIGINAL = {"vanilla": (10_763_904, 1.4804, 3000), "modern": (10_646_784, 1.4754, 2500)}
-TRAINING_SCRIPT = {"vanilla": "train.py", "modern": "train_modern.py"}  # whose defaults are the reference config
 # settings a reference run may choose freely: they change how it runs or stops, not what it trains
 NOT_THE_RECIPE = {"vocab_size", "seed", "patience", "device", "dtype", "compile", "data", "out_dir", "resume",
                   "overwrite", "sample_tokens"}
@@ -661,7 +660,7 @@ def reference() -> str:
                     f"{params:,} | {loss:.4f} | {step} | | T4 |")
         ours = reference_runs(architecture)
         if not ours:
-            missing_runs.append(f"`python -u training/{TRAINING_SCRIPT[architecture]} --out-dir "
+            missing_runs.append(f"`python -u training/{TRAINING_SCRIPTS[architecture]} --out-dir "
                                 f"checkpoints/{architecture}-reference --patience 3` writes "
                                 f"`results/train_{architecture}-reference.json`")
         for r in ours:

@@ -68,6 +68,8 @@ RUN_DEFAULTS = {
             TrainConfig(tokenizer="gpt2", batch_size=16, grad_accum=4, lr=1e-4, grad_clip=1.0, max_steps=3000,
                         eval_interval=500, eval_iters=100, out_dir="checkpoints/bpe")),
 }
+# the script under training/ whose defaults each of them is
+TRAINING_SCRIPTS = {"vanilla": "train.py", "modern": "train_modern.py", "bpe": "train_bpe.py"}
 
 
 def build_parser(description: str, model_defaults: GPTConfig, train_defaults: TrainConfig,
