@@ -68,6 +68,12 @@ def fit_threads_to_cpu_quota() -> None:
         torch.set_num_threads(threads)
 
 
+def same_threads_env() -> dict:
+    """The environment of a child process that is timed or measured beside this one: the same number of threads
+    (this process's may have been fitted to a container's CPU quota, which a fresh torch would not know)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA > MPS > CPU, unless the user asks for one; asking for a missing one is an error. The CPU's threads are
     fitted to a container's CPU quota first (fit_threads_to_cpu_quota): every device runs some work there."""

@@ -132,6 +132,16 @@ def measure_ceilings(device, repeats: int, dtypes: list[str]) -> dict:
     return ceilings
 
 
+def too_slow_to_train(dtype: str, ceilings: dict) -> str | None:
+    """A dtype whose matmuls run at a tiny fraction of fp32's (bf16 on CPUs without AVX-512-BF16/AMX: the
+    products are emulated) would take minutes per step; say so with the measured numbers instead."""
+    fast, this = ceilings["matmul_gflops_fp32"], ceilings.get(f"matmul_gflops_{dtype}", 0)
+    if dtype != "fp32" and this < 0.1 * fast:
+        return (f"{dtype} matmuls run at {this:,.1f} GFLOP/s here vs {fast:,.1f} in fp32 "
+                f"({fast / max(this, 1e-9):,.0f}x slower): fp32 is the right default on this device")
+    return None
+
+
 # ----------------------------------------------------------- a training step: its FLOPs, its kernels alone
 
 def flops_per_token(model) -> float:

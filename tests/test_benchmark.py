@@ -9,8 +9,11 @@ import torch
 
 from conftest import (ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_sizes,
                       tiny_train_config)
-from device import cpp_compiler, hardware_tag
+from bench import layer_components, peak_resident_mb
+from device import cpp_compiler, hardware_tag, same_threads_env
+from measure import too_slow_to_train
 from model_modern import modern_config
+from peers import NanoGPTProcess, llama_cpp_rows
 from trainer import train
 
 
@@ -100,25 +103,23 @@ def test_peak_memory_is_the_task_alone_not_the_benchmark_process_that_starts_it(
     """A forked child's ru_maxrss starts at its parent's resident size: with 1 GiB held here, it read the same
     figure for generation and training. The fresh process's own high-water mark does not. The bounds are relative
     to a fresh process that only imports torch: a CUDA build of torch holds ~1 GB from its import alone."""
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
     torch_alone = subprocess.run([sys.executable, "-c", TORCH_ALONE_PEAK, str(ROOT / "src")], capture_output=True,
                                  text=True, check=True)
     torch_alone_mb = int(torch_alone.stdout) / 2**20
     ballast = torch.ones(2**28)  # 1 GiB resident in this process
     config, args = tiny_model_config(), argparse.Namespace(data=None)  # vanilla: trained eager, no compile to wait for
-    rows = [benchmark.peak_resident_mb("generation", config, 8, args), benchmark.peak_resident_mb("training", config, 2, args)]
+    rows = [peak_resident_mb("generation", config, 8, args), peak_resident_mb("training", config, 2, args)]
     assert [(r["task"], r["size"]) for r in rows] == [("generation", 8), ("training", 2)]
     assert all(torch_alone_mb < r["peak_resident_mb"] < torch_alone_mb + 700 for r in rows), (torch_alone_mb, rows)
     assert ballast.sum() == 2**28
 
 
 def test_a_dtype_whose_matmuls_are_emulated_is_skipped_with_the_measured_reason():
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
     ceilings = {"matmul_gflops_fp32": 150.0, "matmul_gflops_bf16": 1.0}
-    reason = benchmark.too_slow_to_train("bf16", ceilings)
+    reason = too_slow_to_train("bf16", ceilings)
     assert "bf16 matmuls run at 1.0 GFLOP/s here vs 150.0 in fp32 (150x slower)" in reason
-    assert benchmark.too_slow_to_train("bf16", {**ceilings, "matmul_gflops_bf16": 300.0}) is None
-    assert benchmark.too_slow_to_train("fp32", ceilings) is None
+    assert too_slow_to_train("bf16", {**ceilings, "matmul_gflops_bf16": 300.0}) is None
+    assert too_slow_to_train("fp32", ceilings) is None
 
 
 def test_llama_cpp_rows_of_a_vocabulary_gguf_cannot_hold_are_skipped_with_the_reason():
@@ -127,10 +128,9 @@ def test_llama_cpp_rows_of_a_vocabulary_gguf_cannot_hold_are_skipped_with_the_re
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from model import GPT
     from tokenizer import CharTokenizer
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
     model = GPT(modern_config(**{**tiny_sizes(), "vocab_size": 4}))
     model.tokenizer = CharTokenizer("\n a\u2581")
-    rows, skipped = benchmark.llama_cpp_rows(model, argparse.Namespace(gen_tokens=4, repeats=1))
+    rows, skipped = llama_cpp_rows(model, argparse.Namespace(gen_tokens=4, repeats=1))
     assert rows == [] and len(skipped) == 1
     assert skipped[0].startswith("llama.cpp: ") and "cannot hold the character(s) '▁'" in skipped[0]
 
@@ -150,8 +150,7 @@ def test_benchmark_refuses_a_checkpoints_folder_that_does_not_exist(tmp_path):
 
 def test_layer_components_time_both_sides_of_each_change():
     import torch
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
-    rows = benchmark.layer_components(torch.device("cpu"), repeats=1, batch=2, decode_tokens=8,
+    rows = layer_components(torch.device("cpu"), repeats=1, batch=2, decode_tokens=8,
                                       c=tiny_model_config())
     compiled = [("fp32 kernel", "compiled block-causal bf16")] if cpp_compiler() else []
     dropouts = [("F.dropout", "16-bit draws (dropout.py)")] * (2 if cpp_compiler() else 1)  # eager, compiled
@@ -249,15 +248,14 @@ def test_nanogpt_steps_run_in_a_fresh_process_of_their_own(tmp_path, monkeypatch
     (tmp_path / "model.py").write_text(FAKE_NANOGPT)
     log = tmp_path / "steps.log"
     monkeypatch.setenv("NANOGPT_STEP_LOG", str(log))
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
-    with benchmark.NanoGPTProcess(str(tmp_path), "fp32", 2, torch.device("cpu")) as step:
+    with NanoGPTProcess(str(tmp_path), "fp32", 2, torch.device("cpu")) as step:
         for _ in range(3):
             step()
     processes = log.read_text().split()
     assert len(processes) == 3 and len(set(processes)) == 1 and int(processes[0]) != os.getpid()
     assert "number of parameters" not in "".join(capfd.readouterr())
     with pytest.raises(RuntimeError, match="no model.py"):
-        benchmark.NanoGPTProcess(str(tmp_path / "missing"), "fp32", 2, torch.device("cpu"))
+        NanoGPTProcess(str(tmp_path / "missing"), "fp32", 2, torch.device("cpu"))
 
 
 def test_the_head_to_head_says_what_our_allocator_setting_is_worth_to_nanogpt():
@@ -276,12 +274,11 @@ def test_the_head_to_head_says_what_our_allocator_setting_is_worth_to_nanogpt():
 def test_processes_timed_beside_the_benchmark_run_its_number_of_threads():
     """nanoGPT's step and the memory measurements run in fresh processes, where torch would start a thread per core
     again: they get this process's count, which may have been fitted to a container's CPU quota."""
-    benchmark = load_script(ROOT / "training" / "benchmark.py")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         child = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
-                               env=benchmark.same_threads_env(), capture_output=True, text=True, timeout=120)
+                               env=same_threads_env(), capture_output=True, text=True, timeout=120)
     finally:
         torch.set_num_threads(before)
     assert child.stdout.strip() == "1", child.stderr
