@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import docs
 from conftest import (ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_sizes,
                       tiny_train_config)
 from bench import layer_components, peak_resident_mb
@@ -83,7 +84,7 @@ def test_benchmark_reports_speed_against_measured_ceilings(checkpoints, tmp_path
     prompts = [s["prompt"] for s in model["samples"]]
     assert prompts[:6] == ["ROMEO:"] * 3 + ["To be"] * 3 and all(s["text"].startswith(s["prompt"]) for s in model["samples"])
     assert image.stat().st_size > 10_000
-    tables = load_script(ROOT / "experiments" / "report.py").benchmark_tables(record)  # the renderer of the tables
+    tables = docs.benchmark_tables(record)  # the renderer of the tables
     assert "| modern | fp32 |" in tables and "| cached, int8 weights, C step |" in tables
     image.unlink()  # --replot redraws it from the results file alone
     replot = run_main(ROOT / "training" / "benchmark.py", "--replot", "--results-dir", tmp_path / "r",
@@ -177,12 +178,11 @@ def test_a_training_target_beyond_the_kernels_alone_says_so():
                                "kernels_alone_mfu": 0.75,
                                "tokens_per_sec": {"modern": 3000.0, "modern_kernels_alone": 4400.0,
                                                   "nanogpt_fp32": 1900.0, "nanogpt_bf16": 3600.0}}}
-    report = load_script(ROOT / "experiments" / "report.py")
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.benchmark_targets(record)}
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in docs.benchmark_targets(record)}
     assert rows["training tokens/s (default flags: bf16) / nanoGPT fp32"][2:] == ["1.58", "2.32", "no |"]
     assert rows["... / nanoGPT bf16 autocast"][2:] == ["0.83", "1.22", "no: beyond the kernels alone |"]
     assert rows["training MFU against the bf16 matmul ceiling of the same rounds"][2:] == ["0.50", "0.75", "no |"]
-    assert "| ... its products and attention kernels alone | 4,400 | 75% |" in report.benchmark_head_to_head(record)
+    assert "| ... its products and attention kernels alone | 4,400 | 75% |" in docs.benchmark_head_to_head(record)
 
 
 def test_the_speed_summary_names_the_default_decoding_path():
@@ -195,11 +195,10 @@ def test_the_speed_summary_names_the_default_decoding_path():
                   row("cached, int8 weights, C step", 2000)]
     record = {"hardware": "a CPU", "command": "training/benchmark.py", "date": "2026-12-03",
               "models": [{"name": "modern", "default_engine": "c", "generation": generation}]}
-    report = load_script(ROOT / "experiments" / "report.py")
     assert ("at 10 (uncached) → 100 (cached) → 900 (cached, C step: the default path) → 2,000 (cached, int8 "
-            "weights, C step) tokens/s") in report.speed_of(record)
+            "weights, C step) tokens/s") in docs.speed_of(record)
     record["models"][0]["default_engine"] = "eager"
-    assert "at 10 (uncached) → 100 (cached: the default path) → 2,000 (cached, int8" in report.speed_of(record)
+    assert "at 10 (uncached) → 100 (cached: the default path) → 2,000 (cached, int8" in docs.speed_of(record)
 
 
 FAKE_NANOGPT = '''"""A stand-in for nanoGPT's model.py: the interface the benchmark uses, and a log of the process of each step."""
@@ -265,8 +264,7 @@ def test_the_head_to_head_says_what_our_allocator_setting_is_worth_to_nanogpt():
                                "matmul_gflops": 400.0, "mfu": 0.7, "kernels_alone_mfu": 0.8,
                                "tokens_per_sec": {"modern": 4000.0, "modern_kernels_alone": 4400.0,
                                                   "nanogpt_bf16": 2500.0, "nanogpt_bf16_memory_kept": 3200.0}}}
-    report = load_script(ROOT / "experiments" / "report.py")
-    lines = report.benchmark_head_to_head(record)
+    lines = docs.benchmark_head_to_head(record)
     assert "| nanoGPT's step, bf16 autocast, given our allocator setting | 3,200 |  |" in lines
     assert any("1.28× its bf16 speed in a process of its own, and ours at 1.25× that" in line for line in lines)
 
@@ -300,9 +298,8 @@ def test_the_recorded_command_names_the_nanogpt_checkout_its_rows_need_and_no_fo
     benchmark = load_script(ROOT / "training" / "benchmark.py")
     args = benchmark.build_parser().parse_args(["--compile", "--nanogpt", str(tmp_path / "nanoGPT")])
     assert benchmark.command_line(args) == "training/benchmark.py --compile --nanogpt .../nanoGPT"
-    report = load_script(ROOT / "experiments" / "report.py")
     old = {"command": "training/benchmark.py --compile", "nanogpt": {"rows": []}}  # written before the flag was named
-    assert report.benchmark_command(old) == "python training/benchmark.py --compile --nanogpt .../nanoGPT"
-    assert report.benchmark_command({"command": "training/benchmark.py --quick"}) == "python training/benchmark.py --quick"
+    assert docs.benchmark_command(old) == "python training/benchmark.py --compile --nanogpt .../nanoGPT"
+    assert docs.benchmark_command({"command": "training/benchmark.py --quick"}) == "python training/benchmark.py --quick"
     new = {"command": "training/benchmark.py --nanogpt .../nanoGPT", "nanogpt": {"rows": []}}
-    assert report.benchmark_command(new) == "python training/benchmark.py --nanogpt .../nanoGPT"
+    assert docs.benchmark_command(new) == "python training/benchmark.py --nanogpt .../nanoGPT"

@@ -5,21 +5,21 @@ import re
 
 import pytest
 
+import docs
 from common import UserError
 from conftest import ROOT, load_script
 
-report = load_script(ROOT / "experiments" / "report.py")
 
 
 def test_docs_match_the_results_files():
-    for doc in report.DOCS:
+    for doc in docs.DOCS:
         text = doc.read_text()
-        assert report.MARKER.search(text), f"{doc.name} has no report blocks"
-        assert report.render(text) == text, f"{doc.name} is out of date: run python experiments/report.py --write"
+        assert docs.MARKER.search(text), f"{doc.name} has no report blocks"
+        assert docs.render(text) == text, f"{doc.name} is out of date: run python experiments/report.py --write"
 
 
 def test_every_committed_image_is_named_in_a_caption():
-    figures = report.figures()
+    figures = docs.figures()
     for image in (ROOT / "images").glob("*.png"):
         assert f"images/{image.name}" in figures, image.name
 
@@ -28,8 +28,8 @@ def test_the_llama_cpp_section_says_when_a_row_ran_without_llamas_extra_buffer_t
     record = json.loads((ROOT / "results" / "llama_cpp.json").read_text())
     record["gguf"]["q8_0"]["extra_buffer_types"] = "off: with them on, llama.cpp died of SIGSEGV"
     record["gguf"]["f32"]["extra_buffer_types"] = "on (llama.cpp's default)"
-    monkeypatch.setattr(report, "load", lambda name: record)
-    text = report.llama_cpp()
+    monkeypatch.setattr(docs, "load", lambda name: record)
+    text = docs.llama_cpp()
     assert "q8_0: llama.cpp's extra buffer types off: with them on, llama.cpp died of SIGSEGV" in text
     assert "f32: llama.cpp's extra buffer types" not in text
 
@@ -45,26 +45,26 @@ def test_an_ab_table_gives_every_arm_its_difference_to_the_first_and_no_size_whe
                       "3x184": {**base, "overrides": {"n_layer": 3, "n_embd": 184}}}
     record["table"] = [{"step": 100, "6x128": [2.0, 0.1], "4x160": [2.5, 0.1], "3x184": [1.5, 0.1],
                         "4x160 - 6x128": [0.5, 0.01], "3x184 - 6x128": [-0.5, 0.02]}]
-    text = report.ab_detail("cpu_width", record, list(record["arms"]), "wide")
+    text = docs.ab_detail("cpu_width", record, list(record["arms"]), "wide")
     assert "| step | 6x128 | 4x160 | 3x184 | 4x160 − 6x128 | 3x184 − 6x128 |" in text
     assert "| 100 | 2.0000 ± 0.1000 | 2.5000 ± 0.1000 | 1.5000 ± 0.1000 | +0.5000 ± 0.0100 | -0.5000 ± 0.0200 |" in text
     assert "ModernGPT, 4800 steps" in text and "6L×128" not in text and "end of run" not in text
     cut = [curve[:-1] + [[4774, curve[-1][1] + 0.5]] for curve in base["curves"]]  # the clock stopped it 26 steps early
     record["arms"]["3x184"] = {**record["arms"]["3x184"], "curves": cut}
-    text = report.ab_detail("cpu_width", record, list(record["arms"]), "wide")
+    text = docs.ab_detail("cpu_width", record, list(record["arms"]), "wide")
     assert text.split("\n\n")[1].splitlines()[-1].startswith(
         "| end of run (steps 4774–4800) | 1.4745 ± 0.0063 | 1.4745 ± 0.0063 | 1.9745 ± 0.0063 | +0.0000 ± 0.0000 | "
         "+0.5000 ± 0.0000 |")
     record["arms"], record["table"] = {"6x128": base, "lr": {**base, "overrides": {"lr": 2e-3}}}, []
-    assert "ModernGPT 6L×128, 4800 steps" in report.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
+    assert "ModernGPT 6L×128, 4800 steps" in docs.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
     record["arms"]["lr"]["elapsed_s"] = [471.4, 6.2]  # records written since each arm's wall clock was kept
-    text = report.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
+    text = docs.ab_detail("cpu_lr", record, ["6x128", "lr"], "lr")
     assert "training tokens/s, compiled, 471 ± 6 s a run, best val" in text and text.count("s a run") == 1
     record["arms"] = {"batch 32": {**base, "tokens_per_step": 2048},
                       "batch 16": {**base, "overrides": {"batch_size": 16, "max_steps": 9600}, "tokens_per_step": 1024}}
     record["table"] = [{"tokens": 9_830_400, "batch 32": [1.5, 0.01], "batch 16": [1.4, 0.01],
                         "batch 16 - batch 32": [-0.1, 0.01]}]
-    text = report.ab_detail("cpu_batch", record, list(record["arms"]), "batch")
+    text = docs.ab_detail("cpu_batch", record, list(record["arms"]), "batch")
     assert "| tokens | batch 32 | batch 16 | batch 16 − batch 32 |" in text and "| 9,830,400 | 1.5000" in text
     assert "- batch 16: 9600 steps of 1,024 tokens, " in text and "- batch 32: 4800 steps of 2,048 tokens, " in text
     assert "ModernGPT 6L×128, AMD" in text  # no single step count in the title
@@ -100,8 +100,8 @@ def test_the_cpu_presets_table_has_a_row_for_every_run_of_a_preset_whatever_its_
     for name, record in (("train_demo", demo), ("train_demo-other", other_cpu), ("train_x", longer),
                          ("train_y", vanilla), ("train_z", fp32_with_bf16_values), ("train_demo-forced", forced_fp32)):
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    rows = [line for line in report.cpu_recipes().splitlines() if line.startswith("| `--preset")]
+    monkeypatch.setattr(docs, "RESULTS", tmp_path)
+    rows = [line for line in docs.cpu_recipes().splitlines() if line.startswith("| `--preset")]
     assert len(rows) == 3
     assert rows[0].endswith(f"| {demo['best_val_loss']:.4f} | ≤ 1.58 | yes | {demo['hardware']}, bf16, "
                             f"{demo['time'][:10]} |")
@@ -116,8 +116,8 @@ def test_the_reference_table_shows_our_runs_at_the_reference_config_beside_the_o
     from dataclasses import asdict
 
     from cli import RUN_DEFAULTS
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    assert "None of our runs is at these configs yet" in report.reference()
+    monkeypatch.setattr(docs, "RESULTS", tmp_path)
+    assert "None of our runs is at these configs yet" in docs.reference()
     model, train = RUN_DEFAULTS["modern"]
     modern = json.loads((ROOT / "results" / "train_modern.json").read_text())
     at_reference = {**modern, "model_config": {**asdict(model), "vocab_size": 65},
@@ -130,25 +130,25 @@ def test_the_reference_table_shows_our_runs_at_the_reference_config_beside_the_o
     for name, record in (("train_modern", modern), ("train_modern-reference", at_reference),
                          ("train_x", shorter), ("train_y", as_vanilla)):
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
-    rows = [line for line in report.reference().splitlines() if line.startswith("| modern")]
+    rows = [line for line in docs.reference().splitlines() if line.startswith("| modern")]
     assert len(rows) == 2 and "not our run" in rows[0] and "| 1.4754 | 2500 |" in rows[0]
     assert "| ours, seed 7, --patience 3 | 10,646,784 | 1.4654 (-0.0100) | 2500 of 4000 |" in rows[1]
     assert rows[1].endswith("| A GPU, bf16, compiled, 2030-01-01 |")
-    assert not [line for line in report.reference().splitlines() if line.startswith("| vanilla | ") and "ours" in line]
-    assert "None of our runs" not in report.reference()
-    lacking = report.reference().split("\n\n")[1]  # the run still missing, and only it, with its command
+    assert not [line for line in docs.reference().splitlines() if line.startswith("| vanilla | ") and "ours" in line]
+    assert "None of our runs" not in docs.reference()
+    lacking = docs.reference().split("\n\n")[1]  # the run still missing, and only it, with its command
     assert lacking.startswith("No run of ours is at the other config yet")
     assert "training/train.py --out-dir checkpoints/vanilla-reference" in lacking and "train_modern" not in lacking
 
 
 def test_a_damaged_results_file_is_named_in_one_line(monkeypatch, tmp_path):
     """A hand-edited or merge-damaged results file stops the rendering with its name, not a traceback."""
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(docs, "RESULTS", tmp_path)
     for text, needle in (("{bad", "train_x.json is not valid JSON"), ('{"run": "x"}', "it has no 'model_config'"),
                          ("[1]", "it holds no record of a run")):
         (tmp_path / "train_x.json").write_text(text)
         with pytest.raises(UserError, match=re.escape(needle)):
-            report.cpu_recipes()
+            docs.cpu_recipes()
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -198,12 +198,12 @@ def test_every_command_the_docs_show_names_a_script_and_flags_that_exist(monkeyp
 def test_every_source_file_and_test_the_docs_name_exists():
     """The docs point readers at files and tests (`tests/test_engine.py`, `test_full_disk_…`): each must exist, or the
     pointer leads nowhere after a rename. Results files are left out: the docs also name those a run will write."""
-    docs = "\n".join((ROOT / doc).read_text() for doc in ("README.md", "DEVLOG.md", "MODEL_CARD.md"))
-    paths = set(re.findall(r"(?<![\w/.])((?:src|tests|training|experiments|colab)/[\w./-]+\.(?:py|c|ipynb))", docs))
+    prose = "\n".join((ROOT / doc).read_text() for doc in ("README.md", "DEVLOG.md", "MODEL_CARD.md"))
+    paths = set(re.findall(r"(?<![\w/.])((?:src|tests|training|experiments|colab)/[\w./-]+\.(?:py|c|ipynb))", prose))
     assert len(paths) > 20
     assert not sorted(path for path in paths if not (ROOT / path).is_file())
     test_source = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
-    names = set(re.findall(r"\b(test_\w+?)(?:…|\b)", docs)) - {path.split("/")[-1][:-3] for path in paths}
+    names = set(re.findall(r"\b(test_\w+?)(?:…|\b)", prose)) - {path.split("/")[-1][:-3] for path in paths}
     assert names
     assert not sorted(name for name in names if f"def {name}" not in test_source)
 

@@ -7,6 +7,7 @@ import pytest
 
 from abtest import arm_spec, parse_arm, rerun_command
 from checkpoint import save_model_folder
+import docs
 from common import UserError
 from conftest import ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config
 from model import CONFIGS, GPT
@@ -75,14 +76,13 @@ def test_the_docs_show_the_command_that_reruns_each_ab_record_and_it_is_the_one_
     """Each A/B table in the DEVLOG is titled by the command that reruns it, rebuilt from its record: arms, base model,
     preset, seeds and step overrides. It must agree with the command report.py names when the record is missing."""
     import shlex
-    report = load_script(ROOT / "experiments" / "report.py")
 
     def words(command):  # the arms compared as parse_arm reads them: "lr=2e-3" and "lr=0.002" are one arm
         split = shlex.split(command)
         return [parse_arm(w) if i and split[i - 1] == "--arm" else w for i, w in enumerate(split)]
 
-    typed = {name: command for name, *_, command in report.TRAINING_SWAPS + [report.WHOLE_SWAP]}
-    typed.update({name: command for name, _, command in report.RECIPE_AB_TESTS.values()})
+    typed = {name: command for name, *_, command in docs.TRAINING_SWAPS + [docs.WHOLE_SWAP]}
+    typed.update({name: command for name, _, command in docs.RECIPE_AB_TESTS.values()})
     devlog = (ROOT / "DEVLOG.md").read_text()
     for name, command in typed.items():
         record = json.loads((ROOT / "results" / f"{name}.json").read_text())

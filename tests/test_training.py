@@ -7,9 +7,10 @@ import sys
 import pytest
 import torch
 
+import docs
 from checkpoint import load_model
 from common import UserError, run_cli
-from conftest import ROOT, load_script, run_script, tiny_model_config, tiny_train_config
+from conftest import run_script, tiny_model_config, tiny_train_config
 from model import GPT
 from trainer import TrainConfig, Trainer, lr_at, train
 
@@ -140,7 +141,7 @@ def test_a_run_resumed_on_another_machine_names_each_machine_and_its_steps(tmp_p
     again = train(tiny_model_config(), tiny_train_config(out, small_text, max_steps=30, resume=True), log=lines.append)
     other = {**here, "hardware": "Another CPU (avx2), 2 threads", "from_step": 10}
     assert moved["machines"] == again["machines"] == [here, other]  # the same machine again added none
-    shown = load_script(ROOT / "experiments" / "report.py").measured_on(again)
+    shown = docs.measured_on(again)
     assert shown.startswith(f"steps 0–10: {first['hardware']}, {first['dtype']}; steps 10–30: Another CPU (avx2), "
                             f"2 threads, {first['dtype']}, ")
     record = json.loads((out / "last" / "config.json").read_text())
