@@ -3,14 +3,18 @@
     python experiments/visualize.py all                   # every figure, from checkpoints/vanilla and /modern
     python experiments/visualize.py attention --prompt "JULIET:\nO Romeo, Romeo!"
     python experiments/visualize.py rope                  # or embeddings, losses: one figure
+    python experiments/visualize.py reference             # our runs at the original's configs, from results/
 
 Each figure goes to images/<name>.png and the numbers behind it to results/<name>.json. Any checkpoint
-works (char or BPE): --runs names folders under --checkpoints.
+works (char or BPE): --runs names folders under --checkpoints. "reference" reads the training runs' results files
+in --results-dir instead (train_*.json at the training scripts' default configs), and "all" leaves it out while
+there is none.
 """
 from __future__ import annotations
 
 import math
 import sys
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,10 +28,12 @@ from checkpoint import holds_checkpoint, load_model  # noqa: E402
 from common import (REPO_ROOT, ArgumentParser, UserError, atomic_write_json,  # noqa: E402
                     add_output_folders, read_json, repo_relative, run_cli)
 from device import describe_hardware, pick_device  # noqa: E402
+from docs import ORIGINAL, measured_on, reference_runs  # noqa: E402
 from plots import pyplot, save_figure  # noqa: E402
 
 PROMPT = "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east"
-FIGURES = ["attention", "rope", "embeddings", "losses"]
+FIGURES = ["attention", "rope", "embeddings", "losses", "reference"]
+FROM_RECORDS = {"losses", "reference"}  # drawn from run histories and results files: no model to load
 DEFAULT_RUNS = ("vanilla", "modern")
 
 
@@ -271,13 +277,52 @@ def draw_losses(args, _runs=None) -> dict:
     return out
 
 
-DRAW = {"attention": draw_attention, "rope": draw_rope, "embeddings": draw_embeddings, "losses": draw_losses}
+def draw_reference(args, _runs=None) -> dict:
+    """Our runs at the original project's two configs (results/train_*.json in --results-dir, as the reference
+    table finds them): train and val loss at every evaluation, one panel per config, beside the original's quoted
+    best val loss and its step. Where val loss turns up while train loss keeps falling, the run overfits."""
+    results = Path(args.results_dir)
+    runs = {architecture: reference_runs(architecture, results) for architecture in ORIGINAL}
+    if not any(runs.values()):
+        raise UserError(f"no run at a reference config in {results}; `python experiments/report.py --show reference` "
+                        "says how to make one")
+    plt = pyplot()
+    fig, panels = plt.subplots(1, len(ORIGINAL), figsize=(12, 4.8), sharex=True, sharey=True)
+    for ax, (architecture, (params, loss, step)) in zip(panels, ORIGINAL.items()):
+        for i, r in enumerate(runs[architecture]):
+            evals = r["evals"][1:]  # step 0's loss of ~4.2 would flatten the curves
+            steps = [e["step"] for e in evals]
+            ax.plot(steps, [e["val_loss"] for e in evals], marker="o", color=f"C{i}", label=f"{r['run']}: val")
+            ax.plot(steps, [e["train_loss"] for e in evals], linestyle="--", color=f"C{i}", label=f"{r['run']}: train")
+            ax.plot([r["best_step"]], [r["best_val_loss"]], marker="*", markersize=14, color=f"C{i}")
+        ax.axhline(loss, color="gray", linestyle=":")
+        ax.plot([step], [loss], marker="*", markersize=14, color="gray",
+                label=f"the original's best val: {loss:.4f}, step {step} (quoted, T4)")
+        where = "\n".join(textwrap.fill(f"{r['run']}: {measured_on(r)}", 100) for r in runs[architecture])
+        where = where or "no run of ours yet"
+        ax.set_title(f"{architecture}, {params:,} params\n{where}", fontsize=7)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    panels[0].set_ylabel("loss (nats/char)")
+    fig.suptitle("the reference configs: our runs' curves (★ best val) beside the original's best", fontsize=10)
+    save_figure(fig, Path(args.images_dir) / "reference.png")
+    return {architecture: [{"run": r["run"], "best_step": r["best_step"], "best_val_loss": r["best_val_loss"],
+                            "evals": [{k: e[k] for k in ("step", "train_loss", "val_loss")} for e in r["evals"]]}
+                           for r in found] for architecture, found in runs.items()}
+
+
+DRAW = {"attention": draw_attention, "rope": draw_rope, "embeddings": draw_embeddings, "losses": draw_losses,
+        "reference": draw_reference}
 
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    names = FIGURES if args.figure == "all" else [args.figure]
-    runs = load_runs(args) if names != ["losses"] else {}
+    names = list(FIGURES) if args.figure == "all" else [args.figure]
+    if args.figure == "all" and not any(reference_runs(a, Path(args.results_dir)) for a in ORIGINAL):
+        names.remove("reference")
+        print(f"reference: no run at a reference config in {args.results_dir} yet; not drawn")
+    runs = load_runs(args) if set(names) - FROM_RECORDS else {}
     written = {}
     for name in names:
         data = DRAW[name](args, runs)

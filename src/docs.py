@@ -610,14 +610,14 @@ def run_precision(r: dict) -> str:
     return r["dtype"] if r["dtype_reason"].startswith("auto") else f"{r['dtype']} (--dtype {r['dtype']})"
 
 
-def runs_with(architecture: str, values_for) -> list[dict]:
-    """Every run of `architecture` in results/train_*.json whose settings include all of `values_for(record)`,
-    oldest first. A run's file is named after its --out-dir (train_<run>.json), so a run on another class of
-    machine, given a folder of its own (checkpoints/modern-cpu-avx2), sits beside the others instead of replacing
-    them."""
+def runs_with(architecture: str, values_for, results: Path | None = None) -> list[dict]:
+    """Every run of `architecture` in results/train_*.json (or `results`/train_*.json) whose settings include all of
+    `values_for(record)`, oldest first. A run's file is named after its --out-dir (train_<run>.json), so a run on
+    another class of machine, given a folder of its own (checkpoints/modern-cpu-avx2), sits beside the others
+    instead of replacing them."""
     found = []
-    for path in sorted(RESULTS.glob("train_*.json")):
-        r = load(path.stem)
+    for path in sorted((results or RESULTS).glob("train_*.json")):
+        r = read_json(path)
         try:
             config = {**r["model_config"], **r["train_config"]}
             if r["architecture"] == architecture and all(config.get(k) == v for k, v in values_for(r).items()):
@@ -636,12 +636,12 @@ def preset_runs(preset: str) -> list[dict]:
         preset, fp32=takes_fp32_values(r["device"].split(":")[0], r["dtype"]))})
 
 
-def reference_runs(architecture: str) -> list[dict]:
+def reference_runs(architecture: str, results: Path | None = None) -> list[dict]:
     """Our runs of `architecture` at its reference config: the training script's own defaults, no preset
     (cli.RUN_DEFAULTS), whatever their seed, --patience, device, precision or --out-dir."""
     model, train = RUN_DEFAULTS[architecture]
     recipe = {k: v for k, v in {**asdict(model), **asdict(train)}.items() if k not in NOT_THE_RECIPE}
-    return runs_with(architecture, lambda r: recipe)
+    return runs_with(architecture, lambda r: recipe, results)
 
 
 def reference() -> str:
@@ -717,6 +717,8 @@ def llama_cpp() -> str:
 
 FIGURE_CAPTIONS = {
     "losses.png": "train and validation loss of every run in checkpoints/, and val bits/char — `experiments/visualize.py losses`",
+    "reference.png": "our runs at the original project's configs: train and validation loss at each evaluation, beside "
+                     "the original's quoted best — `experiments/visualize.py reference`",
     "swap1_rmsnorm.png": "LayerNorm vs RMSNorm, val loss (band: min–max over seeds) — `experiments/swap1_rmsnorm.py`",
     "swap2_swiglu.png": "ReLU vs SwiGLU vs ReLU² — `experiments/swap2_swiglu.py`",
     "swap3_rope.png": "learned positions vs RoPE — `experiments/swap3_rope.py`",

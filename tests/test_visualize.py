@@ -83,6 +83,31 @@ def test_visualize_draws_every_figure_from_tiny_checkpoints(tmp_path, small_text
     assert rope["radians_per_position"][0] == 1.0 and rope["radians_per_position"] == sorted(rope["radians_per_position"], reverse=True)
     losses = json.loads((tmp_path / "r" / "losses.json").read_text())["data"]
     assert [e["step"] for e in losses["modern"]["evals"]] == [0, 2, 4]
+    assert "reference: no run at a reference config" in result.stdout  # no results file of one in r/
+
+
+def test_the_reference_figure_draws_our_runs_at_the_reference_configs_from_their_results_files(tmp_path):
+    """Only runs at a training script's default config are drawn, their evaluations as recorded; a run of a preset
+    in the same folder is not. Asked for alone with none there, the figure is a one-line error, not an empty plot."""
+    empty = run_main(ROOT / "experiments" / "visualize.py", "reference", "--results-dir", tmp_path / "r",
+                     "--images-dir", tmp_path / "i")
+    assert_user_error(empty, "no run at a reference config", "report.py --show reference")
+    assert not (tmp_path / "i").exists()
+    reference = json.loads((ROOT / "results" / "train_modern-reference.json").read_text())
+    evals = [{"step": s, "train_loss": 2.0 - s / 1e4, "val_loss": 2.1 - s / 2e4, "val_bpc": 3.0, "lr": 3e-4}
+             for s in (0, 500, 1000)]
+    ours = {**reference, "run": "ours", "evals": evals, "best_step": 1000, "best_val_loss": evals[-1]["val_loss"]}
+    preset = {**ours, "run": "preset", "train_config": {**reference["train_config"], "max_steps": 1400}}
+    (tmp_path / "r").mkdir()
+    for r in (ours, preset):
+        (tmp_path / "r" / f"train_{r['run']}.json").write_text(json.dumps(r))
+    drawn = run_main(ROOT / "experiments" / "visualize.py", "reference", "--results-dir", tmp_path / "r",
+                     "--images-dir", tmp_path / "i")
+    assert drawn.returncode == 0, drawn.stderr
+    data = json.loads((tmp_path / "r" / "reference.json").read_text())["data"]
+    assert data["vanilla"] == [] and [r["run"] for r in data["modern"]] == ["ours"]
+    assert data["modern"][0]["evals"] == [{k: e[k] for k in ("step", "train_loss", "val_loss")} for e in evals]
+    assert (tmp_path / "i" / "reference.png").stat().st_size > 0
 
 
 def test_visualize_explains_a_missing_checkpoint(tmp_path):
