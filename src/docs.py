@@ -771,7 +771,7 @@ def figures() -> str:
 
 def gallery() -> str:
     """The README's pictures: a few figures inline, each with its caption."""
-    shown = ["losses.png", "swap3_rope.png", "tokenizers.png", "attention_modern.png"]
+    shown = ["reference.png", "losses.png", "swap3_rope.png", "tokenizers.png", "attention_modern.png"]
     lines = [f"![{name}](images/{name})\n\n_{FIGURE_CAPTIONS[name]}_\n" for name in shown
              if (REPO_ROOT / "images" / name).exists()]
     return "\n".join(lines) or "_No figures yet._"
