@@ -17,7 +17,7 @@ from pathlib import Path
 
 from abtest import axis_cell, end_of_run, plus_minus, rerun_command
 from cli import RUN_DEFAULTS, TRAINING_SCRIPTS
-from common import REPO_ROOT, UserError, read_json
+from common import REPO_ROOT, UserError, read_json, repo_relative
 from presets import preset_values, takes_fp32_values
 from trainer import describe_machines
 
@@ -624,7 +624,7 @@ def runs_with(architecture: str, values_for, results: Path | None = None) -> lis
                 found.append(r)
         except (KeyError, TypeError, AttributeError) as err:
             what = f"it has no {err}" if isinstance(err, KeyError) else "it holds no record of a run"
-            raise UserError(f"results/{path.name} is not a training run's results file ({what}): the training "
+            raise UserError(f"{repo_relative(path)} is not a training run's results file ({what}): the training "
                             "scripts write those; restore it or remove it") from None
     return sorted(found, key=lambda r: r["time"])
 
