@@ -348,9 +348,31 @@ def torch_compile(fn, **options):
 
 # ----------------------------------------------------------------------------- memory
 
+class ProcessMemoryCounters(ctypes.Structure):
+    """Windows' PROCESS_MEMORY_COUNTERS (psapi.h): 72 bytes on 64-bit Windows, 40 on 32-bit."""
+    _fields_ = [("cb", ctypes.c_uint32), ("PageFaultCount", ctypes.c_uint32),
+                *((name, ctypes.c_size_t) for name in (
+                    "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
+                    "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage"))]
+
+
+def windows_peak_working_set() -> int:
+    """Windows has no `resource` module: its peak resident memory is the peak working set that kernel32 reports."""
+    kernel32 = ctypes.WinDLL("kernel32")
+    kernel32.GetCurrentProcess.restype = ctypes.c_void_p
+    kernel32.K32GetProcessMemoryInfo.argtypes = [ctypes.c_void_p, ctypes.POINTER(ProcessMemoryCounters),
+                                                 ctypes.c_uint32]
+    counters = ProcessMemoryCounters(cb=ctypes.sizeof(ProcessMemoryCounters))
+    if not kernel32.K32GetProcessMemoryInfo(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.cb):
+        raise ctypes.WinError()
+    return counters.PeakWorkingSetSize
+
+
 def peak_resident_bytes() -> int:
     """This process's own peak resident memory. Linux: VmHWM, since ru_maxrss also counts the parent's pages at
     the fork before an exec (a benchmark that starts a fresh process per task would read its own size there)."""
+    if sys.platform == "win32":
+        return windows_peak_working_set()
     try:
         return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     except OSError:  # no /proc (macOS): ru_maxrss, in bytes there and KiB elsewhere

@@ -1,5 +1,6 @@
 """training/benchmark.py at a tiny size: every figure is present and consistent with the machine's ceilings."""
 import argparse
+import ctypes
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import docs
 from conftest import (ROOT, assert_user_error, load_script, run_main, run_script, tiny_model_config, tiny_sizes,
                       tiny_train_config)
 from bench import layer_components, peak_resident_mb
-from device import cpp_compiler, hardware_tag, same_threads_env
+from device import ProcessMemoryCounters, cpp_compiler, hardware_tag, same_threads_env
 from measure import too_slow_to_train
 from model_modern import modern_config
 from peers import NanoGPTProcess, llama_cpp_rows
@@ -98,6 +99,16 @@ sys.path.insert(0, sys.argv[1])
 from device import peak_resident_bytes  # imports torch
 print(peak_resident_bytes())
 """
+
+
+def test_windows_memory_counters_have_the_layout_kernel32_writes():
+    """Windows has no `resource` module: there the peak comes from K32GetProcessMemoryInfo, which fills
+    PROCESS_MEMORY_COUNTERS and checks its declared size, 72 bytes on 64-bit Windows and 40 on 32-bit. Ten fields,
+    the peak working set third, after two 32-bit counts."""
+    pointer = ctypes.sizeof(ctypes.c_void_p)
+    assert ctypes.sizeof(ProcessMemoryCounters) == {8: 72, 4: 40}[pointer]
+    assert ProcessMemoryCounters.PeakWorkingSetSize.offset == 8
+    assert len(ProcessMemoryCounters._fields_) == 10
 
 
 def test_peak_memory_is_the_task_alone_not_the_benchmark_process_that_starts_it():
