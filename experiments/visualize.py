@@ -307,7 +307,8 @@ def draw_reference(args, _runs=None) -> dict:
     panels[0].set_ylabel("loss (nats/char)")
     fig.suptitle("the reference configs: our runs' curves (★ best val) beside the original's best", fontsize=10)
     save_figure(fig, Path(args.images_dir) / "reference.png")
-    return {architecture: [{"run": r["run"], "best_step": r["best_step"], "best_val_loss": r["best_val_loss"],
+    return {architecture: [{"run": r["run"], "measured_on": measured_on(r), "best_step": r["best_step"],
+                            "best_val_loss": r["best_val_loss"],
                             "evals": [{k: e[k] for k in ("step", "train_loss", "val_loss")} for e in r["evals"]]}
                            for r in found] for architecture, found in runs.items()}
 
