@@ -277,12 +277,16 @@ def draw_losses(args, _runs=None) -> dict:
     return out
 
 
-def draw_reference(args, _runs=None) -> dict:
+def draw_reference(args, _runs=None) -> dict | None:
     """Our runs at the original project's two configs (results/train_*.json in --results-dir, as the reference
     table finds them): train and val loss at every evaluation, one panel per config, beside the original's quoted
-    best val loss and its step. Where val loss turns up while train loss keeps falling, the run overfits."""
+    best val loss and its step. Where val loss turns up while train loss keeps falling, the run overfits. With no
+    such run, "all" skips it (None) and the figure asked for alone is an error."""
     results = Path(args.results_dir)
     runs = {architecture: reference_runs(architecture, results) for architecture in ORIGINAL}
+    if not any(runs.values()) and args.figure == "all":
+        print(f"reference: no run at a reference config in {results} yet; not drawn")
+        return None
     if not any(runs.values()):
         raise UserError(f"no run at a reference config in {results}; `python experiments/report.py --show reference` "
                         "says how to make one")
@@ -319,14 +323,13 @@ DRAW = {"attention": draw_attention, "rope": draw_rope, "embeddings": draw_embed
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    names = list(FIGURES) if args.figure == "all" else [args.figure]
-    if args.figure == "all" and not any(reference_runs(a, Path(args.results_dir)) for a in ORIGINAL):
-        names.remove("reference")
-        print(f"reference: no run at a reference config in {args.results_dir} yet; not drawn")
+    names = FIGURES if args.figure == "all" else [args.figure]
     runs = load_runs(args) if set(names) - FROM_RECORDS else {}
     written = {}
     for name in names:
         data = DRAW[name](args, runs)
+        if data is None:  # "all" with nothing to draw for this figure yet: said by the figure
+            continue
         record = {"figure": name, "date": datetime.now(timezone.utc).date().isoformat(),
                   "hardware": describe_hardware(pick_device(args.device)), "checkpoints": repo_relative(args.checkpoints),
                   "data": data}
